@@ -1,0 +1,15 @@
+//! Baton's application layer: the ports its adapters implement and the service that runs every
+//! command through load → decide → commit → perform. No AWS here either: adapters live in
+//! `baton-aws`, in-memory ones in [`memory`].
+
+pub mod memory;
+mod ports;
+mod service;
+
+pub use ports::{
+    Clock, Commit, Created, EventBus, InfraError, Page, SystemClock, TaskQuery, TaskStore,
+    TimerQueue, Wake, WakeKind,
+};
+pub use service::{
+    Baton, Handled, MAX_TIMER_DELAY, SubmitError, Submitted, SweepReport, TIMER_GRACE,
+};

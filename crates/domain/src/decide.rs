@@ -1,0 +1,302 @@
+use chrono::{DateTime, Duration, Utc};
+
+use crate::event::Event;
+use crate::ids::{TaskId, Tenant};
+use crate::task::{HistoryEntry, Outcome, Status, Task, TaskError};
+
+/// Something that asks a task to move.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Command {
+    /// The due timer of `attempt` fired: start it.
+    Dispatch {
+        /// The attempt the timer was armed for.
+        attempt: u32,
+    },
+    /// A worker reported the outcome of `attempt`.
+    Complete {
+        /// The attempt the result is for.
+        attempt: u32,
+        /// What happened.
+        outcome: Outcome,
+    },
+    /// `attempt` ran past its deadline.
+    TimeOut {
+        /// The attempt that is late.
+        attempt: u32,
+    },
+    /// Stop the task for good.
+    Cancel {
+        /// Why.
+        reason: String,
+    },
+    /// Undo a succeeded task.
+    Rollback {
+        /// Why.
+        reason: String,
+    },
+}
+
+impl Command {
+    /// A short name for logs and rejections.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Command::Dispatch { .. } => "dispatch",
+            Command::Complete { .. } => "complete",
+            Command::TimeOut { .. } => "timeout",
+            Command::Cancel { .. } => "cancel",
+            Command::Rollback { .. } => "rollback",
+        }
+    }
+
+    /// The cause recorded in history when this command moves a task.
+    fn cause(&self) -> &'static str {
+        match self {
+            Command::Dispatch { .. } => "dispatched",
+            Command::Complete {
+                outcome: Outcome::Succeeded { .. },
+                ..
+            } => "result:succeeded",
+            Command::Complete {
+                outcome: Outcome::Failed { .. },
+                ..
+            } => "result:failed",
+            Command::TimeOut { .. } => "timeout",
+            Command::Cancel { .. } => "cancelled",
+            Command::Rollback { .. } => "rolled_back",
+        }
+    }
+}
+
+/// A request to run `on-due` for an attempt at `due_at`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Timer {
+    /// The task's owner.
+    pub tenant: Tenant,
+    /// The task.
+    pub task_id: TaskId,
+    /// The attempt to start.
+    pub attempt: u32,
+    /// When to start it.
+    pub due_at: DateTime<Utc>,
+}
+
+/// What must happen outside the store once a state is committed.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Effects {
+    /// Events to publish.
+    pub events: Vec<Event>,
+    /// A timer to arm.
+    pub timer: Option<Timer>,
+}
+
+impl Effects {
+    /// The effects that announce `task`'s current state. A function of the state alone, so a
+    /// transition and its replay publish the same thing.
+    pub fn of(task: &Task) -> Effects {
+        Effects {
+            events: Event::announcing(task).into_iter().collect(),
+            timer: (task.status == Status::Scheduled).then(|| Timer {
+                tenant: task.tenant.clone(),
+                task_id: task.id,
+                attempt: task.attempt,
+                due_at: task.due_at,
+            }),
+        }
+    }
+}
+
+/// A transition to commit: the task's next state (history entry appended) and its effects.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Transition {
+    /// The state to write, conditional on the current status and version.
+    pub task: Task,
+    /// What to do once it is written.
+    pub effects: Effects,
+}
+
+/// What a command does to a task.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Decision {
+    /// Move the task.
+    Apply(Transition),
+    /// The command was applied before (a duplicate, or a retry after a lost response): nothing to
+    /// write, but the effects are repeated in case the first run stopped before them.
+    AlreadyApplied(Effects),
+    /// The timer fired early: arm it again.
+    NotYetDue(Timer),
+}
+
+/// Why a command does not fit the task. An outcome to log and acknowledge, never a retry.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Rejection {
+    /// The command makes no sense in the task's status.
+    #[error("cannot {command} a task that is {}", status.as_str())]
+    InvalidTransition {
+        /// The task's status.
+        status: Status,
+        /// The command's name.
+        command: &'static str,
+    },
+    /// The command names an attempt other than the current one.
+    #[error("attempt {received} is stale: the task is on attempt {current}")]
+    StaleAttempt {
+        /// The task's attempt.
+        current: u32,
+        /// The command's attempt.
+        received: u32,
+    },
+    /// A timeout was reported before the deadline.
+    #[error("the attempt's deadline {deadline} has not passed")]
+    DeadlineNotReached {
+        /// The running attempt's deadline.
+        deadline: DateTime<Utc>,
+    },
+}
+
+/// Decides what `command` does to `task` at `now`. Pure: the same arguments give the same answer.
+pub fn decide(task: &Task, command: &Command, now: DateTime<Utc>) -> Result<Decision, Rejection> {
+    if already_applied(task, command) {
+        return Ok(Decision::AlreadyApplied(Effects::of(task)));
+    }
+    let invalid = || Rejection::InvalidTransition {
+        status: task.status,
+        command: command.name(),
+    };
+    let current_attempt = |attempt: u32| {
+        if attempt == task.attempt {
+            Ok(())
+        } else {
+            Err(Rejection::StaleAttempt {
+                current: task.attempt,
+                received: attempt,
+            })
+        }
+    };
+    match (command, task.status) {
+        (Command::Dispatch { attempt }, Status::Scheduled) => {
+            current_attempt(*attempt)?;
+            if now < task.due_at {
+                return Ok(Decision::NotYetDue(Effects::of(task).timer.expect("scheduled")));
+            }
+            Ok(apply(task, Status::Running, command, now, |next| {
+                next.deadline = Some(now + Duration::seconds(task.timeout_seconds.into()));
+            }))
+        }
+        (Command::Complete { attempt, outcome }, Status::Running) => {
+            current_attempt(*attempt)?;
+            Ok(match outcome {
+                Outcome::Succeeded { output } => {
+                    apply(task, Status::Succeeded, command, now, |next| {
+                        next.output = Some(output.clone());
+                        next.deadline = None;
+                    })
+                }
+                Outcome::Failed { error } => fail_attempt(task, command, error.clone(), now),
+            })
+        }
+        (Command::TimeOut { attempt }, Status::Running) => {
+            current_attempt(*attempt)?;
+            match task.deadline {
+                Some(deadline) if now < deadline => Err(Rejection::DeadlineNotReached { deadline }),
+                _ => {
+                    let error = TaskError {
+                        code: "TIMEOUT".to_owned(),
+                        message: format!(
+                            "attempt {} ran longer than {} s",
+                            task.attempt, task.timeout_seconds
+                        ),
+                    };
+                    Ok(fail_attempt(task, command, error, now))
+                }
+            }
+        }
+        (
+            Command::Dispatch { attempt }
+            | Command::Complete { attempt, .. }
+            | Command::TimeOut { attempt },
+            _,
+        ) => {
+            current_attempt(*attempt)?;
+            Err(invalid())
+        }
+        (Command::Cancel { reason }, Status::Pending | Status::Scheduled | Status::Running) => {
+            Ok(apply(task, Status::Cancelled, command, now, |next| {
+                next.reason = Some(reason.clone());
+                next.deadline = None;
+            }))
+        }
+        (Command::Rollback { reason }, Status::Succeeded) => {
+            Ok(apply(task, Status::RolledBack, command, now, |next| {
+                next.reason = Some(reason.clone());
+            }))
+        }
+        (Command::Cancel { .. } | Command::Rollback { .. }, _) => Err(invalid()),
+    }
+}
+
+/// Whether `task`'s latest transition is the one `command` makes.
+fn already_applied(task: &Task, command: &Command) -> bool {
+    let last_cause = task.history.last().map(|entry| entry.cause.as_str());
+    match command {
+        Command::Dispatch { attempt } => task.status == Status::Running && task.attempt == *attempt,
+        Command::Complete {
+            attempt,
+            outcome: Outcome::Succeeded { .. },
+        } => task.status == Status::Succeeded && task.attempt == *attempt,
+        Command::Complete { attempt, .. } | Command::TimeOut { attempt } => {
+            let failed_attempt = match task.status {
+                Status::Scheduled => task.attempt.saturating_sub(1),
+                Status::Failed => task.attempt,
+                _ => return false,
+            };
+            failed_attempt == *attempt && last_cause == Some(command.cause())
+        }
+        Command::Cancel { .. } => task.status == Status::Cancelled,
+        Command::Rollback { .. } => task.status == Status::RolledBack,
+    }
+}
+
+/// A failed attempt: retried after backoff while attempts remain, else the task fails.
+fn fail_attempt(task: &Task, command: &Command, error: TaskError, now: DateTime<Utc>) -> Decision {
+    if task.attempt < task.retry.max_attempts {
+        let due_at = now + task.retry.backoff(&task.id, task.attempt);
+        apply(task, Status::Scheduled, command, now, |next| {
+            next.attempt += 1;
+            next.due_at = due_at;
+            next.deadline = None;
+            next.error = Some(error);
+        })
+    } else {
+        apply(task, Status::Failed, command, now, |next| {
+            next.deadline = None;
+            next.error = Some(error);
+        })
+    }
+}
+
+fn apply(
+    task: &Task,
+    to: Status,
+    command: &Command,
+    now: DateTime<Utc>,
+    change: impl FnOnce(&mut Task),
+) -> Decision {
+    let mut next = task.clone();
+    change(&mut next);
+    next.status = to;
+    next.version = task.version + 1;
+    next.updated_at = now;
+    next.history.push(HistoryEntry {
+        version: next.version,
+        from: Some(task.status),
+        to,
+        at: now,
+        cause: command.cause().to_owned(),
+        attempt: next.attempt,
+    });
+    let effects = Effects::of(&next);
+    Decision::Apply(Transition {
+        task: next,
+        effects,
+    })
+}

@@ -1,0 +1,143 @@
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::ids::{ProjectId, TaskId, Tenant, Tier};
+use crate::task::{Status, Task, TaskError};
+
+/// The kinds of event Baton publishes on its bus.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum EventKind {
+    /// A task was accepted and is scheduled.
+    Submitted,
+    /// An attempt may start now: a worker of the task's tier should run it.
+    Ready,
+    /// The task succeeded.
+    Succeeded,
+    /// The task failed for good.
+    Failed,
+    /// An attempt failed; another is scheduled.
+    Retrying,
+    /// The task was cancelled; a worker running it should stop.
+    Cancelled,
+    /// A succeeded task was rolled back; its effects should be compensated.
+    RolledBack,
+}
+
+impl EventKind {
+    /// Every kind, in lifecycle order.
+    pub const ALL: [EventKind; 7] = [
+        EventKind::Submitted,
+        EventKind::Ready,
+        EventKind::Succeeded,
+        EventKind::Failed,
+        EventKind::Retrying,
+        EventKind::Cancelled,
+        EventKind::RolledBack,
+    ];
+
+    /// The EventBridge `detail-type`.
+    pub fn detail_type(self) -> &'static str {
+        match self {
+            EventKind::Submitted => "TaskSubmitted",
+            EventKind::Ready => "TaskReady",
+            EventKind::Succeeded => "TaskSucceeded",
+            EventKind::Failed => "TaskFailed",
+            EventKind::Retrying => "TaskRetrying",
+            EventKind::Cancelled => "TaskCancelled",
+            EventKind::RolledBack => "TaskRolledBack",
+        }
+    }
+}
+
+/// An outbound event: the task's state right after a transition. Carries `task_id`, `version` and
+/// `attempt`, so consumers can drop duplicates and order by version.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Event {
+    /// What happened.
+    #[serde(skip)]
+    pub kind: EventKind,
+    /// The task.
+    pub task_id: TaskId,
+    /// Its owner.
+    pub tenant: Tenant,
+    /// Its project.
+    pub project: ProjectId,
+    /// Its name.
+    pub name: String,
+    /// Its worker tier.
+    pub tier: Tier,
+    /// Its status after the transition.
+    pub status: Status,
+    /// Its version after the transition.
+    pub version: u64,
+    /// Its attempt after the transition.
+    pub attempt: u32,
+    /// When the transition happened.
+    pub at: DateTime<Utc>,
+    /// Ties together everything that happens to the task.
+    pub correlation_id: String,
+    /// `TaskReady`: what the worker receives.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub input: Option<Value>,
+    /// `TaskReady`: when the attempt times out.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub deadline: Option<DateTime<Utc>>,
+    /// `TaskSubmitted`, `TaskRetrying`: when the next attempt is due.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub due_at: Option<DateTime<Utc>>,
+    /// `TaskSucceeded`, `TaskRolledBack`: the task's output.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub output: Option<Value>,
+    /// `TaskFailed`, `TaskRetrying`: the error of the failed attempt.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<TaskError>,
+    /// `TaskCancelled`, `TaskRolledBack`: why.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+impl Event {
+    /// The event that announces `task`'s current state, if that state is announced.
+    pub fn announcing(task: &Task) -> Option<Event> {
+        let kind = match task.status {
+            Status::Pending => return None,
+            Status::Scheduled if task.version == 1 => EventKind::Submitted,
+            Status::Scheduled => EventKind::Retrying,
+            Status::Running => EventKind::Ready,
+            Status::Succeeded => EventKind::Succeeded,
+            Status::Failed => EventKind::Failed,
+            Status::Cancelled => EventKind::Cancelled,
+            Status::RolledBack => EventKind::RolledBack,
+        };
+        let has = |kinds: &[EventKind]| kinds.contains(&kind);
+        Some(Event {
+            kind,
+            task_id: task.id,
+            tenant: task.tenant.clone(),
+            project: task.project.clone(),
+            name: task.name.clone(),
+            tier: task.tier.clone(),
+            status: task.status,
+            version: task.version,
+            attempt: task.attempt,
+            at: task.updated_at,
+            correlation_id: task.correlation_id.clone(),
+            input: has(&[EventKind::Ready]).then(|| task.input.clone()),
+            deadline: task.deadline.filter(|_| has(&[EventKind::Ready])),
+            due_at: has(&[EventKind::Submitted, EventKind::Retrying]).then_some(task.due_at),
+            output: task
+                .output
+                .clone()
+                .filter(|_| has(&[EventKind::Succeeded, EventKind::RolledBack])),
+            error: task
+                .error
+                .clone()
+                .filter(|_| has(&[EventKind::Failed, EventKind::Retrying])),
+            reason: task
+                .reason
+                .clone()
+                .filter(|_| has(&[EventKind::Cancelled, EventKind::RolledBack])),
+        })
+    }
+}

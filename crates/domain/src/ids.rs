@@ -1,0 +1,130 @@
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// Why an identifier was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct IdError(pub String);
+
+/// A task's identity: a UUIDv7, so ids sort by creation time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct TaskId(Uuid);
+
+impl TaskId {
+    /// Wraps a UUID that is already known to be a task id.
+    pub fn from_uuid(uuid: Uuid) -> Self {
+        Self(uuid)
+    }
+
+    /// Parses a task id given by a client or an event.
+    pub fn parse(text: &str) -> Result<Self, IdError> {
+        let uuid = Uuid::parse_str(text)
+            .map_err(|_| IdError(format!("`{text}` is not a UUID")))?;
+        if uuid.get_version_num() != 7 {
+            return Err(IdError(format!("`{text}` is not a UUIDv7")));
+        }
+        Ok(Self(uuid))
+    }
+
+    /// The underlying UUID.
+    pub fn as_uuid(&self) -> &Uuid {
+        &self.0
+    }
+
+    /// A small stable number derived from the id, used to spread keys over partitions.
+    pub fn shard(&self, shards: u8) -> u8 {
+        let bytes = self.0.as_bytes();
+        bytes[15] % shards.max(1)
+    }
+}
+
+impl fmt::Display for TaskId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+macro_rules! name_type {
+    ($(#[$doc:meta])* $name:ident, $max:expr, $what:expr) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+        #[serde(try_from = "String", into = "String")]
+        pub struct $name(String);
+
+        impl $name {
+            /// Parses a name: 1 to the maximum characters of `A-Z a-z 0-9 _ -`.
+            pub fn parse(text: &str) -> Result<Self, IdError> {
+                if text.is_empty() || text.len() > $max {
+                    return Err(IdError(format!("{} must be 1 to {} characters", $what, $max)));
+                }
+                if !text.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+                    return Err(IdError(format!(
+                        "{} may only contain letters, digits, `-` and `_`",
+                        $what
+                    )));
+                }
+                Ok(Self(text.to_owned()))
+            }
+
+            /// The name as text.
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl TryFrom<String> for $name {
+            type Error = IdError;
+            fn try_from(text: String) -> Result<Self, IdError> {
+                Self::parse(&text)
+            }
+        }
+
+        impl From<$name> for String {
+            fn from(name: $name) -> String {
+                name.0
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+    };
+}
+
+name_type!(
+    /// The owner of a task. Every key begins with it.
+    Tenant, 64, "tenant"
+);
+name_type!(
+    /// A group of tasks inside a tenant.
+    ProjectId, 64, "project"
+);
+name_type!(
+    /// The kind of worker a task needs; `TaskReady` events are routed by it.
+    Tier, 32, "tier"
+);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_task_id_must_be_a_uuid_v7() {
+        assert!(TaskId::parse(&Uuid::now_v7().to_string()).is_ok());
+        assert!(TaskId::parse("67e55044-10b1-426f-9247-bb680e5fe0c8").is_err());
+        assert!(TaskId::parse("nope").is_err());
+    }
+
+    #[test]
+    fn names_refuse_empty_long_and_odd_characters() {
+        assert!(Tenant::parse("acme-1_a").is_ok());
+        assert!(Tenant::parse("").is_err());
+        assert!(Tenant::parse(&"a".repeat(65)).is_err());
+        assert!(Tier::parse("gpu#1").is_err());
+    }
+}

@@ -1,0 +1,14 @@
+//! Baton's domain: what a task is, which commands move it, and the pure `decide` function that holds
+//! every business rule of the lifecycle. No I/O, no clock, no AWS: time comes in as an argument.
+
+mod decide;
+mod event;
+mod ids;
+mod submission;
+mod task;
+
+pub use decide::{Command, Decision, Effects, Rejection, Timer, Transition, decide};
+pub use event::{Event, EventKind};
+pub use ids::{IdError, ProjectId, TaskId, Tenant, Tier};
+pub use submission::{FieldError, InvalidSubmission, NewTask, RetryInput, SubmitRequest};
+pub use task::{HistoryEntry, Outcome, RetryPolicy, Status, Task, TaskError};

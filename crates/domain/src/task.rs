@@ -1,0 +1,199 @@
+use chrono::{DateTime, Duration, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::ids::{ProjectId, TaskId, Tenant, Tier};
+
+/// Where a task is in its lifecycle. Moves only forward; the last four absorb every command but
+/// the rollback of a succeeded task.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum Status {
+    /// Waiting for dependencies.
+    Pending,
+    /// Waiting for its due time.
+    Scheduled,
+    /// Handed to a worker; the attempt's result is awaited.
+    Running,
+    /// A worker reported success.
+    Succeeded,
+    /// The last attempt failed or timed out.
+    Failed,
+    /// Cancelled on request before it finished.
+    Cancelled,
+    /// A succeeded task whose output was rolled back (tainted).
+    RolledBack,
+}
+
+impl Status {
+    /// Every status, in lifecycle order.
+    pub const ALL: [Status; 7] = [
+        Status::Pending,
+        Status::Scheduled,
+        Status::Running,
+        Status::Succeeded,
+        Status::Failed,
+        Status::Cancelled,
+        Status::RolledBack,
+    ];
+
+    /// Whether the task has finished for good.
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            Status::Succeeded | Status::Failed | Status::Cancelled | Status::RolledBack
+        )
+    }
+
+    /// The stored and wire name, e.g. `ROLLED_BACK`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Pending => "PENDING",
+            Status::Scheduled => "SCHEDULED",
+            Status::Running => "RUNNING",
+            Status::Succeeded => "SUCCEEDED",
+            Status::Failed => "FAILED",
+            Status::Cancelled => "CANCELLED",
+            Status::RolledBack => "ROLLED_BACK",
+        }
+    }
+}
+
+/// How a failed attempt is retried: exponential backoff from `backoff_seconds`, doubled per
+/// attempt, capped at `max_backoff_seconds`, with deterministic jitter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RetryPolicy {
+    /// Attempts in all, the first included (1 = never retry).
+    pub max_attempts: u32,
+    /// Delay before the second attempt.
+    pub backoff_seconds: u32,
+    /// Upper bound of any delay.
+    pub max_backoff_seconds: u32,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        Self {
+            max_attempts: 3,
+            backoff_seconds: 5,
+            max_backoff_seconds: 900,
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// The delay before attempt `failed_attempt + 1` of task `id`.
+    ///
+    /// "Equal jitter": half the exponential delay is fixed, the other half is spread by a hash of
+    /// the task id and attempt, so retries of many tasks do not align, yet the same failure always
+    /// yields the same delay (replaying a result decides the same thing).
+    pub fn backoff(&self, id: &TaskId, failed_attempt: u32) -> Duration {
+        let exponent = failed_attempt.saturating_sub(1).min(30);
+        let full_ms = (u64::from(self.backoff_seconds) * 1000)
+            .saturating_mul(1 << exponent)
+            .min(u64::from(self.max_backoff_seconds) * 1000);
+        let half = full_ms / 2;
+        let spread = jitter_seed(id, failed_attempt) % (half + 1);
+        Duration::milliseconds((half + spread) as i64)
+    }
+}
+
+fn jitter_seed(id: &TaskId, attempt: u32) -> u64 {
+    // FNV-1a: tiny, stable across builds and platforms.
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in id.as_uuid().as_bytes().iter().chain(&attempt.to_le_bytes()) {
+        hash ^= u64::from(*byte);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    hash
+}
+
+/// Why an attempt failed, as the worker (or Baton, for a timeout) reported it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskError {
+    /// A stable, machine-readable code, e.g. `TIMEOUT`.
+    pub code: String,
+    /// A human-readable explanation.
+    pub message: String,
+}
+
+/// What a worker reports for an attempt.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum Outcome {
+    /// The attempt produced `output`.
+    Succeeded {
+        /// The task's result.
+        #[serde(default)]
+        output: Value,
+    },
+    /// The attempt failed with `error`.
+    Failed {
+        /// What went wrong.
+        error: TaskError,
+    },
+}
+
+/// One transition as recorded in the task's history.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HistoryEntry {
+    /// The version the transition produced.
+    pub version: u64,
+    /// The status before; `None` for the submission.
+    pub from: Option<Status>,
+    /// The status after.
+    pub to: Status,
+    /// When it happened.
+    pub at: DateTime<Utc>,
+    /// What caused it, e.g. `submitted`, `dispatched`, `result:failed`, `timeout`.
+    pub cause: String,
+    /// The attempt the task was on after the transition.
+    pub attempt: u32,
+}
+
+/// A unit of work and everything Baton knows about it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Task {
+    /// Its identity.
+    pub id: TaskId,
+    /// Its owner.
+    pub tenant: Tenant,
+    /// The project it belongs to.
+    pub project: ProjectId,
+    /// A human-readable name.
+    pub name: String,
+    /// The kind of worker that runs it.
+    pub tier: Tier,
+    /// What the worker receives.
+    pub input: Value,
+    /// Higher goes first when capacity is short.
+    pub priority: i32,
+    /// When the current attempt may start.
+    pub due_at: DateTime<Utc>,
+    /// How long one attempt may run before it times out.
+    pub timeout_seconds: u32,
+    /// How failed attempts are retried.
+    pub retry: RetryPolicy,
+    /// Where it is in the lifecycle.
+    pub status: Status,
+    /// Grows by one with every transition; the commit condition names it.
+    pub version: u64,
+    /// The current (or next) attempt, from 1.
+    pub attempt: u32,
+    /// When the running attempt times out.
+    pub deadline: Option<DateTime<Utc>>,
+    /// The result of the successful attempt.
+    pub output: Option<Value>,
+    /// The error of the last failed attempt.
+    pub error: Option<TaskError>,
+    /// Why it was cancelled or rolled back.
+    pub reason: Option<String>,
+    /// Ties together everything that happens to the task across functions.
+    pub correlation_id: String,
+    /// When it was submitted.
+    pub created_at: DateTime<Utc>,
+    /// When it last changed.
+    pub updated_at: DateTime<Utc>,
+    /// Every transition, oldest first; committed in the same write as the transition.
+    pub history: Vec<HistoryEntry>,
+}

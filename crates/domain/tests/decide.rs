@@ -1,0 +1,295 @@
+//! The lifecycle's rules, as one table and as properties.
+
+use baton_domain::{
+    Command, Decision, Effects, Event, EventKind, Outcome, Rejection, RetryPolicy, Status,
+    SubmitRequest, Task, TaskError, TaskId, decide,
+};
+use chrono::{DateTime, Duration, Utc};
+use proptest::prelude::*;
+use serde_json::json;
+
+fn t0() -> DateTime<Utc> {
+    "2026-03-01T12:00:00Z".parse().unwrap()
+}
+
+fn submitted(max_attempts: u32) -> Task {
+    let request: SubmitRequest = serde_json::from_value(json!({
+        "tenant": "acme", "project": "reports", "name": "render", "tier": "gpu",
+        "input": {"page": 1}, "timeout_seconds": 60,
+        "retry": {"max_attempts": max_attempts, "backoff_seconds": 10, "max_backoff_seconds": 600}
+    }))
+    .unwrap();
+    let id = TaskId::from_uuid(uuid::Uuid::now_v7());
+    Task::submitted(request.validate(t0()).unwrap(), id, t0())
+}
+
+fn applied(task: &Task, command: Command, now: DateTime<Utc>) -> Task {
+    match decide(task, &command, now) {
+        Ok(Decision::Apply(transition)) => transition.task,
+        other => panic!("{command:?} on {:?}: {other:?}", task.status),
+    }
+}
+
+fn failure() -> Outcome {
+    Outcome::Failed {
+        error: TaskError {
+            code: "BOOM".into(),
+            message: "worker crashed".into(),
+        },
+    }
+}
+
+/// A task in `status`, reached through real transitions, on attempt 1, at time `t0() + 1 min`.
+fn in_status(status: Status) -> Task {
+    let later = t0() + Duration::minutes(1);
+    let scheduled = submitted(3);
+    let running = || applied(&scheduled, Command::Dispatch { attempt: 1 }, later);
+    let succeeded = || {
+        applied(
+            &running(),
+            Command::Complete {
+                attempt: 1,
+                outcome: Outcome::Succeeded { output: json!(1) },
+            },
+            later,
+        )
+    };
+    match status {
+        Status::Pending => Task {
+            status: Status::Pending,
+            ..scheduled
+        },
+        Status::Scheduled => scheduled,
+        Status::Running => running(),
+        Status::Succeeded => succeeded(),
+        Status::Failed => {
+            let mut once = submitted(1);
+            once = applied(&once, Command::Dispatch { attempt: 1 }, later);
+            applied(
+                &once,
+                Command::Complete {
+                    attempt: 1,
+                    outcome: failure(),
+                },
+                later,
+            )
+        }
+        Status::Cancelled => applied(&scheduled, Command::Cancel { reason: "x".into() }, later),
+        Status::RolledBack => applied(&succeeded(), Command::Rollback { reason: "x".into() }, later),
+    }
+}
+
+#[derive(Debug, PartialEq)]
+enum Expect {
+    To(Status),
+    AlreadyApplied,
+    Invalid,
+}
+
+#[test]
+fn every_status_and_command_has_a_defined_outcome() {
+    use Expect::*;
+    use Status::*;
+    let commands = [
+        Command::Dispatch { attempt: 1 },
+        Command::Complete {
+            attempt: 1,
+            outcome: Outcome::Succeeded { output: json!(1) },
+        },
+        Command::Complete {
+            attempt: 1,
+            outcome: failure(),
+        },
+        Command::TimeOut { attempt: 1 },
+        Command::Cancel { reason: "r".into() },
+        Command::Rollback { reason: "r".into() },
+    ];
+    // Columns: dispatch, success, failure, timeout, cancel, rollback.
+    let table: [(Status, [Expect; 6]); 7] = [
+        (Pending, [Invalid, Invalid, Invalid, Invalid, To(Cancelled), Invalid]),
+        (Scheduled, [To(Running), Invalid, Invalid, Invalid, To(Cancelled), Invalid]),
+        (Running, [AlreadyApplied, To(Succeeded), To(Scheduled), To(Scheduled), To(Cancelled), Invalid]),
+        (Succeeded, [Invalid, AlreadyApplied, Invalid, Invalid, Invalid, To(RolledBack)]),
+        (Failed, [Invalid, Invalid, AlreadyApplied, Invalid, Invalid, Invalid]),
+        (Cancelled, [Invalid, Invalid, Invalid, Invalid, AlreadyApplied, Invalid]),
+        (RolledBack, [Invalid, Invalid, Invalid, Invalid, Invalid, AlreadyApplied]),
+    ];
+    assert_eq!(table.each_ref().map(|(status, _)| *status), Status::ALL, "one row per status");
+    // Late enough for the due time and any deadline.
+    let now = t0() + Duration::hours(1);
+    for (status, row) in &table {
+        let task = in_status(*status);
+        for (command, expected) in commands.iter().zip(row) {
+            let actual = match decide(&task, command, now) {
+                Ok(Decision::Apply(transition)) => To(transition.task.status),
+                Ok(Decision::AlreadyApplied(_)) => AlreadyApplied,
+                Err(Rejection::InvalidTransition { .. }) => Invalid,
+                other => panic!("{status:?} × {command:?}: unexpected {other:?}"),
+            };
+            assert_eq!(&actual, expected, "{status:?} × {command:?}");
+        }
+    }
+}
+
+#[test]
+fn an_early_timer_is_armed_again_for_the_due_time() {
+    let mut task = submitted(3);
+    task.due_at = t0() + Duration::minutes(20);
+    match decide(&task, &Command::Dispatch { attempt: 1 }, t0()) {
+        Ok(Decision::NotYetDue(timer)) => assert_eq!(timer.due_at, task.due_at),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn a_result_for_an_old_attempt_is_stale() {
+    let later = t0() + Duration::minutes(1);
+    let running = applied(&submitted(3), Command::Dispatch { attempt: 1 }, later);
+    let retried = applied(
+        &running,
+        Command::Complete {
+            attempt: 1,
+            outcome: failure(),
+        },
+        later,
+    );
+    let rerunning = applied(&retried, Command::Dispatch { attempt: 2 }, later + Duration::hours(1));
+    let late = Command::Complete {
+        attempt: 1,
+        outcome: Outcome::Succeeded { output: json!(1) },
+    };
+    assert_eq!(
+        decide(&rerunning, &late, later + Duration::hours(1)),
+        Err(Rejection::StaleAttempt {
+            current: 2,
+            received: 1
+        })
+    );
+}
+
+#[test]
+fn a_timeout_before_the_deadline_is_refused() {
+    let running = applied(&submitted(3), Command::Dispatch { attempt: 1 }, t0());
+    assert!(matches!(
+        decide(&running, &Command::TimeOut { attempt: 1 }, t0() + Duration::seconds(59)),
+        Err(Rejection::DeadlineNotReached { .. })
+    ));
+}
+
+#[test]
+fn a_failed_attempt_is_retried_with_capped_jittered_exponential_backoff() {
+    let policy = RetryPolicy {
+        max_attempts: 10,
+        backoff_seconds: 10,
+        max_backoff_seconds: 60,
+    };
+    let id = TaskId::from_uuid(uuid::Uuid::now_v7());
+    for (attempt, full) in [(1, 10), (2, 20), (3, 40), (4, 60), (9, 60)] {
+        let delay = policy.backoff(&id, attempt).num_milliseconds();
+        assert!(
+            (full * 500..=full * 1000).contains(&delay),
+            "attempt {attempt}: {delay} ms not in [{}, {}]",
+            full * 500,
+            full * 1000
+        );
+        assert_eq!(delay, policy.backoff(&id, attempt).num_milliseconds());
+    }
+}
+
+#[test]
+fn the_retry_carries_the_error_and_a_timer_for_the_next_attempt() {
+    let running = applied(&submitted(3), Command::Dispatch { attempt: 1 }, t0());
+    let Ok(Decision::Apply(retry)) = decide(
+        &running,
+        &Command::Complete {
+            attempt: 1,
+            outcome: failure(),
+        },
+        t0(),
+    ) else {
+        panic!("expected a retry");
+    };
+    assert_eq!(retry.task.attempt, 2);
+    assert_eq!(retry.task.error.as_ref().unwrap().code, "BOOM");
+    let timer = retry.effects.timer.unwrap();
+    assert_eq!((timer.attempt, timer.due_at), (2, retry.task.due_at));
+    assert!(retry.task.due_at >= t0() + Duration::seconds(5));
+    assert_eq!(retry.effects.events[0].kind, EventKind::Retrying);
+}
+
+#[test]
+fn the_ready_event_carries_tier_input_and_the_identity_fields() {
+    let running = applied(&submitted(3), Command::Dispatch { attempt: 1 }, t0());
+    let event = Event::announcing(&running).unwrap();
+    assert_eq!(event.kind.detail_type(), "TaskReady");
+    let detail = serde_json::to_value(&event).unwrap();
+    for field in ["task_id", "version", "attempt", "tier", "input", "deadline"] {
+        assert!(detail.get(field).is_some(), "{field} missing from {detail}");
+    }
+    assert!(detail.get("output").is_none());
+}
+
+fn any_command() -> impl Strategy<Value = Command> {
+    prop_oneof![
+        (1u32..4).prop_map(|attempt| Command::Dispatch { attempt }),
+        (1u32..4).prop_map(|attempt| Command::Complete {
+            attempt,
+            outcome: Outcome::Succeeded { output: json!(attempt) }
+        }),
+        (1u32..4).prop_map(|attempt| Command::Complete {
+            attempt,
+            outcome: failure()
+        }),
+        (1u32..4).prop_map(|attempt| Command::TimeOut { attempt }),
+        Just(Command::Cancel { reason: "stop".into() }),
+        Just(Command::Rollback { reason: "bad".into() }),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(2000))]
+
+    #[test]
+    fn the_lifecycle_invariants_hold_for_any_command_sequence(
+        commands in proptest::collection::vec((any_command(), 0i64..7200), 1..40),
+    ) {
+        let mut task = submitted(3);
+        let mut now = t0();
+        for (command, advance) in commands {
+            now += Duration::seconds(advance);
+            let before = task.clone();
+            match decide(&before, &command, now) {
+                Ok(Decision::Apply(transition)) => {
+                    let next = transition.task;
+                    // Version grows by exactly one, with exactly one history entry.
+                    prop_assert_eq!(next.version, before.version + 1);
+                    prop_assert_eq!(next.history.len() as u64, next.version);
+                    prop_assert_eq!(next.history.last().unwrap().to, next.status);
+                    // Terminal states absorb; rollback is the one way out of Succeeded.
+                    if before.status.is_terminal() {
+                        prop_assert_eq!((before.status, next.status), (Status::Succeeded, Status::RolledBack));
+                    }
+                    prop_assert!(next.attempt >= before.attempt);
+                    prop_assert!(next.attempt <= next.retry.max_attempts);
+                    prop_assert_eq!(&transition.effects, &Effects::of(&next));
+                    // Replaying the command is recognised and repeats the same effects.
+                    prop_assert_eq!(
+                        decide(&next, &command, now),
+                        Ok(Decision::AlreadyApplied(transition.effects.clone()))
+                    );
+                    task = next;
+                }
+                Ok(Decision::AlreadyApplied(effects)) => {
+                    prop_assert_eq!(effects, Effects::of(&before));
+                }
+                Ok(Decision::NotYetDue(timer)) => {
+                    prop_assert_eq!(before.status, Status::Scheduled);
+                    prop_assert!(now < timer.due_at);
+                }
+                Err(_) => {}
+            }
+            // Whatever the outcome, deciding is pure.
+            prop_assert_eq!(decide(&before, &command, now), decide(&before, &command, now));
+        }
+    }
+}
