@@ -37,7 +37,11 @@ impl MemoryStore {
 
     /// The wake stored with a task.
     pub fn wake(&self, tenant: &Tenant, id: &TaskId) -> Option<Wake> {
-        self.tasks.lock().unwrap().get(&(tenant.clone(), *id)).and_then(|(_, wake)| *wake)
+        self.tasks
+            .lock()
+            .unwrap()
+            .get(&(tenant.clone(), *id))
+            .and_then(|(_, wake)| *wake)
     }
 }
 
@@ -55,7 +59,9 @@ impl TaskStore for MemoryStore {
 
     async fn get(&self, tenant: &Tenant, id: &TaskId) -> Result<Option<Task>, InfraError> {
         let tasks = self.tasks.lock().unwrap();
-        Ok(tasks.get(&(tenant.clone(), *id)).map(|(task, _)| task.clone()))
+        Ok(tasks
+            .get(&(tenant.clone(), *id))
+            .map(|(task, _)| task.clone()))
     }
 
     async fn commit(

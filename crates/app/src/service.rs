@@ -61,7 +61,7 @@ pub enum SubmitError {
 }
 
 /// What one sweep did.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct SweepReport {
     /// Timers armed for tasks entering the timer window.
     pub armed: usize,
@@ -104,7 +104,11 @@ impl Baton {
     /// Validates and creates a task with id `id`. Submitting the same id again returns the stored
     /// task (and repeats its submission effects if it has not moved since), so a redelivered
     /// submission creates nothing twice.
-    pub async fn submit(&self, request: &SubmitRequest, id: TaskId) -> Result<Submitted, SubmitError> {
+    pub async fn submit(
+        &self,
+        request: &SubmitRequest,
+        id: TaskId,
+    ) -> Result<Submitted, SubmitError> {
         let now = self.now();
         let task = Task::submitted(request.validate(now)?, id, now);
         match self.store.create(&task, wake_for(&task, now)).await? {
@@ -155,7 +159,11 @@ impl Baton {
                 }
                 Ok(Decision::Apply(transition)) => {
                     let next = &transition.task;
-                    match self.store.commit(&current, next, wake_for(next, now)).await? {
+                    match self
+                        .store
+                        .commit(&current, next, wake_for(next, now))
+                        .await?
+                    {
                         Commit::Committed => {
                             self.perform(&transition.effects, now).await?;
                             return Ok(Handled::Applied(Box::new(transition.task)));

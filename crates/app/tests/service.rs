@@ -41,14 +41,20 @@ impl World {
     async fn submit(&self, extra: serde_json::Value) -> Task {
         let mut request = json!({"tenant": "acme", "project": "p", "name": "n", "tier": "gpu",
             "timeout_seconds": 60, "retry": {"max_attempts": 2, "backoff_seconds": 10}});
-        request.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+        request
+            .as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
         let request: SubmitRequest = serde_json::from_value(request).unwrap();
         let id = TaskId::from_uuid(uuid::Uuid::now_v7());
         self.baton.submit(&request, id).await.unwrap().task
     }
 
     async fn run(&self, task: &Task, command: Command) -> Handled {
-        self.baton.execute(&task.tenant, &task.id, &command).await.unwrap()
+        self.baton
+            .execute(&task.tenant, &task.id, &command)
+            .await
+            .unwrap()
     }
 
     fn kinds(&self) -> Vec<EventKind> {
@@ -59,7 +65,9 @@ impl World {
 fn success(attempt: u32) -> Command {
     Command::Complete {
         attempt,
-        outcome: Outcome::Succeeded { output: json!({"ok": true}) },
+        outcome: Outcome::Succeeded {
+            output: json!({"ok": true}),
+        },
     }
 }
 
@@ -68,11 +76,23 @@ async fn a_task_due_now_is_armed_at_once_and_runs_to_success() {
     let w = world();
     let task = w.submit(json!({})).await;
     assert_eq!(w.timers.armed()[0].1, Duration::zero());
-    assert!(matches!(w.run(&task, Command::Dispatch { attempt: 1 }).await, Handled::Applied(_)));
-    assert!(matches!(w.run(&task, success(1)).await, Handled::Applied(_)));
+    assert!(matches!(
+        w.run(&task, Command::Dispatch { attempt: 1 }).await,
+        Handled::Applied(_)
+    ));
+    assert!(matches!(
+        w.run(&task, success(1)).await,
+        Handled::Applied(_)
+    ));
     let done = w.baton.task(&task.tenant, &task.id).await.unwrap().unwrap();
-    assert_eq!((done.status, done.version, done.history.len()), (Status::Succeeded, 3, 3));
-    assert_eq!(w.kinds(), [EventKind::Submitted, EventKind::Ready, EventKind::Succeeded]);
+    assert_eq!(
+        (done.status, done.version, done.history.len()),
+        (Status::Succeeded, 3, 3)
+    );
+    assert_eq!(
+        w.kinds(),
+        [EventKind::Submitted, EventKind::Ready, EventKind::Succeeded]
+    );
     assert_eq!(w.store.wake(&task.tenant, &task.id), None);
 }
 
@@ -81,11 +101,23 @@ async fn a_result_delivered_twice_makes_one_transition_and_repeats_its_event() {
     let w = world();
     let task = w.submit(json!({})).await;
     w.run(&task, Command::Dispatch { attempt: 1 }).await;
-    assert!(matches!(w.run(&task, success(1)).await, Handled::Applied(_)));
-    assert!(matches!(w.run(&task, success(1)).await, Handled::AlreadyApplied(_)));
+    assert!(matches!(
+        w.run(&task, success(1)).await,
+        Handled::Applied(_)
+    ));
+    assert!(matches!(
+        w.run(&task, success(1)).await,
+        Handled::AlreadyApplied(_)
+    ));
     let done = w.baton.task(&task.tenant, &task.id).await.unwrap().unwrap();
     assert_eq!(done.history.len(), 3);
-    assert_eq!(w.kinds().iter().filter(|k| **k == EventKind::Succeeded).count(), 2);
+    assert_eq!(
+        w.kinds()
+            .iter()
+            .filter(|k| **k == EventKind::Succeeded)
+            .count(),
+        2
+    );
 }
 
 #[tokio::test]
@@ -106,8 +138,17 @@ async fn a_cancel_that_loses_the_race_to_dispatch_is_decided_again_and_wins() {
     running.status = Status::Running;
     running.version = 2;
     w.store.race_next_commit(running);
-    let handled = w.run(&task, Command::Cancel { reason: "stop".into() }).await;
-    assert!(matches!(handled, Handled::Applied(t) if t.status == Status::Cancelled && t.version == 3));
+    let handled = w
+        .run(
+            &task,
+            Command::Cancel {
+                reason: "stop".into(),
+            },
+        )
+        .await;
+    assert!(
+        matches!(handled, Handled::Applied(t) if t.status == Status::Cancelled && t.version == 3)
+    );
 }
 
 #[tokio::test]
@@ -121,7 +162,10 @@ async fn a_result_that_loses_the_race_to_cancel_is_acknowledged_as_a_lost_race()
     w.store.race_next_commit(cancelled);
     assert!(matches!(
         w.run(&task, success(1)).await,
-        Handled::LostRace(Rejection::InvalidTransition { status: Status::Cancelled, .. })
+        Handled::LostRace(Rejection::InvalidTransition {
+            status: Status::Cancelled,
+            ..
+        })
     ));
 }
 
@@ -131,19 +175,31 @@ async fn a_failed_attempt_is_retried_after_backoff_then_fails_for_good() {
     let task = w.submit(json!({})).await;
     let fail = |attempt| Command::Complete {
         attempt,
-        outcome: Outcome::Failed { error: TaskError { code: "E".into(), message: "m".into() } },
+        outcome: Outcome::Failed {
+            error: TaskError {
+                code: "E".into(),
+                message: "m".into(),
+            },
+        },
     };
     w.run(&task, Command::Dispatch { attempt: 1 }).await;
-    let Handled::Applied(retry) = w.run(&task, fail(1)).await else { panic!() };
+    let Handled::Applied(retry) = w.run(&task, fail(1)).await else {
+        panic!()
+    };
     assert_eq!((retry.status, retry.attempt), (Status::Scheduled, 2));
     let (timer, delay) = w.timers.armed().pop().unwrap();
     assert_eq!(timer.attempt, 2);
     assert!(delay >= Duration::seconds(5) && delay <= Duration::seconds(10));
     // The early timer of attempt 2 is armed again rather than dispatched.
-    assert!(matches!(w.run(&task, Command::Dispatch { attempt: 2 }).await, Handled::Rearmed(_)));
+    assert!(matches!(
+        w.run(&task, Command::Dispatch { attempt: 2 }).await,
+        Handled::Rearmed(_)
+    ));
     w.clock.advance(delay);
     w.run(&task, Command::Dispatch { attempt: 2 }).await;
-    let Handled::Applied(failed) = w.run(&task, fail(2)).await else { panic!() };
+    let Handled::Applied(failed) = w.run(&task, fail(2)).await else {
+        panic!()
+    };
     assert_eq!(failed.status, Status::Failed);
     assert_eq!(w.kinds().last(), Some(&EventKind::Failed));
 }
@@ -153,7 +209,10 @@ async fn a_task_due_in_twenty_minutes_is_armed_by_the_sweeper_when_it_enters_the
     let w = world();
     let task = w.submit(json!({"delay_seconds": 1200})).await;
     assert!(w.timers.armed().is_empty());
-    assert_eq!(w.store.wake(&task.tenant, &task.id).unwrap().kind, WakeKind::Arm);
+    assert_eq!(
+        w.store.wake(&task.tenant, &task.id).unwrap().kind,
+        WakeKind::Arm
+    );
     w.clock.advance(Duration::minutes(4));
     assert_eq!(w.baton.sweep().await.unwrap(), SweepReport::default());
     w.clock.advance(Duration::minutes(1));
@@ -186,7 +245,11 @@ async fn the_sweeper_arms_again_a_timer_that_was_lost() {
     w.clock.advance(TIMER_GRACE);
     assert_eq!(w.baton.sweep().await.unwrap().rearmed, 1);
     assert_eq!(w.timers.armed().len(), 2);
-    assert_eq!(w.baton.sweep().await.unwrap().rearmed, 0, "not again before the next grace");
+    assert_eq!(
+        w.baton.sweep().await.unwrap().rearmed,
+        0,
+        "not again before the next grace"
+    );
 }
 
 #[tokio::test]
@@ -207,6 +270,10 @@ async fn a_command_for_an_unknown_task_is_not_found() {
     let task = w.submit(json!({})).await;
     let other = TaskId::from_uuid(uuid::Uuid::now_v7());
     let cancel = Command::Cancel { reason: "x".into() };
-    let handled = w.baton.execute(&task.tenant, &other, &cancel).await.unwrap();
+    let handled = w
+        .baton
+        .execute(&task.tenant, &other, &cancel)
+        .await
+        .unwrap();
     assert_eq!(handled, Handled::NotFound);
 }

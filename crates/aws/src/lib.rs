@@ -1,1 +1,75 @@
-//! placeholder
+//! Baton's AWS adapters: the only place an AWS SDK call is written. DynamoDB stores tasks,
+//! EventBridge carries events, SQS carries timers; [`lambda`] runs the functions' SQS batches.
+
+mod dynamo;
+mod eventbridge;
+pub mod inbound;
+pub mod lambda;
+mod sqs;
+
+use std::sync::Arc;
+
+use baton_app::{Baton, Clock, SystemClock};
+
+pub use dynamo::DynamoStore;
+pub use eventbridge::EventBridgeBus;
+pub use sqs::SqsTimers;
+
+/// Where Baton's resources are, as the template passes them to every function.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settings {
+    /// The task table (`TABLE_NAME`).
+    pub table: String,
+    /// The event bus (`BUS_NAME`).
+    pub bus: String,
+    /// The due-timer queue (`DUE_QUEUE_URL`).
+    pub due_queue_url: String,
+}
+
+/// A required environment variable is missing.
+#[derive(Debug, thiserror::Error)]
+#[error("environment variable {0} is not set")]
+pub struct MissingSetting(pub &'static str);
+
+impl Settings {
+    /// Reads the settings from the environment.
+    pub fn from_env() -> Result<Self, MissingSetting> {
+        let var = |name: &'static str| std::env::var(name).map_err(|_| MissingSetting(name));
+        Ok(Self {
+            table: var("TABLE_NAME")?,
+            bus: var("BUS_NAME")?,
+            due_queue_url: var("DUE_QUEUE_URL")?,
+        })
+    }
+}
+
+/// The SDK configuration from the environment. `AWS_ENDPOINT_URL`, when set, points every client
+/// at an emulator (MiniStack, LocalStack); unset, at AWS.
+pub async fn sdk_config() -> aws_config::SdkConfig {
+    aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await
+}
+
+/// The service wired to DynamoDB, EventBridge and SQS with the given clock.
+pub fn baton(sdk: &aws_config::SdkConfig, settings: &Settings, clock: Arc<dyn Clock>) -> Baton {
+    Baton::new(
+        Arc::new(DynamoStore::new(
+            aws_sdk_dynamodb::Client::new(sdk),
+            &settings.table,
+        )),
+        Arc::new(EventBridgeBus::new(
+            aws_sdk_eventbridge::Client::new(sdk),
+            &settings.bus,
+        )),
+        Arc::new(SqsTimers::new(
+            aws_sdk_sqs::Client::new(sdk),
+            &settings.due_queue_url,
+        )),
+        clock,
+    )
+}
+
+/// The service as a deployed function uses it: settings from the environment, system clock.
+pub async fn baton_from_env() -> Result<Baton, MissingSetting> {
+    let settings = Settings::from_env()?;
+    Ok(baton(&sdk_config().await, &settings, Arc::new(SystemClock)))
+}

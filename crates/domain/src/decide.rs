@@ -176,7 +176,9 @@ pub fn decide(task: &Task, command: &Command, now: DateTime<Utc>) -> Result<Deci
         (Command::Dispatch { attempt }, Status::Scheduled) => {
             current_attempt(*attempt)?;
             if now < task.due_at {
-                return Ok(Decision::NotYetDue(Effects::of(task).timer.expect("scheduled")));
+                return Ok(Decision::NotYetDue(
+                    Effects::of(task).timer.expect("scheduled"),
+                ));
             }
             Ok(apply(task, Status::Running, command, now, |next| {
                 next.deadline = Some(now + Duration::seconds(task.timeout_seconds.into()));

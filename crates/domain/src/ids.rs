@@ -1,5 +1,6 @@
 use std::fmt;
 
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -10,7 +11,7 @@ pub struct IdError(pub String);
 
 /// A task's identity: a UUIDv7, so ids sort by creation time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(transparent)]
+#[serde(try_from = "String", into = "String")]
 pub struct TaskId(Uuid);
 
 impl TaskId {
@@ -21,12 +22,24 @@ impl TaskId {
 
     /// Parses a task id given by a client or an event.
     pub fn parse(text: &str) -> Result<Self, IdError> {
-        let uuid = Uuid::parse_str(text)
-            .map_err(|_| IdError(format!("`{text}` is not a UUID")))?;
+        let uuid = Uuid::parse_str(text).map_err(|_| IdError(format!("`{text}` is not a UUID")))?;
         if uuid.get_version_num() != 7 {
             return Err(IdError(format!("`{text}` is not a UUIDv7")));
         }
         Ok(Self(uuid))
+    }
+
+    /// The id of a task created from an upstream message: a UUIDv7 whose time is `at` and whose
+    /// random bits come from `seed` (the message's id), so a redelivered message names the same
+    /// task and creates nothing twice.
+    pub fn derived(seed: &str, at: DateTime<Utc>) -> Self {
+        let first = fnv1a(seed.as_bytes(), 0).to_le_bytes();
+        let second = fnv1a(seed.as_bytes(), 1).to_le_bytes();
+        let mut random = [0u8; 10];
+        random[..8].copy_from_slice(&first);
+        random[8..].copy_from_slice(&second[..2]);
+        let millis = u64::try_from(at.timestamp_millis()).unwrap_or(0);
+        Self(uuid::Builder::from_unix_timestamp_millis(millis, &random).into_uuid())
     }
 
     /// The underlying UUID.
@@ -39,6 +52,29 @@ impl TaskId {
         let bytes = self.0.as_bytes();
         bytes[15] % shards.max(1)
     }
+}
+
+impl TryFrom<String> for TaskId {
+    type Error = IdError;
+    fn try_from(text: String) -> Result<Self, IdError> {
+        Self::parse(&text)
+    }
+}
+
+impl From<TaskId> for String {
+    fn from(id: TaskId) -> String {
+        id.0.to_string()
+    }
+}
+
+/// FNV-1a over `bytes` with `salt` mixed in first: tiny and stable across builds and platforms.
+pub(crate) fn fnv1a(bytes: &[u8], salt: u32) -> u64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in salt.to_le_bytes().iter().chain(bytes) {
+        hash ^= u64::from(*byte);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    hash
 }
 
 impl fmt::Display for TaskId {
@@ -118,6 +154,15 @@ mod tests {
         assert!(TaskId::parse(&Uuid::now_v7().to_string()).is_ok());
         assert!(TaskId::parse("67e55044-10b1-426f-9247-bb680e5fe0c8").is_err());
         assert!(TaskId::parse("nope").is_err());
+    }
+
+    #[test]
+    fn a_derived_id_is_a_stable_uuid_v7_for_the_same_seed() {
+        let at = "2026-01-01T00:00:00Z".parse().unwrap();
+        let id = TaskId::derived("event-1", at);
+        assert_eq!(id, TaskId::derived("event-1", at));
+        assert_ne!(id, TaskId::derived("event-2", at));
+        assert!(TaskId::parse(&id.to_string()).is_ok());
     }
 
     #[test]

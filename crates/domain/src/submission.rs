@@ -143,7 +143,14 @@ impl Checker {
         result.map_err(|e| self.fail(field, e.to_string())).ok()
     }
 
-    fn in_range(&mut self, field: &str, value: Option<i64>, min: i64, max: i64, default: i64) -> i64 {
+    fn in_range(
+        &mut self,
+        field: &str,
+        value: Option<i64>,
+        min: i64,
+        max: i64,
+        default: i64,
+    ) -> i64 {
         match value {
             None => default,
             Some(v) if (min..=max).contains(&v) => v,
@@ -177,7 +184,10 @@ impl SubmitRequest {
         };
         let input = self.input.clone().unwrap_or(Value::Null);
         if serde_json::to_vec(&input).map_or(0, |bytes| bytes.len()) > MAX_INPUT_BYTES {
-            check.fail("input", format!("must be at most {MAX_INPUT_BYTES} bytes as JSON"));
+            check.fail(
+                "input",
+                format!("must be at most {MAX_INPUT_BYTES} bytes as JSON"),
+            );
         }
         let priority = check.in_range("priority", self.priority, -1000, 1000, 0) as i32;
         let due_at = self.due_at(&mut check, now);
@@ -222,7 +232,10 @@ impl SubmitRequest {
             (Some(text), None) => match DateTime::parse_from_rfc3339(text) {
                 Ok(at) => at.with_timezone(&Utc),
                 Err(_) => {
-                    check.fail("due_at", "must be an RFC 3339 time, e.g. 2026-01-31T12:00:00Z");
+                    check.fail(
+                        "due_at",
+                        "must be an RFC 3339 time, e.g. 2026-01-31T12:00:00Z",
+                    );
                     now
                 }
             },
@@ -364,7 +377,10 @@ mod tests {
                 "retry.max_backoff_seconds"
             ]
         );
-        assert!(err.to_string().contains("priority: must be between -1000 and 1000"));
+        assert!(
+            err.to_string()
+                .contains("priority: must be between -1000 and 1000")
+        );
     }
 
     #[test]
@@ -380,14 +396,20 @@ mod tests {
         assert_eq!(request(past).validate(now()).unwrap().due_at, now());
         let mut too_far = valid();
         too_far["due_at"] = json!("2030-01-01T00:00:00Z");
-        assert_eq!(request(too_far).validate(now()).unwrap_err().0[0].field, "due_at");
+        assert_eq!(
+            request(too_far).validate(now()).unwrap_err().0[0].field,
+            "due_at"
+        );
     }
 
     #[test]
     fn an_oversized_input_is_refused() {
         let mut big = valid();
         big["input"] = json!("x".repeat(MAX_INPUT_BYTES));
-        assert_eq!(request(big).validate(now()).unwrap_err().0[0].field, "input");
+        assert_eq!(
+            request(big).validate(now()).unwrap_err().0[0].field,
+            "input"
+        );
     }
 
     #[test]
@@ -401,7 +423,10 @@ mod tests {
     fn a_submitted_task_is_scheduled_at_version_one_with_one_history_entry() {
         let id = TaskId::from_uuid(uuid::Uuid::now_v7());
         let task = Task::submitted(request(valid()).validate(now()).unwrap(), id, now());
-        assert_eq!((task.status, task.version, task.attempt), (Status::Scheduled, 1, 1));
+        assert_eq!(
+            (task.status, task.version, task.attempt),
+            (Status::Scheduled, 1, 1)
+        );
         assert_eq!(task.history.len(), 1);
         assert_eq!(task.correlation_id, id.to_string());
     }

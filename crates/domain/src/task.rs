@@ -2,7 +2,7 @@ use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::ids::{ProjectId, TaskId, Tenant, Tier};
+use crate::ids::{ProjectId, TaskId, Tenant, Tier, fnv1a};
 
 /// Where a task is in its lifecycle. Moves only forward; the last four absorb every command but
 /// the rollback of a succeeded task.
@@ -93,19 +93,9 @@ impl RetryPolicy {
             .saturating_mul(1 << exponent)
             .min(u64::from(self.max_backoff_seconds) * 1000);
         let half = full_ms / 2;
-        let spread = jitter_seed(id, failed_attempt) % (half + 1);
+        let spread = fnv1a(id.as_uuid().as_bytes(), failed_attempt) % (half + 1);
         Duration::milliseconds((half + spread) as i64)
     }
-}
-
-fn jitter_seed(id: &TaskId, attempt: u32) -> u64 {
-    // FNV-1a: tiny, stable across builds and platforms.
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for byte in id.as_uuid().as_bytes().iter().chain(&attempt.to_le_bytes()) {
-        hash ^= u64::from(*byte);
-        hash = hash.wrapping_mul(0x0100_0000_01b3);
-    }
-    hash
 }
 
 /// Why an attempt failed, as the worker (or Baton, for a timeout) reported it.

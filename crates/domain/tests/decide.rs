@@ -75,7 +75,11 @@ fn in_status(status: Status) -> Task {
             )
         }
         Status::Cancelled => applied(&scheduled, Command::Cancel { reason: "x".into() }, later),
-        Status::RolledBack => applied(&succeeded(), Command::Rollback { reason: "x".into() }, later),
+        Status::RolledBack => applied(
+            &succeeded(),
+            Command::Rollback { reason: "x".into() },
+            later,
+        ),
     }
 }
 
@@ -106,15 +110,61 @@ fn every_status_and_command_has_a_defined_outcome() {
     ];
     // Columns: dispatch, success, failure, timeout, cancel, rollback.
     let table: [(Status, [Expect; 6]); 7] = [
-        (Pending, [Invalid, Invalid, Invalid, Invalid, To(Cancelled), Invalid]),
-        (Scheduled, [To(Running), Invalid, Invalid, Invalid, To(Cancelled), Invalid]),
-        (Running, [AlreadyApplied, To(Succeeded), To(Scheduled), To(Scheduled), To(Cancelled), Invalid]),
-        (Succeeded, [Invalid, AlreadyApplied, Invalid, Invalid, Invalid, To(RolledBack)]),
-        (Failed, [Invalid, Invalid, AlreadyApplied, Invalid, Invalid, Invalid]),
-        (Cancelled, [Invalid, Invalid, Invalid, Invalid, AlreadyApplied, Invalid]),
-        (RolledBack, [Invalid, Invalid, Invalid, Invalid, Invalid, AlreadyApplied]),
+        (
+            Pending,
+            [Invalid, Invalid, Invalid, Invalid, To(Cancelled), Invalid],
+        ),
+        (
+            Scheduled,
+            [
+                To(Running),
+                Invalid,
+                Invalid,
+                Invalid,
+                To(Cancelled),
+                Invalid,
+            ],
+        ),
+        (
+            Running,
+            [
+                AlreadyApplied,
+                To(Succeeded),
+                To(Scheduled),
+                To(Scheduled),
+                To(Cancelled),
+                Invalid,
+            ],
+        ),
+        (
+            Succeeded,
+            [
+                Invalid,
+                AlreadyApplied,
+                Invalid,
+                Invalid,
+                Invalid,
+                To(RolledBack),
+            ],
+        ),
+        (
+            Failed,
+            [Invalid, Invalid, AlreadyApplied, Invalid, Invalid, Invalid],
+        ),
+        (
+            Cancelled,
+            [Invalid, Invalid, Invalid, Invalid, AlreadyApplied, Invalid],
+        ),
+        (
+            RolledBack,
+            [Invalid, Invalid, Invalid, Invalid, Invalid, AlreadyApplied],
+        ),
     ];
-    assert_eq!(table.each_ref().map(|(status, _)| *status), Status::ALL, "one row per status");
+    assert_eq!(
+        table.each_ref().map(|(status, _)| *status),
+        Status::ALL,
+        "one row per status"
+    );
     // Late enough for the due time and any deadline.
     let now = t0() + Duration::hours(1);
     for (status, row) in &table {
@@ -153,7 +203,11 @@ fn a_result_for_an_old_attempt_is_stale() {
         },
         later,
     );
-    let rerunning = applied(&retried, Command::Dispatch { attempt: 2 }, later + Duration::hours(1));
+    let rerunning = applied(
+        &retried,
+        Command::Dispatch { attempt: 2 },
+        later + Duration::hours(1),
+    );
     let late = Command::Complete {
         attempt: 1,
         outcome: Outcome::Succeeded { output: json!(1) },
@@ -171,7 +225,11 @@ fn a_result_for_an_old_attempt_is_stale() {
 fn a_timeout_before_the_deadline_is_refused() {
     let running = applied(&submitted(3), Command::Dispatch { attempt: 1 }, t0());
     assert!(matches!(
-        decide(&running, &Command::TimeOut { attempt: 1 }, t0() + Duration::seconds(59)),
+        decide(
+            &running,
+            &Command::TimeOut { attempt: 1 },
+            t0() + Duration::seconds(59)
+        ),
         Err(Rejection::DeadlineNotReached { .. })
     ));
 }
@@ -234,15 +292,21 @@ fn any_command() -> impl Strategy<Value = Command> {
         (1u32..4).prop_map(|attempt| Command::Dispatch { attempt }),
         (1u32..4).prop_map(|attempt| Command::Complete {
             attempt,
-            outcome: Outcome::Succeeded { output: json!(attempt) }
+            outcome: Outcome::Succeeded {
+                output: json!(attempt)
+            }
         }),
         (1u32..4).prop_map(|attempt| Command::Complete {
             attempt,
             outcome: failure()
         }),
         (1u32..4).prop_map(|attempt| Command::TimeOut { attempt }),
-        Just(Command::Cancel { reason: "stop".into() }),
-        Just(Command::Rollback { reason: "bad".into() }),
+        Just(Command::Cancel {
+            reason: "stop".into()
+        }),
+        Just(Command::Rollback {
+            reason: "bad".into()
+        }),
     ]
 }
 

@@ -1,1 +1,16 @@
-//! placeholder
+//! `cancel`: a `CancelTask` event. Any unfinished task → Cancelled, and `TaskCancelled` so a worker
+//! running it can stop.
+
+use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent};
+use baton_app::Baton;
+use baton_aws::inbound::{TaskRequest, body, envelope};
+use baton_aws::lambda::{execute, for_each_message};
+
+/// Handles a batch of `CancelTask` events.
+pub async fn handle(baton: &Baton, event: SqsEvent) -> SqsBatchResponse {
+    for_each_message(event, |message| async move {
+        let request = envelope::<TaskRequest>(body(&message)?, "CancelTask")?;
+        execute(baton, request.detail.cancel()).await
+    })
+    .await
+}

@@ -1,1 +1,16 @@
-//! placeholder
+//! `on-result`: a worker's `TaskResult`. Running → Succeeded, or Scheduled again after backoff
+//! while attempts remain, else Failed. A result for an old attempt is rejected as stale.
+
+use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent};
+use baton_app::Baton;
+use baton_aws::inbound::{TaskResult, body, envelope};
+use baton_aws::lambda::{execute, for_each_message};
+
+/// Handles a batch of `TaskResult` events.
+pub async fn handle(baton: &Baton, event: SqsEvent) -> SqsBatchResponse {
+    for_each_message(event, |message| async move {
+        let result = envelope::<TaskResult>(body(&message)?, "TaskResult")?;
+        execute(baton, result.detail.into()).await
+    })
+    .await
+}

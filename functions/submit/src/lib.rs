@@ -1,1 +1,35 @@
-//! placeholder
+//! `submit`: a `SubmitTask` event. Validates it (an invalid one is parked in the DLQ with every
+//! wrong field named), creates the task with an id derived from the event, so a redelivery
+//! creates nothing twice, and arms its timer when it is due within the timer window.
+
+use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent};
+use baton_app::{Baton, SubmitError};
+use baton_aws::inbound::{Malformed, SubmitTask, body, envelope};
+use baton_aws::lambda::{MessageError, for_each_message};
+use baton_domain::TaskId;
+use tracing::info;
+
+/// Handles a batch of `SubmitTask` events.
+pub async fn handle(baton: &Baton, event: SqsEvent) -> SqsBatchResponse {
+    for_each_message(event, |message| async move {
+        let submission = envelope::<SubmitTask>(body(&message)?, "SubmitTask")?;
+        let id = TaskId::derived(&submission.id, submission.time);
+        match baton.submit(&submission.detail, id).await {
+            Ok(submitted) => {
+                let task = &submitted.task;
+                info!(
+                    task_id = %task.id, tenant = %task.tenant, project = %task.project,
+                    version = task.version, correlation_id = %task.correlation_id,
+                    duplicate = submitted.duplicate, due_at = %task.due_at, "task submitted"
+                );
+                Ok(())
+            }
+            Err(SubmitError::Invalid(invalid)) => Err(MessageError::Malformed(Malformed::new(
+                "INVALID_SUBMISSION",
+                invalid.to_string(),
+            ))),
+            Err(SubmitError::Infra(infra)) => Err(infra.into()),
+        }
+    })
+    .await
+}

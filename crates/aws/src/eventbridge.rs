@@ -1,0 +1,72 @@
+use async_trait::async_trait;
+use aws_sdk_eventbridge::Client;
+use aws_sdk_eventbridge::types::PutEventsRequestEntry;
+use baton_app::{EventBus, InfraError};
+use baton_domain::Event;
+
+/// The `source` of every event Baton publishes.
+pub const SOURCE: &str = "baton";
+/// PutEvents takes at most this many entries.
+const MAX_ENTRIES: usize = 10;
+
+/// Publishes events on Baton's EventBridge bus.
+#[derive(Debug, Clone)]
+pub struct EventBridgeBus {
+    client: Client,
+    bus: String,
+}
+
+impl EventBridgeBus {
+    /// A bus adapter for the bus named `bus`.
+    pub fn new(client: Client, bus: &str) -> Self {
+        Self {
+            client,
+            bus: bus.to_owned(),
+        }
+    }
+}
+
+#[async_trait]
+impl EventBus for EventBridgeBus {
+    async fn publish(&self, events: &[Event]) -> Result<(), InfraError> {
+        for chunk in events.chunks(MAX_ENTRIES) {
+            let mut entries = Vec::with_capacity(chunk.len());
+            for event in chunk {
+                let detail =
+                    serde_json::to_string(event).map_err(|e| InfraError::new("encode event", e))?;
+                entries.push(
+                    PutEventsRequestEntry::builder()
+                        .event_bus_name(&self.bus)
+                        .source(SOURCE)
+                        .detail_type(event.kind.detail_type())
+                        .detail(detail)
+                        .resources(format!("baton:task:{}", event.task_id))
+                        .build(),
+                );
+            }
+            let output = self
+                .client
+                .put_events()
+                .set_entries(Some(entries))
+                .send()
+                .await
+                .map_err(|e| InfraError::new("EventBridge PutEvents", e))?;
+            if output.failed_entry_count > 0 {
+                let reasons: Vec<String> = output
+                    .entries()
+                    .iter()
+                    .filter_map(|entry| entry.error_message().map(str::to_owned))
+                    .collect();
+                return Err(InfraError::new(
+                    "EventBridge PutEvents",
+                    format!(
+                        "{} entries failed: {}",
+                        output.failed_entry_count,
+                        reasons.join("; ")
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,205 @@
+//! The inbound events upstream systems and workers put on the bus, as they arrive in an SQS
+//! message body (the EventBridge envelope), parsed into domain commands.
+
+use aws_lambda_events::eventbridge::EventBridgeEvent;
+use baton_domain::{Command, Outcome, SubmitRequest, TaskId, Tenant, Timer};
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+
+/// A message that can never be processed: it is failed, so after `maxReceiveCount` deliveries it
+/// is parked in the queue's DLQ for inspection.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{code}: {reason}")]
+pub struct Malformed {
+    /// A stable code: `MALFORMED_ENVELOPE`, `UNEXPECTED_DETAIL_TYPE`, `INVALID_DETAIL`,
+    /// `INVALID_SUBMISSION`, `MALFORMED_TIMER`.
+    pub code: &'static str,
+    /// What is wrong.
+    pub reason: String,
+}
+
+impl Malformed {
+    /// A malformed message with `code` and `reason`.
+    pub fn new(code: &'static str, reason: impl Into<String>) -> Self {
+        Self {
+            code,
+            reason: reason.into(),
+        }
+    }
+}
+
+/// The parts of an EventBridge envelope Baton uses.
+#[derive(Debug, Clone)]
+pub struct Envelope<T> {
+    /// The event's id, unique per `PutEvents` entry.
+    pub id: String,
+    /// When it was put.
+    pub time: chrono::DateTime<chrono::Utc>,
+    /// Its typed detail.
+    pub detail: T,
+}
+
+/// The body of an SQS message.
+pub fn body(message: &aws_lambda_events::sqs::SqsMessage) -> Result<&str, Malformed> {
+    message
+        .body
+        .as_deref()
+        .ok_or_else(|| Malformed::new("MALFORMED_ENVELOPE", "the message has no body"))
+}
+
+/// Parses an SQS body holding an EventBridge event of `detail_type`.
+pub fn envelope<T: DeserializeOwned>(
+    body: &str,
+    detail_type: &str,
+) -> Result<Envelope<T>, Malformed> {
+    let event: EventBridgeEvent<serde_json::Value> = serde_json::from_str(body).map_err(|e| {
+        Malformed::new(
+            "MALFORMED_ENVELOPE",
+            format!("not an EventBridge event: {e}"),
+        )
+    })?;
+    if event.detail_type != detail_type {
+        return Err(Malformed::new(
+            "UNEXPECTED_DETAIL_TYPE",
+            format!("expected {detail_type}, got {}", event.detail_type),
+        ));
+    }
+    let (Some(id), Some(time)) = (event.id, event.time) else {
+        return Err(Malformed::new(
+            "MALFORMED_ENVELOPE",
+            "the event has no id or time",
+        ));
+    };
+    let detail = serde_json::from_value(event.detail)
+        .map_err(|e| Malformed::new("INVALID_DETAIL", format!("{detail_type}: {e}")))?;
+    Ok(Envelope { id, time, detail })
+}
+
+/// `SubmitTask`: the detail is a submission.
+pub type SubmitTask = SubmitRequest;
+
+/// `TaskResult`: a worker's outcome for one attempt.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct TaskResult {
+    /// The task's owner.
+    pub tenant: Tenant,
+    /// The task.
+    pub task_id: TaskId,
+    /// The attempt the result is for, as given in `TaskReady`.
+    pub attempt: u32,
+    /// `status: succeeded` with `output`, or `status: failed` with `error {code, message}`.
+    #[serde(flatten)]
+    pub outcome: Outcome,
+}
+
+/// `CancelTask` and `RollbackRequested`: a request to stop or undo a task.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TaskRequest {
+    /// The task's owner.
+    pub tenant: Tenant,
+    /// The task.
+    pub task_id: TaskId,
+    /// Why; recorded on the task.
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
+/// A command addressed to one task.
+pub type Addressed = (Tenant, TaskId, Command);
+
+impl From<TaskResult> for Addressed {
+    fn from(result: TaskResult) -> Self {
+        (
+            result.tenant,
+            result.task_id,
+            Command::Complete {
+                attempt: result.attempt,
+                outcome: result.outcome,
+            },
+        )
+    }
+}
+
+impl TaskRequest {
+    /// The cancel command this request asks for.
+    pub fn cancel(self) -> Addressed {
+        let reason = self.reason.unwrap_or_else(|| "cancel requested".to_owned());
+        (self.tenant, self.task_id, Command::Cancel { reason })
+    }
+
+    /// The rollback command this request asks for.
+    pub fn rollback(self) -> Addressed {
+        let reason = self
+            .reason
+            .unwrap_or_else(|| "rollback requested".to_owned());
+        (self.tenant, self.task_id, Command::Rollback { reason })
+    }
+}
+
+/// Parses a due-queue message into the dispatch it asks for.
+pub fn timer(body: &str) -> Result<Addressed, Malformed> {
+    let timer: Timer = serde_json::from_str(body)
+        .map_err(|e| Malformed::new("MALFORMED_TIMER", format!("not a timer: {e}")))?;
+    Ok((
+        timer.tenant,
+        timer.task_id,
+        Command::Dispatch {
+            attempt: timer.attempt,
+        },
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn wrap(detail_type: &str, detail: serde_json::Value) -> String {
+        json!({
+            "version": "0", "id": "6a7e8feb-b491-4cf7-a9f1-bf3703467718",
+            "detail-type": detail_type, "source": "acme.billing", "account": "000000000000",
+            "time": "2026-03-01T12:00:00Z", "region": "us-east-1", "resources": [],
+            "detail": detail
+        })
+        .to_string()
+    }
+
+    #[test]
+    fn a_task_result_parses_into_a_complete_command() {
+        let body = wrap(
+            "TaskResult",
+            json!({"tenant": "acme", "task_id": "019a0000-0000-7000-8000-000000000001",
+                   "attempt": 2, "status": "failed", "error": {"code": "E", "message": "m"}}),
+        );
+        let (tenant, _, command) =
+            Addressed::from(envelope::<TaskResult>(&body, "TaskResult").unwrap().detail);
+        assert_eq!(tenant.as_str(), "acme");
+        assert!(matches!(
+            command,
+            Command::Complete {
+                attempt: 2,
+                outcome: Outcome::Failed { .. }
+            }
+        ));
+    }
+
+    #[test]
+    fn malformed_messages_say_what_is_wrong_with_a_code() {
+        assert_eq!(
+            envelope::<TaskResult>("{", "TaskResult").unwrap_err().code,
+            "MALFORMED_ENVELOPE"
+        );
+        let wrong_type = wrap("CancelTask", json!({}));
+        assert_eq!(
+            envelope::<TaskResult>(&wrong_type, "TaskResult")
+                .unwrap_err()
+                .code,
+            "UNEXPECTED_DETAIL_TYPE"
+        );
+        let bad_id = wrap("CancelTask", json!({"tenant": "acme", "task_id": "42"}));
+        let err = envelope::<TaskRequest>(&bad_id, "CancelTask").unwrap_err();
+        assert_eq!(err.code, "INVALID_DETAIL");
+        assert!(err.reason.contains("not a UUID"), "{err}");
+    }
+}

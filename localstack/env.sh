@@ -1,0 +1,13 @@
+# Sourced by the scripts: the emulator's address and dummy credentials. Anything already set in the
+# environment wins, so AWS_ENDPOINT_URL can point at another emulator (e.g. a LocalStack you run).
+: "${BATON_EMULATOR_PORT:=4566}"
+export AWS_ENDPOINT_URL="${AWS_ENDPOINT_URL:-http://127.0.0.1:${BATON_EMULATOR_PORT}}"
+export AWS_ACCESS_KEY_ID="${AWS_ACCESS_KEY_ID:-test}"
+export AWS_SECRET_ACCESS_KEY="${AWS_SECRET_ACCESS_KEY:-test}"
+export AWS_DEFAULT_REGION="${AWS_DEFAULT_REGION:-us-east-1}"
+export AWS_REGION="$AWS_DEFAULT_REGION"
+export AWS_PAGER=""
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+BUILD="$ROOT/.build"
+AWS="$ROOT/.venv/bin/aws"
+mkdir -p "$BUILD"
