@@ -20,8 +20,8 @@ for f in "${FUNCTIONS[@]}"; do packages+=(-p "baton-fn-$f"); done
 "$AWS" s3api head-bucket --bucket "$BUCKET" >/dev/null 2>&1 || "$AWS" s3 mb "s3://$BUCKET" >/dev/null
 
 overrides=(Stage="$STAGE" Architecture="$ARCH" CodeBucket="$BUCKET"
-  FunctionTimeoutSeconds="${BATON_FUNCTION_TIMEOUT:-10}"
-  QueueVisibilitySeconds="${BATON_VISIBILITY_TIMEOUT:-10}"
+  FunctionTimeoutSeconds="${BATON_FUNCTION_TIMEOUT:-5}"
+  QueueVisibilitySeconds="${BATON_VISIBILITY_TIMEOUT:-5}"
   MaxReceiveCount="${BATON_MAX_RECEIVE_COUNT:-3}"
   LogLevel="${BATON_LOG_LEVEL:-info}")
 for f in "${FUNCTIONS[@]}"; do

@@ -1,1 +1,557 @@
-//! placeholder
+//! Helpers for Baton's tests against the emulator: a [`Sandbox`] of isolated resources for
+//! in-process handler tests, a [`Stack`] for end-to-end tests of a deployed stack, and fixtures.
+//!
+//! Both kinds need an emulator at `$AWS_ENDPOINT_URL` (default `http://127.0.0.1:4566`);
+//! `make test` starts one and deploys the stack.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use aws_config::SdkConfig;
+use aws_lambda_events::sqs::SqsEvent;
+use aws_sdk_dynamodb::types::{
+    AttributeDefinition, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType, Projection,
+    ProjectionType, ScalarAttributeType,
+};
+use baton_app::Baton;
+use baton_app::memory::ManualClock;
+use baton_aws::Settings;
+use serde_json::{Value, json};
+
+const ROOT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
+
+/// The SDK configuration for the emulator (dummy credentials, `us-east-1` unless set).
+pub async fn emulator() -> SdkConfig {
+    let endpoint =
+        std::env::var("AWS_ENDPOINT_URL").unwrap_or_else(|_| "http://127.0.0.1:4566".to_owned());
+    let region = std::env::var("AWS_DEFAULT_REGION").unwrap_or_else(|_| "us-east-1".to_owned());
+    aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .endpoint_url(endpoint)
+        .region(aws_config::Region::new(region))
+        .credentials_provider(aws_sdk_dynamodb::config::Credentials::for_tests())
+        .load()
+        .await
+}
+
+/// A name no other test run uses: `{prefix}-{12 hex digits}`.
+pub fn unique(prefix: &str) -> String {
+    let simple = uuid::Uuid::now_v7().simple().to_string();
+    format!("{prefix}-{}", &simple[simple.len() - 12..])
+}
+
+/// Polls `probe` every 100 ms until it gives a value or `limit` passes.
+pub async fn eventually<T, F, Fut>(what: &str, limit: Duration, mut probe: F) -> Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<Option<T>>>,
+{
+    let start = Instant::now();
+    loop {
+        if let Some(value) = probe().await? {
+            return Ok(value);
+        }
+        if start.elapsed() > limit {
+            bail!("timed out after {limit:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// An SQS batch as Lambda's event source mapping delivers it, one record per body.
+pub fn sqs_batch(bodies: &[String]) -> SqsEvent {
+    let fixture: Value = fixture("sqs-batch.json");
+    let records: Vec<Value> = bodies
+        .iter()
+        .enumerate()
+        .map(|(i, body)| {
+            let mut record = fixture["Records"][0].clone();
+            record["messageId"] = json!(format!("message-{i}"));
+            record["body"] = json!(body);
+            record
+        })
+        .collect();
+    serde_json::from_value(json!({ "Records": records })).expect("an SQS event")
+}
+
+/// An EventBridge event of `detail_type` as a rule delivers it to SQS; `id` makes it unique.
+pub fn eventbridge_event(detail_type: &str, id: &str, detail: Value) -> String {
+    let mut event: Value = fixture("eventbridge-event.json");
+    event["detail-type"] = json!(detail_type);
+    event["id"] = json!(id);
+    event["time"] = json!(chrono::Utc::now().to_rfc3339());
+    event["detail"] = detail;
+    event.to_string()
+}
+
+/// A fixture file from `tests/fixtures`, parsed.
+pub fn fixture(name: &str) -> Value {
+    let path = format!("{ROOT}/tests/fixtures/{name}");
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+/// The task table's definition, read from `infra/template.yaml` so tests and deployments share it.
+fn table_definition() -> Result<Value> {
+    let text = std::fs::read_to_string(format!("{ROOT}/infra/template.yaml"))?;
+    let template: serde_norway::Value = serde_norway::from_str(&text)?;
+    let properties = &template["Resources"]["TaskTable"]["Properties"];
+    // Only the untagged parts (keys, indexes) are needed; `!Sub`-tagged names are dropped.
+    let keep = [
+        "AttributeDefinitions",
+        "KeySchema",
+        "GlobalSecondaryIndexes",
+    ];
+    let mut definition = serde_json::Map::new();
+    for name in keep {
+        let value = serde_json::to_value(&properties[name])
+            .with_context(|| format!("TaskTable.{name} in the template"))?;
+        definition.insert(name.to_owned(), value);
+    }
+    Ok(Value::Object(definition))
+}
+
+fn key_schema(value: &Value) -> Vec<KeySchemaElement> {
+    value
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|key| {
+            KeySchemaElement::builder()
+                .attribute_name(key["AttributeName"].as_str().unwrap_or_default())
+                .key_type(KeyType::from(key["KeyType"].as_str().unwrap_or_default()))
+                .build()
+                .expect("a key schema element")
+        })
+        .collect()
+}
+
+async fn create_table(sdk: &SdkConfig, name: &str) -> Result<()> {
+    let definition = table_definition()?;
+    let client = aws_sdk_dynamodb::Client::new(sdk);
+    let mut create = client
+        .create_table()
+        .table_name(name)
+        .billing_mode(BillingMode::PayPerRequest)
+        .set_key_schema(Some(key_schema(&definition["KeySchema"])));
+    for attribute in definition["AttributeDefinitions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+    {
+        create = create.attribute_definitions(
+            AttributeDefinition::builder()
+                .attribute_name(attribute["AttributeName"].as_str().unwrap_or_default())
+                .attribute_type(ScalarAttributeType::from(
+                    attribute["AttributeType"].as_str().unwrap_or_default(),
+                ))
+                .build()?,
+        );
+    }
+    for index in definition["GlobalSecondaryIndexes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+    {
+        let projection = ProjectionType::from(
+            index["Projection"]["ProjectionType"]
+                .as_str()
+                .unwrap_or_default(),
+        );
+        create = create.global_secondary_indexes(
+            GlobalSecondaryIndex::builder()
+                .index_name(index["IndexName"].as_str().unwrap_or_default())
+                .set_key_schema(Some(key_schema(&index["KeySchema"])))
+                .projection(Projection::builder().projection_type(projection).build())
+                .build()?,
+        );
+    }
+    create.send().await.context("create the sandbox table")?;
+    Ok(())
+}
+
+/// Isolated emulator resources for in-process handler tests: a table built from the template's
+/// definition, a bus whose every event is captured in a queue, and a due queue. Handlers run
+/// against a service wired to them with a clock the test moves.
+pub struct Sandbox {
+    /// The service the handlers under test use.
+    pub baton: Baton,
+    /// Its clock.
+    pub clock: Arc<ManualClock>,
+    /// Where the resources are.
+    pub settings: Settings,
+    sqs: aws_sdk_sqs::Client,
+    events: aws_sdk_eventbridge::Client,
+    dynamodb: aws_sdk_dynamodb::Client,
+    capture_queue_url: String,
+    rule: String,
+}
+
+impl Sandbox {
+    /// Creates a fresh set of resources.
+    pub async fn new() -> Result<Self> {
+        let sdk = emulator().await;
+        let name = unique("sandbox");
+        let sqs = aws_sdk_sqs::Client::new(&sdk);
+        let events = aws_sdk_eventbridge::Client::new(&sdk);
+        create_table(&sdk, &name).await?;
+        events.create_event_bus().name(&name).send().await?;
+        let due_queue_url = create_queue(&sqs, &format!("{name}-due")).await?;
+        let capture_queue_url = create_queue(&sqs, &format!("{name}-events")).await?;
+        let rule = format!("{name}-all");
+        subscribe(
+            &sqs,
+            &events,
+            &name,
+            &rule,
+            &capture_queue_url,
+            json!({"source": ["baton"]}),
+        )
+        .await?;
+        let settings = Settings {
+            table: name.clone(),
+            bus: name,
+            due_queue_url,
+        };
+        let clock = Arc::new(ManualClock::new(chrono::Utc::now()));
+        let baton = baton_aws::baton(&sdk, &settings, clock.clone());
+        Ok(Self {
+            baton,
+            clock,
+            settings,
+            dynamodb: aws_sdk_dynamodb::Client::new(&sdk),
+            sqs,
+            events,
+            capture_queue_url,
+            rule,
+        })
+    }
+
+    /// Events published on the sandbox bus since the last call: `(detail-type, detail)`.
+    pub async fn published(&self) -> Result<Vec<(String, Value)>> {
+        let envelopes = drain(&self.sqs, &self.capture_queue_url).await?;
+        Ok(envelopes
+            .into_iter()
+            .map(|envelope| {
+                let detail_type = envelope["detail-type"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned();
+                (detail_type, envelope["detail"].clone())
+            })
+            .collect())
+    }
+
+    /// Timer messages on the due queue that are deliverable now (removed from the queue).
+    pub async fn due_timers(&self) -> Result<Vec<String>> {
+        let messages = receive(&self.sqs, &self.settings.due_queue_url, 0).await?;
+        Ok(messages.into_iter().map(|(_, body)| body).collect())
+    }
+
+    /// Timer messages on the due queue still waiting out their delay.
+    pub async fn delayed_timers(&self) -> Result<u64> {
+        let attributes = self
+            .sqs
+            .get_queue_attributes()
+            .queue_url(&self.settings.due_queue_url)
+            .attribute_names(
+                aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessagesDelayed,
+            )
+            .send()
+            .await?;
+        let delayed = attributes
+            .attributes()
+            .and_then(|a| {
+                a.get(&aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessagesDelayed)
+            })
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0);
+        Ok(delayed)
+    }
+
+    /// Removes every resource the sandbox created.
+    pub async fn teardown(self) -> Result<()> {
+        let targets = self
+            .events
+            .list_targets_by_rule()
+            .rule(&self.rule)
+            .event_bus_name(&self.settings.bus)
+            .send()
+            .await?;
+        let ids: Vec<String> = targets
+            .targets()
+            .iter()
+            .map(|t| t.id().to_owned())
+            .collect();
+        self.events
+            .remove_targets()
+            .rule(&self.rule)
+            .event_bus_name(&self.settings.bus)
+            .set_ids(Some(ids))
+            .send()
+            .await?;
+        self.events
+            .delete_rule()
+            .name(&self.rule)
+            .event_bus_name(&self.settings.bus)
+            .send()
+            .await?;
+        self.events
+            .delete_event_bus()
+            .name(&self.settings.bus)
+            .send()
+            .await?;
+        for url in [&self.capture_queue_url, &self.settings.due_queue_url] {
+            self.sqs.delete_queue().queue_url(url).send().await?;
+        }
+        self.dynamodb
+            .delete_table()
+            .table_name(&self.settings.table)
+            .send()
+            .await?;
+        Ok(())
+    }
+}
+
+async fn create_queue(sqs: &aws_sdk_sqs::Client, name: &str) -> Result<String> {
+    let created = sqs.create_queue().queue_name(name).send().await?;
+    created.queue_url.context("CreateQueue returned no URL")
+}
+
+/// Routes events matching `pattern` on `bus` to the queue at `queue_url`, as a worker would.
+async fn subscribe(
+    sqs: &aws_sdk_sqs::Client,
+    events: &aws_sdk_eventbridge::Client,
+    bus: &str,
+    rule: &str,
+    queue_url: &str,
+    pattern: Value,
+) -> Result<()> {
+    let arn = sqs
+        .get_queue_attributes()
+        .queue_url(queue_url)
+        .attribute_names(aws_sdk_sqs::types::QueueAttributeName::QueueArn)
+        .send()
+        .await?
+        .attributes()
+        .and_then(|a| {
+            a.get(&aws_sdk_sqs::types::QueueAttributeName::QueueArn)
+                .cloned()
+        })
+        .context("queue has no ARN")?;
+    events
+        .put_rule()
+        .name(rule)
+        .event_bus_name(bus)
+        .event_pattern(pattern.to_string())
+        .send()
+        .await?;
+    events
+        .put_targets()
+        .rule(rule)
+        .event_bus_name(bus)
+        .targets(
+            aws_sdk_eventbridge::types::Target::builder()
+                .id("test")
+                .arn(arn)
+                .build()?,
+        )
+        .send()
+        .await?;
+    Ok(())
+}
+
+/// Receives (and deletes) what is on a queue now: `(message id, body)`.
+async fn receive(
+    sqs: &aws_sdk_sqs::Client,
+    queue_url: &str,
+    wait_seconds: i32,
+) -> Result<Vec<(String, String)>> {
+    let mut received = Vec::new();
+    loop {
+        let output = sqs
+            .receive_message()
+            .queue_url(queue_url)
+            .max_number_of_messages(10)
+            .wait_time_seconds(wait_seconds)
+            .send()
+            .await?;
+        let messages = output.messages();
+        if messages.is_empty() {
+            return Ok(received);
+        }
+        for message in messages {
+            if let Some(handle) = message.receipt_handle() {
+                sqs.delete_message()
+                    .queue_url(queue_url)
+                    .receipt_handle(handle)
+                    .send()
+                    .await?;
+            }
+            received.push((
+                message.message_id().unwrap_or_default().to_owned(),
+                message.body().unwrap_or_default().to_owned(),
+            ));
+        }
+    }
+}
+
+/// Receives (and deletes) every EventBridge envelope on a queue now.
+async fn drain(sqs: &aws_sdk_sqs::Client, queue_url: &str) -> Result<Vec<Value>> {
+    receive(sqs, queue_url, 0)
+        .await?
+        .into_iter()
+        .map(|(_, body)| Ok(serde_json::from_str(&body)?))
+        .collect()
+}
+
+/// A stack deployed by `localstack/deploy.sh`, known by the outputs file it wrote; the path is in
+/// `$BATON_STACK_OUTPUTS`.
+pub struct Stack {
+    outputs: HashMap<String, String>,
+    endpoint: String,
+    sqs: aws_sdk_sqs::Client,
+    events: aws_sdk_eventbridge::Client,
+    workers: std::sync::Mutex<Vec<(String, String)>>,
+}
+
+impl Stack {
+    /// The stack `make test` deployed.
+    pub async fn deployed() -> Result<Self> {
+        let path = std::env::var("BATON_STACK_OUTPUTS").context(
+            "BATON_STACK_OUTPUTS is not set: end-to-end tests run against a deployed stack; use `make test`",
+        )?;
+        let list: Vec<Value> = serde_json::from_str(&std::fs::read_to_string(&path)?)?;
+        let outputs = list
+            .iter()
+            .filter_map(|o| {
+                Some((
+                    o["OutputKey"].as_str()?.to_owned(),
+                    o["OutputValue"].as_str()?.to_owned(),
+                ))
+            })
+            .collect();
+        let sdk = emulator().await;
+        let endpoint = std::env::var("AWS_ENDPOINT_URL")
+            .unwrap_or_else(|_| "http://127.0.0.1:4566".to_owned());
+        Ok(Self {
+            outputs,
+            endpoint,
+            sqs: aws_sdk_sqs::Client::new(&sdk),
+            events: aws_sdk_eventbridge::Client::new(&sdk),
+            workers: std::sync::Mutex::new(Vec::new()),
+        })
+    }
+
+    /// A stack output by key.
+    pub fn output(&self, key: &str) -> &str {
+        self.outputs
+            .get(key)
+            .map(String::as_str)
+            .unwrap_or_else(|| panic!("no output {key}"))
+    }
+
+    /// The GraphQL endpoint through the emulator's API Gateway.
+    pub fn graphql_url(&self) -> String {
+        format!(
+            "{}/_aws/execute-api/{}/$default/graphql",
+            self.endpoint,
+            self.output("HttpApiId")
+        )
+    }
+
+    /// Puts one event on the stack's bus, as an upstream system or worker would.
+    pub async fn put_event(&self, detail_type: &str, detail: &Value) -> Result<()> {
+        self.put_raw(detail_type, &detail.to_string()).await
+    }
+
+    /// Puts one event with a raw detail string (which may be malformed on purpose).
+    pub async fn put_raw(&self, detail_type: &str, detail: &str) -> Result<()> {
+        let entry = aws_sdk_eventbridge::types::PutEventsRequestEntry::builder()
+            .event_bus_name(self.output("BusName"))
+            .source("baton.tests")
+            .detail_type(detail_type)
+            .detail(detail)
+            .build();
+        let output = self.events.put_events().entries(entry).send().await?;
+        if output.failed_entry_count > 0 {
+            bail!("PutEvents failed: {:?}", output.entries());
+        }
+        Ok(())
+    }
+
+    /// A queue that receives `TaskReady` events of `tier`, like a worker's: a rule on the bus.
+    pub async fn worker_queue(&self, tier: &str) -> Result<WorkerQueue> {
+        let name = unique("worker");
+        let url = create_queue(&self.sqs, &name).await?;
+        let pattern = json!({"detail-type": ["TaskReady"], "detail": {"tier": [tier]}});
+        subscribe(
+            &self.sqs,
+            &self.events,
+            self.output("BusName"),
+            &name,
+            &url,
+            pattern,
+        )
+        .await?;
+        self.workers.lock().unwrap().push((name, url.clone()));
+        Ok(WorkerQueue {
+            sqs: self.sqs.clone(),
+            url,
+        })
+    }
+
+    /// Messages on a queue of the stack, by output key; received and deleted.
+    pub async fn take_from(&self, output: &str) -> Result<Vec<String>> {
+        let messages = receive(&self.sqs, self.output(output), 0).await?;
+        Ok(messages.into_iter().map(|(_, body)| body).collect())
+    }
+
+    /// Removes the worker queues and rules the tests created.
+    pub async fn teardown(&self) -> Result<()> {
+        let workers = std::mem::take(&mut *self.workers.lock().unwrap());
+        let bus = self.output("BusName");
+        for (rule, url) in workers {
+            self.events
+                .remove_targets()
+                .rule(&rule)
+                .event_bus_name(bus)
+                .ids("test")
+                .send()
+                .await?;
+            self.events
+                .delete_rule()
+                .name(&rule)
+                .event_bus_name(bus)
+                .send()
+                .await?;
+            self.sqs.delete_queue().queue_url(url).send().await?;
+        }
+        Ok(())
+    }
+}
+
+/// A test worker's queue of `TaskReady` events.
+pub struct WorkerQueue {
+    sqs: aws_sdk_sqs::Client,
+    url: String,
+}
+
+impl WorkerQueue {
+    /// Waits for the next `TaskReady` detail, up to `limit`.
+    pub async fn next_ready(&self, limit: Duration) -> Result<Value> {
+        eventually("a TaskReady event", limit, || async {
+            let envelopes = drain(&self.sqs, &self.url).await?;
+            Ok(envelopes.into_iter().next().map(|e| e["detail"].clone()))
+        })
+        .await
+    }
+
+    /// Every `TaskReady` detail waiting now.
+    pub async fn all_ready(&self) -> Result<Vec<Value>> {
+        let envelopes = drain(&self.sqs, &self.url).await?;
+        Ok(envelopes.into_iter().map(|e| e["detail"].clone()).collect())
+    }
+}
