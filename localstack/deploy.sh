@@ -29,11 +29,9 @@ for f in "${FUNCTIONS[@]}"; do
   hash=$(sha256sum "$binary" | cut -c1-16)
   key="functions/$f-$hash.zip"
   if ! "$AWS" s3api head-object --bucket "$BUCKET" --key "$key" >/dev/null 2>&1; then
-    dir="$BUILD/package/$f"
-    rm -rf "$dir" && mkdir -p "$dir"
-    cp "$binary" "$dir/bootstrap"
-    (cd "$dir" && zip -q -1 "$f.zip" bootstrap)
-    "$AWS" s3 cp --quiet "$dir/$f.zip" "s3://$BUCKET/$key"
+    mkdir -p "$BUILD/package"
+    "$ROOT/.venv/bin/python" "$ROOT/localstack/package.py" "$binary" "$BUILD/package/$f.zip"
+    "$AWS" s3 cp --quiet "$BUILD/package/$f.zip" "s3://$BUCKET/$key"
     echo "  uploaded $f ($hash)"
   fi
   param=$(echo "$f" | sed -E 's/(^|-)([a-z])/\U\2/g')CodeKey

@@ -25,6 +25,13 @@ pub fn schema(baton: Baton) -> BatonSchema {
         .finish()
 }
 
+/// The schema in SDL, as checked in at the top level as `schema.graphql`.
+pub fn sdl() -> String {
+    Schema::build(QueryRoot, MutationRoot, EmptySubscription)
+        .finish()
+        .sdl()
+}
+
 /// The calling tenant, as the transport established it. Add it to a request's data.
 #[derive(Debug, Clone)]
 pub struct Caller(pub Tenant);

@@ -83,7 +83,7 @@ async fn a_submitted_task_due_now_is_armed_dispatched_and_completed() -> Result<
 async fn a_redelivered_submission_creates_one_task() -> Result<()> {
     let sandbox = Sandbox::new().await?;
     let event = eventbridge_event("SubmitTask", "same-event-id", submission("acme", json!({})));
-    baton_fn_submit::handle(&sandbox.baton, sqs_batch(&[event.clone()])).await;
+    baton_fn_submit::handle(&sandbox.baton, sqs_batch(std::slice::from_ref(&event))).await;
     baton_fn_submit::handle(&sandbox.baton, sqs_batch(&[event])).await;
     let page = sandbox
         .baton

@@ -100,7 +100,7 @@ impl TaskStore for MemoryStore {
             .filter(|task| query.after.is_none_or(|after| task.id < after))
             .cloned()
             .collect();
-        matching.sort_by(|a, b| b.id.cmp(&a.id));
+        matching.sort_by_key(|task| std::cmp::Reverse(task.id));
         let has_next_page = matching.len() > query.first;
         matching.truncate(query.first);
         Ok(Page {

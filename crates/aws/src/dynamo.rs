@@ -278,7 +278,7 @@ impl TaskStore for DynamoStore {
                 .collect();
             let mut page = self.get_many(&ids).await?;
             page.retain(|task| query.status.is_none_or(|status| task.status == status));
-            page.sort_by(|a, b| b.id.cmp(&a.id));
+            page.sort_by_key(|task| std::cmp::Reverse(task.id));
             tasks.extend(page);
             start = output.last_evaluated_key;
             if start.is_none() {

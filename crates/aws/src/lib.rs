@@ -12,7 +12,7 @@ use std::sync::Arc;
 use baton_app::{Baton, Clock, SystemClock};
 
 pub use dynamo::DynamoStore;
-pub use eventbridge::EventBridgeBus;
+pub use eventbridge::{EventBridgeBus, SOURCE};
 pub use sqs::SqsTimers;
 
 /// Where Baton's resources are, as the template passes them to every function.

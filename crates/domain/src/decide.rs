@@ -118,7 +118,7 @@ pub struct Transition {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Decision {
     /// Move the task.
-    Apply(Transition),
+    Apply(Box<Transition>),
     /// The command was applied before (a duplicate, or a retry after a lost response): nothing to
     /// write, but the effects are repeated in case the first run stopped before them.
     AlreadyApplied(Effects),
@@ -297,8 +297,8 @@ fn apply(
         attempt: next.attempt,
     });
     let effects = Effects::of(&next);
-    Decision::Apply(Transition {
+    Decision::Apply(Box::new(Transition {
         task: next,
         effects,
-    })
+    }))
 }

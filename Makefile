@@ -1,0 +1,53 @@
+# Baton: `make dev` runs the whole stack in the emulator, `make test` runs every test.
+SHELL := /bin/bash
+VENV := .venv
+DEV_STACK ?= baton-local
+
+.PHONY: dev test lint check-domain unit emulator stop undeploy clean
+
+## dev: start the emulator if none answers, build and deploy every function as stage `local`
+dev: $(VENV)/.installed
+	./localstack/start.sh
+	./localstack/deploy.sh $(DEV_STACK) local
+	./localstack/print-dev.sh $(DEV_STACK)
+
+## test: formatting, lints, the domain purity check, unit tests, then the emulator tests
+test: $(VENV)/.installed lint check-domain unit
+	./localstack/test.sh
+
+## lint: rustfmt and clippy, warnings are errors
+lint:
+	cargo fmt --all -- --check
+	cargo clippy --workspace --all-targets --quiet -- -D warnings
+
+## check-domain: the domain and application crates must not depend on AWS or Lambda
+check-domain:
+	@offenders=$$(cargo tree -p baton-domain -p baton-app -e normal --prefix none \
+		| grep -E '^(aws-|aws_|lambda)' | sort -u); \
+	if [ -n "$$offenders" ]; then \
+		echo "baton-domain/baton-app must stay free of AWS and Lambda crates, found:"; \
+		echo "$$offenders"; exit 1; \
+	fi; echo "domain and application crates are free of AWS and Lambda dependencies"
+
+## unit: every test that needs no emulator
+unit:
+	cargo test --workspace --exclude baton-tests
+
+emulator: $(VENV)/.installed
+	./localstack/start.sh
+
+stop:
+	./localstack/stop.sh
+
+## undeploy: remove the dev stack
+undeploy: $(VENV)/.installed
+	./localstack/destroy.sh $(DEV_STACK)
+
+clean: stop
+	rm -rf .build target
+
+$(VENV)/.installed: localstack/requirements.txt
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --upgrade pip
+	$(VENV)/bin/pip install --quiet -r localstack/requirements.txt
+	touch $@

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Prints how to use the dev stack $1: the GraphQL URL, an event to paste, where the logs are.
+set -euo pipefail
+source "$(dirname "$0")/env.sh"
+STACK="${1:?usage: print-dev.sh STACK}"
+output() {
+  "$AWS" cloudformation describe-stacks --stack-name "$STACK" \
+    --query "Stacks[0].Outputs[?OutputKey=='$1'].OutputValue" --output text
+}
+API=$(output HttpApiId)
+BUS=$(output BusName)
+URL="$AWS_ENDPOINT_URL/_aws/execute-api/$API/\$default/graphql"
+cat <<MSG
+
+Baton is running in the emulator (stack $STACK).
+
+  GraphQL (POST) and GraphiQL (GET, open in a browser):
+    $URL
+
+  Submit a task over GraphQL:
+    curl -s -X POST '$URL' -H 'content-type: application/json' -H 'x-baton-tenant: acme' \\
+      -d '{"query":"mutation { submitTask(input: {projectId: \\"demo\\", name: \\"hello\\", tier: \\"gpu\\"}) { id status } }"}'
+
+  Or put an event on the bus (the emulator's address and test credentials come from localstack/env.sh):
+    source localstack/env.sh
+    .venv/bin/aws events put-events --entries '[{"EventBusName":"$BUS","Source":"acme.app","DetailType":"SubmitTask","Detail":"{\\"tenant\\":\\"acme\\",\\"project\\":\\"demo\\",\\"name\\":\\"hello\\",\\"tier\\":\\"gpu\\"}"}]'
+
+  Function logs (one log group per function: submit, on-due, on-result, cancel, rollback, sweeper, graphql):
+    .venv/bin/aws logs filter-log-events --log-group-name /aws/lambda/$STACK-on-due --query 'events[].message' --output text
+  Emulator log: .build/ministack.log
+
+MSG

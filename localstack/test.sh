@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# The emulator tests: starts MiniStack if none answers (and stops it afterwards if it started it),
+# deploys a stack with a unique name, runs the in-process and end-to-end tests, removes the stack.
+set -euo pipefail
+source "$(dirname "$0")/env.sh"
+STACK="baton-test-$(date +%s)-$RANDOM"
+
+started=""
+if ! curl -fsS -m 2 "$AWS_ENDPOINT_URL/_ministack/health" >/dev/null 2>&1 \
+  && ! curl -fsS -m 2 "$AWS_ENDPOINT_URL/_localstack/health" >/dev/null 2>&1; then
+  "$ROOT/localstack/start.sh"
+  started=yes
+fi
+cleanup() {
+  "$ROOT/localstack/destroy.sh" "$STACK" || true
+  if [ -n "$started" ]; then "$ROOT/localstack/stop.sh"; fi
+}
+trap cleanup EXIT
+
+"$ROOT/localstack/deploy.sh" "$STACK" test
+export BATON_STACK_OUTPUTS="$BUILD/$STACK.outputs.json"
+cd "$ROOT" && cargo test -p baton-tests
