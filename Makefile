@@ -31,7 +31,7 @@ check-domain:
 
 ## unit: every test that needs no emulator
 unit:
-	cargo test --workspace --exclude baton-tests
+	cargo test --workspace --exclude baton-tests --all-targets
 
 emulator: $(VENV)/.installed
 	./localstack/start.sh

@@ -19,4 +19,4 @@ trap cleanup EXIT
 
 "$ROOT/localstack/deploy.sh" "$STACK" test
 export BATON_STACK_OUTPUTS="$BUILD/$STACK.outputs.json"
-cd "$ROOT" && cargo test -p baton-tests
+cd "$ROOT" && cargo test -p baton-tests --tests

@@ -41,6 +41,26 @@ async fn task_reaches(stack: &Stack, tenant: &str, id: &str, status: &str) -> Re
     .await
 }
 
+/// Submits a task of `tier` with the extra input fields `fields`; answers its id and status.
+async fn submit_through_graphql(
+    stack: &Stack,
+    tenant: &str,
+    tier: &str,
+    fields: &str,
+) -> Result<(String, String)> {
+    let mutation = format!(
+        "mutation($tier: String!) {{ submitTask(input: {{projectId: \"e2e\", name: \"gql\", tier: $tier, {fields}}}) {{ id status }} }}"
+    );
+    let submitted = graphql(stack, tenant, &mutation, json!({"tier": tier})).await?;
+    let field = |name: &str| {
+        submitted["submitTask"][name]
+            .as_str()
+            .map(str::to_owned)
+            .with_context(|| format!("submitTask.{name} in {submitted}"))
+    };
+    Ok((field("id")?, field("status")?))
+}
+
 fn causes(task: &Value) -> Vec<String> {
     task["history"]
         .as_array()
@@ -120,18 +140,8 @@ async fn a_task_submitted_through_graphql_runs_to_success() -> Result<()> {
     let stack = Stack::deployed().await?;
     let (tenant, tier) = (unique("acme"), unique("gpu"));
     let worker = stack.worker_queue(&tier).await?;
-    let submitted = graphql(
-        &stack,
-        &tenant,
-        "mutation($tier: String!) { submitTask(input: {projectId: \"e2e\", name: \"gql\", tier: $tier, input: {a: 1}}) { id status version } }",
-        json!({"tier": tier}),
-    )
-    .await?;
-    let id = submitted["submitTask"]["id"]
-        .as_str()
-        .context("id")?
-        .to_owned();
-    assert_eq!(submitted["submitTask"]["status"], "SCHEDULED");
+    let (id, status) = submit_through_graphql(&stack, &tenant, &tier, "input: {a: 1}").await?;
+    assert_eq!(status, "SCHEDULED");
 
     let ready = worker.next_ready(PATIENCE).await?;
     assert_eq!(ready["task_id"].as_str(), Some(id.as_str()));
@@ -234,17 +244,7 @@ async fn a_task_cancelled_before_its_due_time_is_never_dispatched() -> Result<()
     let stack = Stack::deployed().await?;
     let (tenant, tier) = (unique("acme"), unique("gpu"));
     let worker = stack.worker_queue(&tier).await?;
-    let submitted = graphql(
-        &stack,
-        &tenant,
-        "mutation($tier: String!) { submitTask(input: {projectId: \"e2e\", name: \"later\", tier: $tier, delaySeconds: 4}) { id } }",
-        json!({"tier": tier}),
-    )
-    .await?;
-    let id = submitted["submitTask"]["id"]
-        .as_str()
-        .context("id")?
-        .to_owned();
+    let (id, _) = submit_through_graphql(&stack, &tenant, &tier, "delaySeconds: 4").await?;
     stack
         .put_event(
             "CancelTask",
