@@ -11,3 +11,8 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 BUILD="$ROOT/.build"
 AWS="$ROOT/.venv/bin/aws"
 mkdir -p "$BUILD"
+# `aws` after sourcing this file: the pinned CLI, pointed at $AWS_ENDPOINT_URL explicitly (the v1
+# CLI's SQS commands ignore the variable otherwise).
+aws() {
+  if [ -n "${AWS_ENDPOINT_URL:-}" ]; then "$AWS" --endpoint-url "$AWS_ENDPOINT_URL" "$@"; else "$AWS" "$@"; fi
+}

@@ -21,12 +21,13 @@ Baton is running in the emulator (stack $STACK).
     curl -s -X POST '$URL' -H 'content-type: application/json' -H 'x-baton-tenant: acme' \\
       -d '{"query":"mutation { submitTask(input: {projectId: \\"demo\\", name: \\"hello\\", tier: \\"gpu\\"}) { id status } }"}'
 
-  Or put an event on the bus (the emulator's address and test credentials come from localstack/env.sh):
+  Or put an event on the bus (localstack/env.sh sets the emulator's address and test credentials,
+  and makes \`aws\` the pinned CLI pointed at it):
     source localstack/env.sh
-    .venv/bin/aws events put-events --entries '[{"EventBusName":"$BUS","Source":"acme.app","DetailType":"SubmitTask","Detail":"{\\"tenant\\":\\"acme\\",\\"project\\":\\"demo\\",\\"name\\":\\"hello\\",\\"tier\\":\\"gpu\\"}"}]'
+    aws events put-events --entries '[{"EventBusName":"$BUS","Source":"acme.app","DetailType":"SubmitTask","Detail":"{\\"tenant\\":\\"acme\\",\\"project\\":\\"demo\\",\\"name\\":\\"hello\\",\\"tier\\":\\"gpu\\"}"}]'
 
   Function logs (one log group per function: submit, on-due, on-result, cancel, rollback, sweeper, graphql):
-    .venv/bin/aws logs filter-log-events --log-group-name /aws/lambda/$STACK-on-due --query 'events[].message' --output text
+    aws logs filter-log-events --log-group-name /aws/lambda/$STACK-on-due --query 'events[].message' --output text
   Emulator log: .build/ministack.log
 
 MSG
