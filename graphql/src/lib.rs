@@ -5,7 +5,7 @@ mod types;
 
 use async_graphql::{Context, EmptySubscription, ErrorExtensions, ID, Object, Schema};
 use baton_app::{Baton, Handled, InfraError, SubmitError, TaskQuery};
-use baton_domain::{Command, ProjectId, Rejection, SubmitRequest, TaskId, Tenant};
+use baton_domain::{Command, ProjectId, SubmitRequest, TaskId, Tenant};
 use tracing::error;
 
 pub use types::{SubmitTaskInput, Task, TaskConnection};
@@ -164,12 +164,9 @@ impl MutationRoot {
         match handled {
             Handled::Applied(task) | Handled::AlreadyApplied(task) => Ok(Task(*task)),
             Handled::NotFound => Err(error("NOT_FOUND", format!("no task {}", id.as_str()))),
+            // Only a finished task refuses a cancel.
             Handled::Rejected(rejection) | Handled::LostRace(rejection) => {
-                let code = match rejection {
-                    Rejection::InvalidTransition { .. } => "INVALID_TRANSITION",
-                    _ => "CONFLICT",
-                };
-                Err(error(code, rejection.to_string()))
+                Err(error("INVALID_TRANSITION", rejection.to_string()))
             }
             Handled::Rearmed(_) => Err(error("INTERNAL", "unexpected outcome")),
         }

@@ -10,8 +10,14 @@ use serde_json::{Value, json};
 
 const PATIENCE: Duration = Duration::from_secs(30);
 
-async fn graphql(stack: &Stack, tenant: &str, query: &str, variables: Value) -> Result<Value> {
-    let response: Value = reqwest::Client::new()
+/// The whole GraphQL response, errors included.
+async fn graphql_response(
+    stack: &Stack,
+    tenant: &str,
+    query: &str,
+    variables: Value,
+) -> Result<Value> {
+    Ok(reqwest::Client::new()
         .post(stack.graphql_url())
         .header("x-baton-tenant", tenant)
         .json(&json!({"query": query, "variables": variables}))
@@ -19,7 +25,12 @@ async fn graphql(stack: &Stack, tenant: &str, query: &str, variables: Value) -> 
         .await?
         .error_for_status()?
         .json()
-        .await?;
+        .await?)
+}
+
+/// The `data` of a GraphQL response that must have no errors.
+async fn graphql(stack: &Stack, tenant: &str, query: &str, variables: Value) -> Result<Value> {
+    let response = graphql_response(stack, tenant, query, variables).await?;
     if let Some(errors) = response.get("errors") {
         bail!("GraphQL errors: {errors}");
     }
@@ -167,6 +178,17 @@ async fn a_task_submitted_through_graphql_runs_to_success() -> Result<()> {
     assert_eq!(
         listed["tasks"]["edges"][0]["node"]["id"].as_str(),
         Some(id.as_str())
+    );
+    let refused = graphql_response(
+        &stack,
+        &tenant,
+        "mutation($id: ID!) { cancelTask(id: $id) { status } }",
+        json!({"id": id}),
+    )
+    .await?;
+    assert_eq!(
+        refused["errors"][0]["extensions"]["code"], "INVALID_TRANSITION",
+        "{refused}"
     );
     // Another tenant sees nothing of it.
     assert_eq!(task(&stack, &unique("other"), &id).await?, Value::Null);
