@@ -266,7 +266,7 @@ async fn a_task_cancelled_before_its_due_time_is_never_dispatched() -> Result<()
     let stack = Stack::deployed().await?;
     let (tenant, tier) = (unique("acme"), unique("gpu"));
     let worker = stack.worker_queue(&tier).await?;
-    let (id, _) = submit_through_graphql(&stack, &tenant, &tier, "delaySeconds: 4").await?;
+    let (id, _) = submit_through_graphql(&stack, &tenant, &tier, "delaySeconds: 8").await?;
     stack
         .put_event(
             "CancelTask",
@@ -277,7 +277,7 @@ async fn a_task_cancelled_before_its_due_time_is_never_dispatched() -> Result<()
     assert_eq!(causes(&cancelled), ["submitted", "cancelled"]);
 
     // Wait past the due time: the timer fires, and is rejected.
-    tokio::time::sleep(Duration::from_secs(7)).await;
+    tokio::time::sleep(Duration::from_secs(11)).await;
     assert!(
         worker.all_ready().await?.is_empty(),
         "no TaskReady for a cancelled task"
