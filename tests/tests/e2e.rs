@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use baton_tests::{Stack, eventually, unique};
+use baton_tests::{Stack, WorkerQueue, eventually, unique};
 use serde_json::{Value, json};
 
 const PATIENCE: Duration = Duration::from_secs(30);
@@ -72,6 +72,19 @@ async fn submit_through_graphql(
     Ok((field("id")?, field("status")?))
 }
 
+/// A task of a fresh tenant and tier submitted through the bus, once its first `TaskReady` reaches
+/// the tier's worker queue: `(tenant, worker queue, TaskReady detail)`.
+async fn ready_task(stack: &Stack, extra: Value) -> Result<(String, WorkerQueue, Value)> {
+    let (tenant, tier) = (unique("acme"), unique("gpu"));
+    let worker = stack.worker_queue(&tier).await?;
+    stack
+        .put_event("SubmitTask", &submission(&tenant, &tier, extra))
+        .await?;
+    let ready = worker.next_ready(PATIENCE).await?;
+    assert_eq!(ready["tier"].as_str(), Some(tier.as_str()));
+    Ok((tenant, worker, ready))
+}
+
 fn causes(task: &Value) -> Vec<String> {
     task["history"]
         .as_array()
@@ -105,17 +118,8 @@ fn submission(tenant: &str, tier: &str, extra: Value) -> Value {
 async fn a_task_driven_by_events_goes_submit_ready_result_succeeded_with_each_transition_once()
 -> Result<()> {
     let stack = Stack::deployed().await?;
-    let (tenant, tier) = (unique("acme"), unique("gpu"));
-    let worker = stack.worker_queue(&tier).await?;
-
-    stack
-        .put_event("SubmitTask", &submission(&tenant, &tier, json!({})))
-        .await?;
-    let ready = worker.next_ready(PATIENCE).await?;
-    assert_eq!(
-        (ready["tier"].as_str(), ready["attempt"].as_u64()),
-        (Some(tier.as_str()), Some(1))
-    );
+    let (tenant, _worker, ready) = ready_task(&stack, json!({})).await?;
+    assert_eq!(ready["attempt"], json!(1));
     assert_eq!(ready["input"], json!({"doc": 42}));
     assert_eq!(ready["version"], json!(2));
 
@@ -198,12 +202,7 @@ async fn a_task_submitted_through_graphql_runs_to_success() -> Result<()> {
 #[tokio::test]
 async fn a_result_delivered_twice_makes_one_transition_and_one_history_entry() -> Result<()> {
     let stack = Stack::deployed().await?;
-    let (tenant, tier) = (unique("acme"), unique("gpu"));
-    let worker = stack.worker_queue(&tier).await?;
-    stack
-        .put_event("SubmitTask", &submission(&tenant, &tier, json!({})))
-        .await?;
-    let ready = worker.next_ready(PATIENCE).await?;
+    let (tenant, _worker, ready) = ready_task(&stack, json!({})).await?;
     let id = ready["task_id"].as_str().context("task_id")?;
     let done = result(&tenant, &ready, json!({"status": "succeeded", "output": 1}));
     stack.put_event("TaskResult", &done).await?;
@@ -223,13 +222,8 @@ async fn a_result_delivered_twice_makes_one_transition_and_one_history_entry() -
 #[tokio::test]
 async fn a_failed_attempt_is_retried_after_backoff_and_then_succeeds() -> Result<()> {
     let stack = Stack::deployed().await?;
-    let (tenant, tier) = (unique("acme"), unique("gpu"));
-    let worker = stack.worker_queue(&tier).await?;
     let retry = json!({"retry": {"max_attempts": 3, "backoff_seconds": 2}});
-    stack
-        .put_event("SubmitTask", &submission(&tenant, &tier, retry))
-        .await?;
-    let first = worker.next_ready(PATIENCE).await?;
+    let (tenant, worker, first) = ready_task(&stack, retry).await?;
     let failed = json!({"status": "failed", "error": {"code": "FLAKY", "message": "try again"}});
     stack
         .put_event("TaskResult", &result(&tenant, &first, failed))
@@ -302,12 +296,7 @@ async fn a_task_cancelled_before_its_due_time_is_never_dispatched() -> Result<()
 #[tokio::test]
 async fn a_malformed_event_ends_in_the_dlq_while_the_next_good_event_is_processed() -> Result<()> {
     let stack = Stack::deployed().await?;
-    let (tenant, tier) = (unique("acme"), unique("gpu"));
-    let worker = stack.worker_queue(&tier).await?;
-    stack
-        .put_event("SubmitTask", &submission(&tenant, &tier, json!({})))
-        .await?;
-    let ready = worker.next_ready(PATIENCE).await?;
+    let (tenant, _worker, ready) = ready_task(&stack, json!({})).await?;
     let id = ready["task_id"].as_str().context("task_id")?;
 
     let marker = unique("malformed");

@@ -351,3 +351,52 @@ async fn the_graphql_gateway_answers_an_api_gateway_request() -> Result<()> {
     );
     sandbox.teardown().await
 }
+
+#[tokio::test]
+async fn a_project_lists_newest_first_in_pages_and_filters_by_status() -> Result<()> {
+    let sandbox = Sandbox::new().await?;
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        ids.push(submit(&sandbox, "acme", json!({})).await?);
+    }
+    let cancel = eventbridge_event(
+        "CancelTask",
+        &unique("event"),
+        json!({"tenant": "acme", "task_id": ids[1]}),
+    );
+    baton_fn_cancel::handle(&sandbox.baton, sqs_batch(&[cancel])).await;
+    let query = |status, first, after: Option<&String>| baton_app::TaskQuery {
+        tenant: Tenant::parse("acme").unwrap(),
+        project: baton_domain::ProjectId::parse("reports").unwrap(),
+        status,
+        first,
+        after: after.map(|id| TaskId::parse(id).unwrap()),
+    };
+    let listed = |page: &baton_app::Page| -> Vec<String> {
+        page.tasks.iter().map(|task| task.id.to_string()).collect()
+    };
+
+    let first = sandbox.baton.tasks(&query(None, 2, None)).await?;
+    assert_eq!(listed(&first), [ids[2].clone(), ids[1].clone()]);
+    assert!(first.has_next_page);
+    let rest = sandbox.baton.tasks(&query(None, 2, Some(&ids[1]))).await?;
+    assert_eq!(listed(&rest), [ids[0].clone()]);
+    assert!(!rest.has_next_page);
+
+    let scheduled = sandbox
+        .baton
+        .tasks(&query(Some(Status::Scheduled), 1, None))
+        .await?;
+    assert_eq!(listed(&scheduled), [ids[2].clone()]);
+    assert!(scheduled.has_next_page);
+    let after = sandbox
+        .baton
+        .tasks(&query(Some(Status::Scheduled), 5, Some(&ids[2])))
+        .await?;
+    assert_eq!(
+        listed(&after),
+        [ids[0].clone()],
+        "the cancelled one is skipped"
+    );
+    sandbox.teardown().await
+}

@@ -14,6 +14,8 @@ type Item = HashMap<String, AttributeValue>;
 
 /// Partitions the wake index is spread over, so the sweeper's writes do not all land on one key.
 const WAKE_SHARDS: u8 = 4;
+/// BatchGetItem reads at most this many keys per call.
+const MAX_BATCH_GET: usize = 100;
 /// The index of tasks by project, newest first (keys only).
 const PROJECT_INDEX: &str = "by-project";
 /// The sparse index of tasks the sweeper must look at, by time (keys only).
@@ -53,6 +55,13 @@ fn parse_pk(pk: &str) -> Option<(Tenant, TaskId)> {
     let tenant = Tenant::parse(parts.next()?).ok()?;
     let id = TaskId::parse(parts.next()?).ok()?;
     Some((tenant, id))
+}
+
+/// The tenant and id of every task in `items` (index entries or items carry the table key).
+fn task_keys(items: &[Item]) -> impl Iterator<Item = (Tenant, TaskId)> + '_ {
+    items
+        .iter()
+        .filter_map(|item| item.get("pk")?.as_s().ok().and_then(|pk| parse_pk(pk)))
 }
 
 fn wake_key(kind: WakeKind, shard: u8) -> AttributeValue {
@@ -258,6 +267,12 @@ impl TaskStore for DynamoStore {
         let mut tasks = Vec::new();
         // One more than asked, to know whether another page follows.
         while tasks.len() <= query.first {
+            // Without a status filter every key read is a task returned, so read no more keys
+            // than needed; with one, read in BatchGetItem-sized steps.
+            let batch = match query.status {
+                None => (query.first + 1 - tasks.len()).min(MAX_BATCH_GET),
+                Some(_) => MAX_BATCH_GET,
+            } as i32;
             let output = self
                 .client
                 .query()
@@ -266,16 +281,12 @@ impl TaskStore for DynamoStore {
                 .key_condition_expression("project_key = :project")
                 .expression_attribute_values(":project", AttributeValue::S(project_key.clone()))
                 .scan_index_forward(false)
-                .limit(100)
+                .limit(batch)
                 .set_exclusive_start_key(start.take())
                 .send()
                 .await
                 .map_err(infra("DynamoDB Query"))?;
-            let ids: Vec<(Tenant, TaskId)> = output
-                .items()
-                .iter()
-                .filter_map(|item| item.get("pk")?.as_s().ok().and_then(|pk| parse_pk(pk)))
-                .collect();
+            let ids: Vec<(Tenant, TaskId)> = task_keys(output.items()).collect();
             let mut page = self.get_many(&ids).await?;
             page.retain(|task| query.status.is_none_or(|status| task.status == status));
             page.sort_by_key(|task| std::cmp::Reverse(task.id));
@@ -315,12 +326,7 @@ impl TaskStore for DynamoStore {
                     .send()
                     .await
                     .map_err(infra("DynamoDB Query"))?;
-                found.extend(
-                    output
-                        .items()
-                        .iter()
-                        .filter_map(|item| item.get("pk")?.as_s().ok().and_then(|pk| parse_pk(pk))),
-                );
+                found.extend(task_keys(output.items()));
                 start = output.last_evaluated_key;
                 if start.is_none() || found.len() >= limit {
                     break;
