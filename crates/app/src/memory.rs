@@ -101,12 +101,7 @@ impl TaskStore for MemoryStore {
             .cloned()
             .collect();
         matching.sort_by_key(|task| std::cmp::Reverse(task.id));
-        let has_next_page = matching.len() > query.first;
-        matching.truncate(query.first);
-        Ok(Page {
-            tasks: matching,
-            has_next_page,
-        })
+        Ok(Page::of_first(matching, query.first))
     }
 
     async fn wakes(

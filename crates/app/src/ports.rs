@@ -88,6 +88,19 @@ pub struct Page {
     pub has_next_page: bool,
 }
 
+impl Page {
+    /// The page of the first `first` of `tasks`, which a store reads one past the page so it
+    /// knows whether another page follows.
+    pub fn of_first(mut tasks: Vec<Task>, first: usize) -> Self {
+        let has_next_page = tasks.len() > first;
+        tasks.truncate(first);
+        Self {
+            tasks,
+            has_next_page,
+        }
+    }
+}
+
 /// Durable task state. Every transition is one conditional write.
 #[async_trait]
 pub trait TaskStore: Send + Sync {

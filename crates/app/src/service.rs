@@ -140,9 +140,18 @@ impl Baton {
         id: &TaskId,
         command: &Command,
     ) -> Result<Handled, InfraError> {
-        let Some(mut current) = self.store.get(tenant, id).await? else {
-            return Ok(Handled::NotFound);
-        };
+        match self.store.get(tenant, id).await? {
+            Some(current) => self.execute_on(current, command).await,
+            None => Ok(Handled::NotFound),
+        }
+    }
+
+    /// [`Baton::execute`] on a task already read from the store.
+    async fn execute_on(
+        &self,
+        mut current: Task,
+        command: &Command,
+    ) -> Result<Handled, InfraError> {
         let mut raced = false;
         for _ in 0..MAX_RACES {
             let now = self.now();
@@ -179,7 +188,11 @@ impl Baton {
         }
         Err(InfraError::new(
             "commit",
-            format!("task {id} kept changing under {} commands", command.name()),
+            format!(
+                "task {} kept changing under {} commands",
+                current.id,
+                command.name()
+            ),
         ))
     }
 
@@ -216,7 +229,7 @@ impl Baton {
                     let command = Command::TimeOut {
                         attempt: task.attempt,
                     };
-                    if let Handled::Applied(_) = self.execute(&tenant, &id, &command).await? {
+                    if let Handled::Applied(_) = self.execute_on(task, &command).await? {
                         report.timed_out += 1;
                     }
                 }

@@ -296,12 +296,7 @@ impl TaskStore for DynamoStore {
                 break;
             }
         }
-        let has_next_page = tasks.len() > query.first;
-        tasks.truncate(query.first);
-        Ok(Page {
-            tasks,
-            has_next_page,
-        })
+        Ok(Page::of_first(tasks, query.first))
     }
 
     async fn wakes(
