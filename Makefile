@@ -3,7 +3,7 @@ SHELL := /bin/bash
 VENV := .venv
 DEV_STACK ?= baton-local
 
-.PHONY: dev test lint check-domain unit emulator stop undeploy clean
+.PHONY: dev test lint check-domain unit sdl token emulator stop undeploy clean
 
 ## dev: start the emulator if none answers, build and deploy every function as stage `local`
 dev: $(VENV)/.installed
@@ -32,6 +32,15 @@ check-domain:
 ## unit: every test that needs no emulator
 unit:
 	cargo test --workspace --exclude baton-tests --all-targets
+
+## sdl: write the schema's SDL to schema.graphql (a unit test fails while they differ)
+sdl:
+	BATON_UPDATE_SDL=1 cargo test --quiet -p baton-graphql --test sdl
+
+## token: mint a bearer token for the local stage, e.g. `make token TENANT=acme`
+TENANT ?= acme
+token:
+	@source localstack/env.sh && cargo run --quiet -p baton-graphql --bin baton-token -- $(TENANT)
 
 emulator: $(VENV)/.installed
 	./localstack/start.sh

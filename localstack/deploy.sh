@@ -9,7 +9,7 @@ source "$(dirname "$0")/env.sh"
 STACK="${1:?usage: deploy.sh STACK STAGE}"
 STAGE="${2:?usage: deploy.sh STACK STAGE}"
 BUCKET="${BATON_CODE_BUCKET:-baton-code}"
-FUNCTIONS=(submit on-due on-result cancel rollback sweeper graphql)
+FUNCTIONS=(submit on-due on-result cancel rollback sweeper graphql notifier)
 case "$(uname -m)" in aarch64|arm64) ARCH=arm64 ;; *) ARCH=x86_64 ;; esac
 
 echo "building bootstraps (dev profile)"
@@ -23,7 +23,8 @@ overrides=(Stage="$STAGE" Architecture="$ARCH" CodeBucket="$BUCKET"
   FunctionTimeoutSeconds="${BATON_FUNCTION_TIMEOUT:-5}"
   QueueVisibilitySeconds="${BATON_VISIBILITY_TIMEOUT:-5}"
   MaxReceiveCount="${BATON_MAX_RECEIVE_COUNT:-3}"
-  LogLevel="${BATON_LOG_LEVEL:-info}")
+  LogLevel="${BATON_LOG_LEVEL:-info}"
+  JwtSecret="$BATON_JWT_SECRET" JwtIssuer="$BATON_JWT_ISSUER" JwtAudience="$BATON_JWT_AUDIENCE")
 for f in "${FUNCTIONS[@]}"; do
   binary="$ROOT/target/debug/baton-fn-$f"
   hash=$(sha256sum "$binary" | cut -c1-16)

@@ -7,6 +7,11 @@ export AWS_SECRET_ACCESS_KEY="${AWS_SECRET_ACCESS_KEY:-test}"
 export AWS_DEFAULT_REGION="${AWS_DEFAULT_REGION:-us-east-1}"
 export AWS_REGION="$AWS_DEFAULT_REGION"
 export AWS_PAGER=""
+# Local stacks verify bearer tokens themselves (HS256); tests and `make dev` mint tokens with the
+# same values. For the emulator only: on AWS an identity provider issues the tokens.
+export BATON_JWT_SECRET="${BATON_JWT_SECRET:-baton-local-dev-secret-change-me}"
+export BATON_JWT_ISSUER="${BATON_JWT_ISSUER:-baton-local}"
+export BATON_JWT_AUDIENCE="${BATON_JWT_AUDIENCE:-baton}"
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 BUILD="$ROOT/.build"
 AWS="$ROOT/.venv/bin/aws"

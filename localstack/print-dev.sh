@@ -10,15 +10,22 @@ output() {
 API=$(output HttpApiId)
 BUS=$(output BusName)
 URL="$AWS_ENDPOINT_URL/_aws/execute-api/$API/\$default/graphql"
+WS="${AWS_ENDPOINT_URL/http/ws}/_aws/execute-api/$(output WebSocketApiId)/$(output WebSocketStage)"
+TOKEN=$(cd "$ROOT" && cargo run --quiet -p baton-graphql --bin baton-token -- acme)
 cat <<MSG
 
 Baton is running in the emulator (stack $STACK).
 
   GraphQL (POST) and GraphiQL (GET, open in a browser):
     $URL
+  Subscriptions (graphql-transport-ws; send the token in connection_init):
+    $WS
+
+  A bearer token for tenant acme (12 hours; \`make token TENANT=other\` mints more):
+    TOKEN=$TOKEN
 
   Submit a task over GraphQL:
-    curl -s -X POST '$URL' -H 'content-type: application/json' -H 'x-baton-tenant: acme' \\
+    curl -s -X POST '$URL' -H 'content-type: application/json' -H "authorization: Bearer \$TOKEN" \\
       -d '{"query":"mutation { submitTask(input: {projectId: \\"demo\\", name: \\"hello\\", tier: \\"gpu\\"}) { id status } }"}'
 
   Or put an event on the bus (localstack/env.sh sets the emulator's address and test credentials,
@@ -26,7 +33,7 @@ Baton is running in the emulator (stack $STACK).
     source localstack/env.sh
     aws events put-events --entries '[{"EventBusName":"$BUS","Source":"acme.app","DetailType":"SubmitTask","Detail":"{\\"tenant\\":\\"acme\\",\\"project\\":\\"demo\\",\\"name\\":\\"hello\\",\\"tier\\":\\"gpu\\"}"}]'
 
-  Function logs (one log group per function: submit, on-due, on-result, cancel, rollback, sweeper, graphql):
+  Function logs (one log group per function: submit, on-due, on-result, cancel, rollback, sweeper, graphql, notifier):
     aws logs filter-log-events --log-group-name /aws/lambda/$STACK-on-due --query 'events[].message' --output text
   Emulator log: .build/ministack.log
 

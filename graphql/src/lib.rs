@@ -1,43 +1,69 @@
 //! Baton's GraphQL schema: object types are views over domain values; every error a client sees
-//! carries a stable `extensions.code`. Transports (the Lambda gateway) stay thin.
+//! carries a stable `extensions.code`. Transports stay thin: the Lambda gateway serves HTTP and
+//! the WebSocket routes, [`live`] speaks graphql-transport-ws over API Gateway and fans updates
+//! out to subscribers.
 
+pub mod auth;
+pub mod limits;
+pub mod live;
 mod types;
 
-use async_graphql::{Context, EmptySubscription, ErrorExtensions, ID, Object, Schema};
-use baton_app::{Baton, Handled, InfraError, SubmitError, TaskQuery};
-use baton_domain::{Command, ProjectId, SubmitRequest, TaskId, Tenant};
+use std::sync::{Arc, Mutex};
+
+use async_graphql::futures_util::stream::{self, Stream};
+use async_graphql::{
+    Context, ErrorExtensions, ID, InputObject, Object, Schema, SchemaBuilder, Subscription,
+};
+use baton_app::{Baton, Handled, InfraError, SubmitError, TaskQuery, Watch};
+use baton_domain::{Command, ProjectId, SubmitRequest, TaskId, Tier};
+use chrono::{DateTime, Utc};
 use tracing::error;
 
-pub use types::{SubmitTaskInput, Task, TaskConnection};
+pub use baton_app::Caller;
+pub use limits::{LIMITS, Limits};
+pub use types::{HistoryEntry, ProjectStatus, SubmitTaskInput, Task, TaskConnection, TaskStatus};
 
 /// The schema type.
-pub type BatonSchema = Schema<QueryRoot, MutationRoot, EmptySubscription>;
+pub type BatonSchema = Schema<QueryRoot, MutationRoot, SubscriptionRoot>;
 
 /// Largest page `tasks` returns.
 pub const MAX_PAGE: i32 = 100;
 
-/// Builds the schema over `baton`.
-pub fn schema(baton: Baton) -> BatonSchema {
-    Schema::build(QueryRoot, MutationRoot, EmptySubscription)
+/// How the schema is served.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Options {
+    /// Whether clients may introspect the schema (on in the local stage only).
+    pub introspection: bool,
+}
+
+fn builder() -> SchemaBuilder<QueryRoot, MutationRoot, SubscriptionRoot> {
+    Schema::build(QueryRoot, MutationRoot, SubscriptionRoot)
+}
+
+/// Builds the schema over `baton`, with every limit in [`LIMITS`] on and field suggestions off.
+pub fn schema(baton: Baton, options: Options) -> BatonSchema {
+    let schema = builder()
         .data(baton)
-        .limit_depth(12)
-        .limit_complexity(500)
-        .finish()
+        .extension(LIMITS)
+        .disable_suggestions()
+        .limit_recursive_depth(LIMITS.depth * 4);
+    match options.introspection {
+        true => schema.finish(),
+        false => schema.disable_introspection().finish(),
+    }
 }
 
 /// The schema in SDL, as checked in at the top level as `schema.graphql`.
 pub fn sdl() -> String {
-    Schema::build(QueryRoot, MutationRoot, EmptySubscription)
-        .finish()
-        .sdl()
+    builder().finish().sdl()
 }
-
-/// The calling tenant, as the transport established it. Add it to a request's data.
-#[derive(Debug, Clone)]
-pub struct Caller(pub Tenant);
 
 fn error(code: &'static str, message: impl Into<String>) -> async_graphql::Error {
     async_graphql::Error::new(message).extend_with(|_, e| e.set("code", code))
+}
+
+fn invalid(field: &'static str, message: impl Into<String>) -> async_graphql::Error {
+    error("INVALID_INPUT", message).extend_with(|_, e| e.set("field", field))
 }
 
 fn internal(infra: InfraError) -> async_graphql::Error {
@@ -45,20 +71,52 @@ fn internal(infra: InfraError) -> async_graphql::Error {
     error("INTERNAL", "internal error; try again")
 }
 
-fn caller<'a>(ctx: &Context<'a>) -> async_graphql::Result<&'a Tenant> {
-    ctx.data_opt::<Caller>()
-        .map(|caller| &caller.0)
-        .ok_or_else(|| {
-            error(
-                "UNAUTHENTICATED",
-                "no tenant: send the x-baton-tenant header",
-            )
-        })
+/// A task the caller cannot see, whether it does not exist or belongs to another tenant.
+fn not_found(id: &TaskId) -> async_graphql::Error {
+    error("NOT_FOUND", format!("no task {id}"))
+}
+
+fn caller<'a>(ctx: &Context<'a>) -> async_graphql::Result<&'a Caller> {
+    ctx.data_opt::<Caller>().ok_or_else(|| {
+        error(
+            "UNAUTHENTICATED",
+            "no valid token: send `Authorization: Bearer <token>`",
+        )
+    })
 }
 
 fn parse_id(id: &ID) -> async_graphql::Result<TaskId> {
-    TaskId::parse(id)
-        .map_err(|e| error("INVALID_INPUT", e.to_string()).extend_with(|_, x| x.set("field", "id")))
+    TaskId::parse(id).map_err(|e| invalid("id", e.to_string()))
+}
+
+fn parse_project(project: &str) -> async_graphql::Result<ProjectId> {
+    ProjectId::parse(project).map_err(|e| invalid("projectId", e.to_string()))
+}
+
+/// One of the caller's tasks, or `NOT_FOUND`.
+async fn owned_task(ctx: &Context<'_>, id: &ID) -> async_graphql::Result<baton_domain::Task> {
+    let caller = caller(ctx)?;
+    let id = parse_id(id)?;
+    ctx.data_unchecked::<Baton>()
+        .task(&caller.tenant, &id)
+        .await
+        .map_err(internal)?
+        .ok_or_else(|| not_found(&id))
+}
+
+/// Which tasks `tasks` lists.
+#[derive(InputObject)]
+pub struct TaskFilter {
+    /// The project (required: tasks are listed per project).
+    pub project_id: String,
+    /// Only tasks in one of these statuses.
+    pub statuses: Option<Vec<TaskStatus>>,
+    /// Only tasks of this worker tier.
+    pub tier: Option<String>,
+    /// Only tasks submitted at or after this time.
+    pub submitted_after: Option<DateTime<Utc>>,
+    /// Only tasks submitted before this time.
+    pub submitted_before: Option<DateTime<Utc>>,
 }
 
 /// Queries.
@@ -66,43 +124,44 @@ pub struct QueryRoot;
 
 #[Object]
 impl QueryRoot {
-    /// One task of the caller's, or null when there is none with this id.
-    async fn task(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<Option<Task>> {
-        let tenant = caller(ctx)?;
-        let baton = ctx.data_unchecked::<Baton>();
-        let task = baton
-            .task(tenant, &parse_id(&id)?)
-            .await
-            .map_err(internal)?;
-        Ok(task.map(Task))
+    /// One of the caller's tasks; `NOT_FOUND` when it has none with this id.
+    async fn task(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<Task> {
+        owned_task(ctx, &id).await.map(Task)
     }
 
     /// A project's tasks, newest first, as a Relay connection.
+    #[graphql(complexity = "first.clamp(1, MAX_PAGE) as usize * child_complexity")]
     async fn tasks(
         &self,
         ctx: &Context<'_>,
-        project_id: String,
-        status: Option<types::TaskStatus>,
-        #[graphql(default = 20)] first: i32,
-        after: Option<String>,
+        filter: TaskFilter,
+        #[graphql(default = 20, desc = "Page size, 1 to 100.")] first: i32,
+        #[graphql(desc = "The `endCursor` of the previous page.")] after: Option<String>,
     ) -> async_graphql::Result<TaskConnection> {
-        let tenant = caller(ctx)?;
-        let project = ProjectId::parse(&project_id).map_err(|e| {
-            error("INVALID_INPUT", e.to_string()).extend_with(|_, x| x.set("field", "projectId"))
-        })?;
+        let caller = caller(ctx)?;
+        let project = parse_project(&filter.project_id)?;
         if !(1..=MAX_PAGE).contains(&first) {
-            return Err(
-                error("INVALID_INPUT", format!("first must be 1 to {MAX_PAGE}"))
-                    .extend_with(|_, x| x.set("field", "first")),
-            );
+            return Err(invalid("first", format!("first must be 1 to {MAX_PAGE}")));
         }
-        let after = after.map(|cursor| parse_id(&ID(cursor))).transpose()?;
+        let tier = filter
+            .tier
+            .map(|tier| Tier::parse(&tier).map_err(|e| invalid("tier", e.to_string())))
+            .transpose()?;
+        let after = after
+            .map(|cursor| TaskId::parse(&cursor).map_err(|e| invalid("after", e.to_string())))
+            .transpose()?;
         let query = TaskQuery {
-            tenant: tenant.clone(),
-            project,
-            status: status.map(Into::into),
-            first: first as usize,
+            statuses: filter
+                .statuses
+                .unwrap_or_default()
+                .into_iter()
+                .map(Into::into)
+                .collect(),
+            tier,
+            submitted_after: filter.submitted_after,
+            submitted_before: filter.submitted_before,
             after,
+            ..TaskQuery::project(caller.tenant.clone(), project, first as usize)
         };
         let page = ctx
             .data_unchecked::<Baton>()
@@ -111,6 +170,31 @@ impl QueryRoot {
             .map_err(internal)?;
         Ok(TaskConnection::from(page))
     }
+
+    /// How many of a project's tasks are in each status, from counters every transition keeps.
+    async fn project_status(
+        &self,
+        ctx: &Context<'_>,
+        project_id: String,
+    ) -> async_graphql::Result<ProjectStatus> {
+        let caller = caller(ctx)?;
+        let project = parse_project(&project_id)?;
+        let status = ctx
+            .data_unchecked::<Baton>()
+            .project_status(&caller.tenant, &project)
+            .await
+            .map_err(internal)?;
+        Ok(ProjectStatus::new(project_id, status))
+    }
+
+    /// Every transition of one of the caller's tasks, oldest first.
+    async fn task_history(
+        &self,
+        ctx: &Context<'_>,
+        id: ID,
+    ) -> async_graphql::Result<Vec<HistoryEntry>> {
+        Ok(types::history(&owned_task(ctx, &id).await?))
+    }
 }
 
 /// Mutations.
@@ -118,15 +202,16 @@ pub struct MutationRoot;
 
 #[Object]
 impl MutationRoot {
-    /// Submits a task. Invalid input fails with `INVALID_INPUT`, naming every wrong field.
+    /// Submits a task. Invalid input fails with `INVALID_INPUT`, naming every wrong field (the
+    /// same messages as a `SubmitTask` event gets).
     async fn submit_task(
         &self,
         ctx: &Context<'_>,
         input: SubmitTaskInput,
     ) -> async_graphql::Result<Task> {
-        let tenant = caller(ctx)?;
+        let caller = caller(ctx)?;
         let request = SubmitRequest {
-            tenant: Some(tenant.to_string()),
+            tenant: Some(caller.tenant.to_string()),
             ..input.into()
         };
         let id = TaskId::from_uuid(uuid::Uuid::now_v7());
@@ -145,30 +230,106 @@ impl MutationRoot {
         }
     }
 
-    /// Cancels an unfinished task; cancelling a cancelled task returns it unchanged.
+    /// Cancels an unfinished task; cancelling a cancelled task returns it unchanged. A finished
+    /// task answers `INVALID_TRANSITION`.
     async fn cancel_task(
         &self,
         ctx: &Context<'_>,
         id: ID,
         reason: Option<String>,
     ) -> async_graphql::Result<Task> {
-        let tenant = caller(ctx)?;
+        let caller = caller(ctx)?;
+        let task_id = parse_id(&id)?;
         let command = Command::Cancel {
-            reason: reason.unwrap_or_else(|| "cancelled by a client".to_owned()),
+            reason: reason.unwrap_or_else(|| format!("cancelled by {}", caller.subject)),
         };
         let handled = ctx
             .data_unchecked::<Baton>()
-            .execute(tenant, &parse_id(&id)?, &command)
+            .execute(&caller.tenant, &task_id, &command)
             .await
             .map_err(internal)?;
         match handled {
             Handled::Applied(task) | Handled::AlreadyApplied(task) => Ok(Task(*task)),
-            Handled::NotFound => Err(error("NOT_FOUND", format!("no task {}", id.as_str()))),
+            Handled::NotFound => Err(not_found(&task_id)),
             // Only a finished task refuses a cancel.
             Handled::Rejected(rejection) | Handled::LostRace(rejection) => {
                 Err(error("INVALID_TRANSITION", rejection.to_string()))
             }
             Handled::Rearmed(_) => Err(error("INTERNAL", "unexpected outcome")),
         }
+    }
+}
+
+/// The task state a subscription is run against when the notifier fans out a transition.
+#[derive(Debug, Clone)]
+pub struct Update(pub baton_domain::Task);
+
+/// Filled in while a subscription starts: what it watches.
+#[derive(Debug, Clone, Default)]
+pub struct Registration(Arc<Mutex<Option<Watch>>>);
+
+impl Registration {
+    fn watch(&self, watch: Watch) {
+        *self.0.lock().unwrap() = Some(watch);
+    }
+
+    /// What the subscription watches, once it has started.
+    pub fn watched(&self) -> Option<Watch> {
+        self.0.lock().unwrap().clone()
+    }
+}
+
+/// Subscriptions, over WebSocket (graphql-transport-ws). Each pushes the task's new state on
+/// every transition that matches.
+pub struct SubscriptionRoot;
+
+#[Subscription]
+impl SubscriptionRoot {
+    /// One of the caller's tasks: its current state at once, then its state after every
+    /// transition. `NOT_FOUND` when the caller has no task with this id.
+    async fn task_updated(
+        &self,
+        ctx: &Context<'_>,
+        id: ID,
+    ) -> async_graphql::Result<impl Stream<Item = Task> + use<>> {
+        let caller = caller(ctx)?;
+        let task = match ctx.data_opt::<Update>() {
+            Some(Update(task)) => {
+                let id = parse_id(&id)?;
+                (task.tenant == caller.tenant && task.id == id).then(|| task.clone())
+            }
+            None => {
+                let task = owned_task(ctx, &id).await?;
+                ctx.data::<Registration>()?.watch(Watch::Task(task.id));
+                Some(task)
+            }
+        };
+        Ok(stream::iter(task.map(Task)))
+    }
+
+    /// Every task of one of the caller's projects, after each transition into one of `statuses`
+    /// (any status when absent).
+    async fn project_tasks(
+        &self,
+        ctx: &Context<'_>,
+        project_id: String,
+        statuses: Option<Vec<TaskStatus>>,
+    ) -> async_graphql::Result<impl Stream<Item = Task> + use<>> {
+        let caller = caller(ctx)?;
+        let project = parse_project(&project_id)?;
+        let task = match ctx.data_opt::<Update>() {
+            Some(Update(task)) => {
+                let wanted = statuses
+                    .as_ref()
+                    .is_none_or(|s| s.contains(&TaskStatus::from(task.status)));
+                (task.tenant == caller.tenant && task.project == project && wanted)
+                    .then(|| task.clone())
+            }
+            None => {
+                ctx.data::<Registration>()?.watch(Watch::Project(project));
+                None
+            }
+        };
+        Ok(stream::iter(task.map(Task)))
     }
 }

@@ -24,7 +24,7 @@ pub enum TaskStatus {
     RolledBack,
 }
 
-/// A task.
+/// A unit of work and everything Baton knows about it.
 pub struct Task(pub baton_domain::Task);
 
 /// Why an attempt failed.
@@ -47,7 +47,7 @@ pub struct HistoryEntry {
     pub to: TaskStatus,
     /// When.
     pub at: DateTime<Utc>,
-    /// What caused it.
+    /// What caused it, e.g. `submitted`, `dispatched`, `result:failed`, `timeout`, `cancelled`.
     pub cause: String,
     /// The attempt after it.
     pub attempt: u32,
@@ -136,22 +136,64 @@ impl Task {
     }
     /// Every transition, oldest first.
     async fn history(&self) -> Vec<HistoryEntry> {
-        self.0
-            .history
-            .iter()
-            .map(|entry| HistoryEntry {
-                version: entry.version,
-                from: entry.from.map(Into::into),
-                to: entry.to.into(),
-                at: entry.at,
-                cause: entry.cause.clone(),
-                attempt: entry.attempt,
-            })
-            .collect()
+        history(&self.0)
     }
 }
 
-/// A task and where it is in the list.
+/// Every transition of `task`, oldest first.
+pub fn history(task: &baton_domain::Task) -> Vec<HistoryEntry> {
+    task.history
+        .iter()
+        .map(|entry| HistoryEntry {
+            version: entry.version,
+            from: entry.from.map(Into::into),
+            to: entry.to.into(),
+            at: entry.at,
+            cause: entry.cause.clone(),
+            attempt: entry.attempt,
+        })
+        .collect()
+}
+
+/// How many tasks are in one status.
+#[derive(SimpleObject)]
+pub struct StatusCount {
+    /// The status.
+    pub status: TaskStatus,
+    /// How many of the project's tasks are in it.
+    pub count: u64,
+}
+
+/// A project's tasks by status.
+#[derive(SimpleObject)]
+pub struct ProjectStatus {
+    /// The project.
+    pub project_id: String,
+    /// One count per status, every status listed.
+    pub counts: Vec<StatusCount>,
+    /// All of the project's tasks.
+    pub total: u64,
+}
+
+impl ProjectStatus {
+    /// The view of `status` for `project_id`.
+    pub fn new(project_id: String, status: baton_app::ProjectStatus) -> Self {
+        Self {
+            project_id,
+            total: status.total(),
+            counts: status
+                .counts
+                .into_iter()
+                .map(|(status, count)| StatusCount {
+                    status: status.into(),
+                    count,
+                })
+                .collect(),
+        }
+    }
+}
+
+/// A task and where it is in the list (Relay edge).
 #[derive(SimpleObject)]
 #[graphql(complex)]
 pub struct TaskEdge {
@@ -169,7 +211,7 @@ impl TaskEdge {
     }
 }
 
-/// Where a page ends.
+/// Where a page ends (Relay page info).
 #[derive(SimpleObject)]
 pub struct PageInfo {
     /// Whether more tasks follow.
@@ -178,12 +220,12 @@ pub struct PageInfo {
     pub end_cursor: Option<String>,
 }
 
-/// A page of tasks.
+/// A page of tasks (Relay connection).
 #[derive(SimpleObject)]
 pub struct TaskConnection {
-    /// The tasks.
+    /// The tasks, newest first.
     pub edges: Vec<TaskEdge>,
-    /// Paging.
+    /// Where the page ends and whether more follow.
     pub page_info: PageInfo,
 }
 

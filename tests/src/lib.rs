@@ -462,6 +462,32 @@ impl Stack {
         )
     }
 
+    /// The subscription endpoint through the emulator's API Gateway (graphql-transport-ws).
+    pub fn websocket_url(&self) -> String {
+        format!(
+            "{}/_aws/execute-api/{}/{}",
+            self.endpoint.replacen("http", "ws", 1),
+            self.output("WebSocketApiId"),
+            self.output("WebSocketStage")
+        )
+    }
+
+    /// A bearer token for `tenant`, signed as the local stack expects (`localstack/env.sh`).
+    pub fn token(&self, tenant: &str) -> String {
+        let var = |name: &str| std::env::var(name).unwrap_or_else(|_| panic!("{name} is not set"));
+        let caller = baton_app::Caller {
+            tenant: baton_domain::Tenant::parse(tenant).expect("a tenant name"),
+            subject: "e2e".to_owned(),
+        };
+        baton_graphql::auth::mint(
+            var("BATON_JWT_SECRET").as_bytes(),
+            &var("BATON_JWT_ISSUER"),
+            &var("BATON_JWT_AUDIENCE"),
+            &caller,
+            chrono::Duration::hours(1),
+        )
+    }
+
     /// Puts one event on the stack's bus, as an upstream system or worker would.
     pub async fn put_event(&self, detail_type: &str, detail: &Value) -> Result<()> {
         self.put_raw(detail_type, &detail.to_string()).await
@@ -553,5 +579,70 @@ impl WorkerQueue {
     pub async fn all_ready(&self) -> Result<Vec<Value>> {
         let envelopes = drain(&self.sqs, &self.url).await?;
         Ok(envelopes.into_iter().map(|e| e["detail"].clone()).collect())
+    }
+}
+
+type Socket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// A graphql-transport-ws client, as a browser's GraphQL client would speak it.
+pub struct LiveClient {
+    socket: Socket,
+}
+
+impl LiveClient {
+    /// Connects to `url` and authenticates with `token` in `connection_init`. Fails unless the
+    /// server acknowledges. The subprotocol is not offered: the emulator's WebSocket API does not
+    /// pass the `$connect` answer's `Sec-WebSocket-Protocol` on, and a client that offered one
+    /// must then fail the handshake (the gateway's answer is checked by an in-process test).
+    pub async fn connect(url: &str, token: &str) -> Result<Self> {
+        let (socket, _) = tokio_tungstenite::connect_async(url)
+            .await
+            .context("WebSocket handshake")?;
+        let mut client = Self { socket };
+        client
+            .send(json!({"type": "connection_init", "payload": {"Authorization": format!("Bearer {token}")}}))
+            .await?;
+        let ack = client.next(Duration::from_secs(10)).await?;
+        if ack["type"] != "connection_ack" {
+            bail!("expected connection_ack, got {ack}");
+        }
+        Ok(client)
+    }
+
+    /// Sends one protocol message.
+    pub async fn send(&mut self, message: Value) -> Result<()> {
+        use futures_util::SinkExt;
+        let text = message.to_string();
+        self.socket
+            .send(tokio_tungstenite::tungstenite::Message::Text(text.into()))
+            .await?;
+        Ok(())
+    }
+
+    /// Starts subscription `id`.
+    pub async fn subscribe(&mut self, id: &str, query: &str, variables: Value) -> Result<()> {
+        self.send(json!({"type": "subscribe", "id": id,
+            "payload": {"query": query, "variables": variables}}))
+            .await
+    }
+
+    /// The next protocol message within `patience`; an error when the socket closes or none comes.
+    pub async fn next(&mut self, patience: Duration) -> Result<Value> {
+        use futures_util::StreamExt;
+        loop {
+            let frame = tokio::time::timeout(patience, self.socket.next())
+                .await
+                .context("no message in time")?
+                .context("the socket closed")??;
+            if let tokio_tungstenite::tungstenite::Message::Text(text) = frame {
+                return Ok(serde_json::from_str(&text)?);
+            }
+        }
+    }
+
+    /// Whether no message arrives within `quiet`.
+    pub async fn stays_quiet(&mut self, quiet: Duration) -> bool {
+        self.next(quiet).await.is_err()
     }
 }

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use baton_tests::{Stack, WorkerQueue, eventually, unique};
+use baton_tests::{LiveClient, Stack, WorkerQueue, eventually, unique};
 use serde_json::{Value, json};
 
 const PATIENCE: Duration = Duration::from_secs(30);
@@ -19,7 +19,7 @@ async fn graphql_response(
 ) -> Result<Value> {
     Ok(reqwest::Client::new()
         .post(stack.graphql_url())
-        .header("x-baton-tenant", tenant)
+        .bearer_auth(stack.token(tenant))
         .json(&json!({"query": query, "variables": variables}))
         .send()
         .await?
@@ -40,8 +40,21 @@ async fn graphql(stack: &Stack, tenant: &str, query: &str, variables: Value) -> 
 const TASK: &str = "query($id: ID!) { task(id: $id) { status version attempt output
     history { from to cause version attempt } } }";
 
+/// The task, or null while the caller cannot see it (not yet created, or not theirs).
 async fn task(stack: &Stack, tenant: &str, id: &str) -> Result<Value> {
-    Ok(graphql(stack, tenant, TASK, json!({"id": id})).await?["task"].clone())
+    let response = graphql_response(stack, tenant, TASK, json!({"id": id})).await?;
+    match code(&response) {
+        "" => Ok(response["data"]["task"].clone()),
+        "NOT_FOUND" => Ok(Value::Null),
+        _ => bail!("GraphQL errors: {response}"),
+    }
+}
+
+/// The `extensions.code` of a response's first error ("" when there is none).
+fn code(response: &Value) -> &str {
+    response["errors"][0]["extensions"]["code"]
+        .as_str()
+        .unwrap_or_default()
 }
 
 async fn task_reaches(stack: &Stack, tenant: &str, id: &str, status: &str) -> Result<Value> {
@@ -175,7 +188,7 @@ async fn a_task_submitted_through_graphql_runs_to_success() -> Result<()> {
     let listed = graphql(
         &stack,
         &tenant,
-        "{ tasks(projectId: \"e2e\", status: SUCCEEDED, first: 5) { edges { node { id } cursor } pageInfo { hasNextPage } } }",
+        "{ tasks(filter: {projectId: \"e2e\", statuses: [SUCCEEDED]}, first: 5) { edges { node { id } cursor } pageInfo { hasNextPage } } }",
         json!({}),
     )
     .await?;
@@ -323,4 +336,167 @@ async fn a_malformed_event_ends_in_the_dlq_while_the_next_good_event_is_processe
     let envelope: Value = serde_json::from_str(&parked)?;
     assert_eq!(envelope["detail-type"], "CancelTask");
     stack.teardown().await
+}
+
+#[tokio::test]
+async fn every_query_and_mutation_answers_its_tenant_and_no_other() -> Result<()> {
+    let stack = Stack::deployed().await?;
+    let (tenant, stranger, tier) = (unique("acme"), unique("globex"), unique("gpu"));
+    let before = chrono::Utc::now() - chrono::Duration::seconds(1);
+    let (kept, _) = submit_through_graphql(&stack, &tenant, &tier, "delaySeconds: 3600").await?;
+    let (cancelled, _) =
+        submit_through_graphql(&stack, &tenant, &tier, "delaySeconds: 3600").await?;
+    let cancel =
+        "mutation($id: ID!) { cancelTask(id: $id, reason: \"not needed\") { status reason } }";
+    let done = graphql(&stack, &tenant, cancel, json!({"id": cancelled})).await?;
+    assert_eq!(
+        done["cancelTask"],
+        json!({"status": "CANCELLED", "reason": "not needed"})
+    );
+
+    let tasks = "query($filter: TaskFilter!) { tasks(filter: $filter, first: 10) {
+        edges { cursor node { id status } } pageInfo { hasNextPage endCursor } } }";
+    let filter = |statuses: Value| {
+        json!({"filter": {"projectId": "e2e", "statuses": statuses,
+        "tier": tier, "submittedAfter": before.to_rfc3339()}})
+    };
+    let scheduled = graphql(&stack, &tenant, tasks, filter(json!(["SCHEDULED"]))).await?;
+    let edges = scheduled["tasks"]["edges"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(edges.len(), 1, "{scheduled}");
+    assert_eq!(edges[0]["node"]["id"], json!(kept));
+    let all = graphql(&stack, &tenant, tasks, filter(Value::Null)).await?;
+    assert_eq!(
+        all["tasks"]["edges"].as_array().map(Vec::len),
+        Some(2),
+        "{all}"
+    );
+
+    let status = "query { projectStatus(projectId: \"e2e\") { total counts { status count } } }";
+    let counts = graphql(&stack, &tenant, status, json!({})).await?;
+    let count = |counts: &Value, status: &str| {
+        counts["projectStatus"]["counts"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|c| c["status"] == status)
+            .map(|c| c["count"].clone())
+    };
+    assert_eq!(count(&counts, "SCHEDULED"), Some(json!(1)), "{counts}");
+    assert_eq!(count(&counts, "CANCELLED"), Some(json!(1)), "{counts}");
+    assert_eq!(counts["projectStatus"]["total"], 2);
+
+    let history = "query($id: ID!) { taskHistory(id: $id) { from to cause version } }";
+    let entries = graphql(&stack, &tenant, history, json!({"id": cancelled})).await?;
+    assert_eq!(
+        entries["taskHistory"],
+        json!([
+        {"from": null, "to": "SCHEDULED", "cause": "submitted", "version": 1},
+        {"from": "SCHEDULED", "to": "CANCELLED", "cause": "cancelled", "version": 2}])
+    );
+
+    // Another tenant sees and touches nothing of it.
+    for (query, variables) in [
+        (TASK, json!({"id": kept})),
+        (history, json!({"id": kept})),
+        (cancel, json!({"id": kept})),
+    ] {
+        let response = graphql_response(&stack, &stranger, query, variables).await?;
+        assert_eq!(code(&response), "NOT_FOUND", "{response}");
+    }
+    let theirs = graphql(&stack, &stranger, tasks, filter(Value::Null)).await?;
+    assert_eq!(theirs["tasks"]["edges"], json!([]));
+    let theirs = graphql(&stack, &stranger, status, json!({})).await?;
+    assert_eq!(theirs["projectStatus"]["total"], 0);
+    assert_eq!(task(&stack, &tenant, &kept).await?["status"], "SCHEDULED");
+
+    // No token: nothing. Introspection is off outside the local stage; limits hold.
+    let anonymous: Value = reqwest::Client::new()
+        .post(stack.graphql_url())
+        .json(&json!({"query": TASK, "variables": {"id": kept}}))
+        .send()
+        .await?
+        .json()
+        .await?;
+    assert_eq!(code(&anonymous), "UNAUTHENTICATED", "{anonymous}");
+    let introspection = graphql_response(
+        &stack,
+        &tenant,
+        "{ __schema { queryType { name } } }",
+        json!({}),
+    )
+    .await?;
+    assert!(
+        introspection["data"]["__schema"].is_null(),
+        "{introspection}"
+    );
+    let deep = "{ __schema { types { fields { type { ofType { ofType { ofType { ofType { name } } } } } } } } }";
+    let refused = graphql_response(&stack, &tenant, deep, json!({})).await?;
+    assert_eq!(code(&refused), "LIMIT_EXCEEDED", "{refused}");
+    assert_eq!(refused["errors"][0]["extensions"]["limit"], "depth");
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_websocket_subscriber_sees_its_task_move_and_another_tenant_sees_nothing() -> Result<()> {
+    let stack = Stack::deployed().await?;
+    let (tenant, worker, ready) = ready_task(&stack, json!({})).await?;
+    let id = ready["task_id"].as_str().unwrap().to_owned();
+    let stranger = unique("globex");
+    let mut ours = LiveClient::connect(&stack.websocket_url(), &stack.token(&tenant)).await?;
+    let mut theirs = LiveClient::connect(&stack.websocket_url(), &stack.token(&stranger)).await?;
+    let updated = "subscription($id: ID!) { taskUpdated(id: $id) { id status version } }";
+    let project =
+        "subscription { projectTasks(projectId: \"e2e\", statuses: [SUCCEEDED]) { id status } }";
+    ours.subscribe("task", updated, json!({"id": id})).await?;
+    let current = ours.next(PATIENCE).await?;
+    assert_eq!(
+        current["payload"]["data"]["taskUpdated"]["status"], "RUNNING",
+        "{current}"
+    );
+    ours.subscribe("project", project, json!({})).await?;
+    theirs.subscribe("task", updated, json!({"id": id})).await?;
+    let refused = theirs.next(PATIENCE).await?;
+    assert_eq!(refused["type"], "error", "{refused}");
+    assert_eq!(refused["payload"][0]["extensions"]["code"], "NOT_FOUND");
+    theirs.subscribe("project", project, json!({})).await?;
+
+    stack
+        .put_event(
+            "TaskResult",
+            &result(
+                &tenant,
+                &ready,
+                json!({"status": "succeeded", "output": {"ok": true}}),
+            ),
+        )
+        .await?;
+    let mut seen = Vec::new();
+    while seen.len() < 2 {
+        let message = ours.next(PATIENCE).await?;
+        assert_eq!(message["type"], "next", "{message}");
+        seen.push(message);
+    }
+    let task = seen
+        .iter()
+        .find(|m| m["id"] == "task")
+        .context("a taskUpdated message")?;
+    assert_eq!(
+        task["payload"]["data"]["taskUpdated"]["status"], "SUCCEEDED",
+        "{task}"
+    );
+    assert_eq!(task["payload"]["data"]["taskUpdated"]["version"], 3);
+    let listed = seen
+        .iter()
+        .find(|m| m["id"] == "project")
+        .context("a projectTasks message")?;
+    assert_eq!(listed["payload"]["data"]["projectTasks"]["id"], json!(id));
+    assert!(
+        theirs.stays_quiet(Duration::from_secs(2)).await,
+        "another tenant got an update"
+    );
+    drop(worker);
+    Ok(())
 }

@@ -1,8 +1,13 @@
 //! Handler tests: each function's `handle` called in-process with real event fixtures, against
 //! isolated emulator resources (a fresh table, bus and queues per test).
 
+use std::sync::Arc;
+
 use anyhow::Result;
+use baton_app::memory::MemoryPush;
 use baton_domain::{Status, TaskId, Tenant};
+use baton_graphql::auth::Verifier;
+use baton_graphql::live::Live;
 use baton_tests::{Sandbox, eventbridge_event, fixture, sqs_batch, unique};
 use chrono::Duration;
 use serde_json::{Value, json};
@@ -87,13 +92,11 @@ async fn a_redelivered_submission_creates_one_task() -> Result<()> {
     baton_fn_submit::handle(&sandbox.baton, sqs_batch(&[event])).await;
     let page = sandbox
         .baton
-        .tasks(&baton_app::TaskQuery {
-            tenant: Tenant::parse("acme")?,
-            project: baton_domain::ProjectId::parse("reports")?,
-            status: None,
-            first: 10,
-            after: None,
-        })
+        .tasks(&baton_app::TaskQuery::project(
+            Tenant::parse("acme")?,
+            baton_domain::ProjectId::parse("reports")?,
+            10,
+        ))
         .await?;
     assert_eq!(page.tasks.len(), 1);
     sandbox.teardown().await
@@ -301,54 +304,417 @@ async fn the_sweeper_times_out_an_attempt_past_its_deadline() -> Result<()> {
     sandbox.teardown().await
 }
 
-#[tokio::test]
-async fn the_graphql_gateway_answers_an_api_gateway_request() -> Result<()> {
-    let sandbox = Sandbox::new().await?;
-    let schema = baton_graphql::schema(sandbox.baton.clone());
-    let mut request = fixture("apigw-v2-post-graphql.json");
-    request["body"] = json!(json!({"query": "mutation { submitTask(input: {projectId: \"web\", name: \"n\", tier: \"gpu\"}) { id status version } }"}).to_string());
+const SECRET: &[u8] = b"in-process-secret";
+
+fn token(tenant: &str) -> String {
+    let caller = baton_app::Caller {
+        tenant: Tenant::parse(tenant).unwrap(),
+        subject: "ada".to_owned(),
+    };
+    baton_graphql::auth::mint(SECRET, "baton-test", "baton", &caller, Duration::hours(1))
+}
+
+/// The gateway over the sandbox: connections in its table, pushes kept in memory.
+async fn gateway(sandbox: &Sandbox) -> (baton_fn_graphql::Gateway, Arc<MemoryPush>) {
+    let sdk = baton_tests::emulator().await;
+    let schema = baton_graphql::schema(
+        sandbox.baton.clone(),
+        baton_graphql::Options {
+            introspection: false,
+        },
+    );
+    let verifier = Some(Verifier::hs256(SECRET, "baton-test", "baton"));
+    let connections = Arc::new(baton_aws::DynamoConnections::new(
+        aws_sdk_dynamodb::Client::new(&sdk),
+        &sandbox.settings.table,
+    ));
+    let push = Arc::new(MemoryPush::default());
+    let live = Live::new(
+        sandbox.baton.clone(),
+        schema.clone(),
+        connections,
+        push.clone(),
+        verifier.clone(),
+    );
+    let gateway = baton_fn_graphql::Gateway {
+        schema,
+        live,
+        verifier,
+    };
+    (gateway, push)
+}
+
+/// Runs `query` through the gateway as the fixture's HTTP API request, with `authorization`.
+async fn post(
+    gateway: &baton_fn_graphql::Gateway,
+    fixture_name: &str,
+    authorization: Option<String>,
+    body: Value,
+) -> Result<(u16, Value)> {
+    let mut request = fixture(fixture_name);
+    let headers = request["headers"].as_object_mut().unwrap();
+    match authorization {
+        Some(value) => headers.insert("authorization".to_owned(), json!(value)),
+        None => headers.remove("authorization"),
+    };
+    request["body"] = json!(body.to_string());
     let request = lambda_http::request::from_str(&request.to_string())?;
-    let response = baton_fn_graphql::handle(&schema, request)
+    let response = baton_fn_graphql::handle(gateway, request)
         .await
         .expect("a response");
-    let body: Value = serde_json::from_slice(response.body())?;
-    assert_eq!(body["data"]["submitTask"]["status"], "SCHEDULED", "{body}");
+    let status = response.status().as_u16();
+    Ok((status, serde_json::from_slice(response.body())?))
+}
 
-    let mut invalid = fixture("apigw-v2-post-graphql.json");
-    invalid["body"] = json!(json!({"query": "mutation { submitTask(input: {projectId: \"web\", name: \"n\", tier: \"gpu\", priority: 5000}) { id } }"}).to_string());
-    let response = baton_fn_graphql::handle(
-        &schema,
-        lambda_http::request::from_str(&invalid.to_string())?,
+fn code(body: &Value) -> &str {
+    body["errors"][0]["extensions"]["code"]
+        .as_str()
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn the_graphql_gateway_answers_api_gateway_requests_for_the_token_s_tenant() -> Result<()> {
+    let sandbox = Sandbox::new().await?;
+    let (gateway, _) = gateway(&sandbox).await;
+    let acme = Some(format!("Bearer {}", token("acme")));
+    let submit = json!({"query": "mutation { submitTask(input: {projectId: \"web\", name: \"n\", tier: \"gpu\"}) { id status version } }"});
+    let (status, body) = post(
+        &gateway,
+        "apigw-v2-post-graphql.json",
+        acme.clone(),
+        submit.clone(),
     )
-    .await
-    .expect("a response");
-    let body: Value = serde_json::from_slice(response.body())?;
+    .await?;
     assert_eq!(
-        body["errors"][0]["extensions"]["code"], "INVALID_INPUT",
+        (status, &body["data"]["submitTask"]["status"]),
+        (200, &json!("SCHEDULED")),
         "{body}"
     );
+    let id = body["data"]["submitTask"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    // The JWT authorizer's claims (AWS) name the caller without a token.
+    let read = json!({"query": format!("{{ task(id: \"{id}\") {{ status }} }}")});
+    let (_, body) = post(
+        &gateway,
+        "apigw-v2-post-graphql-authorized.json",
+        None,
+        read.clone(),
+    )
+    .await?;
+    assert_eq!(body["data"]["task"]["status"], "SCHEDULED", "{body}");
+
+    let invalid = json!({"query": "mutation { submitTask(input: {projectId: \"web\", name: \"n\", tier: \"gpu\", priority: 5000}) { id } }"});
+    let (_, body) = post(
+        &gateway,
+        "apigw-v2-post-graphql.json",
+        acme.clone(),
+        invalid,
+    )
+    .await?;
+    assert_eq!(code(&body), "INVALID_INPUT", "{body}");
     assert_eq!(body["errors"][0]["extensions"]["field"], "priority");
 
-    let mut anonymous = fixture("apigw-v2-post-graphql.json");
-    anonymous["headers"]
-        .as_object_mut()
-        .unwrap()
-        .remove("x-baton-tenant");
-    anonymous["body"] = json!(
-        json!({"query": "{ task(id: \"019a0000-0000-7000-8000-000000000001\") { id } }"})
-            .to_string()
+    let (_, body) = post(&gateway, "apigw-v2-post-graphql.json", None, read.clone()).await?;
+    assert_eq!(code(&body), "UNAUTHENTICATED", "{body}");
+    let forged = Some(format!(
+        "Bearer {}",
+        baton_graphql::auth::mint(
+            b"guess",
+            "baton-test",
+            "baton",
+            &baton_app::Caller {
+                tenant: Tenant::parse("acme")?,
+                subject: "x".into()
+            },
+            Duration::hours(1)
+        )
+    ));
+    let (status, body) = post(&gateway, "apigw-v2-post-graphql.json", forged, read.clone()).await?;
+    assert_eq!((status, code(&body)), (401, "UNAUTHENTICATED"), "{body}");
+
+    let other = Some(format!("Bearer {}", token("globex")));
+    let (_, body) = post(&gateway, "apigw-v2-post-graphql.json", other, read).await?;
+    assert_eq!(code(&body), "NOT_FOUND", "another tenant's task: {body}");
+    sandbox.teardown().await
+}
+
+#[tokio::test]
+async fn every_limit_is_refused_with_its_name_before_anything_runs() -> Result<()> {
+    let sandbox = Sandbox::new().await?;
+    let (gateway, _) = gateway(&sandbox).await;
+    let acme = Some(format!("Bearer {}", token("acme")));
+    let deep = "{ __schema { types { fields { type { ofType { ofType { ofType { ofType { name } } } } } } } } }";
+    let aliases: String = (0..20)
+        .map(|i| format!("a{i}: projectStatus(projectId: \"p\") {{ total }} "))
+        .collect();
+    let directives: String = (0..12)
+        .map(|i| format!("a{i}: projectStatus(projectId: \"p\") @include(if: true) {{ total }} "))
+        .collect();
+    let complex = "{ tasks(filter: {projectId: \"p\"}, first: 100) { edges { node { id name tier status version attempt } } } }";
+    let cases = [
+        ("depth", json!({"query": deep})),
+        ("aliases", json!({"query": format!("{{ {aliases} }}")})),
+        (
+            "directives",
+            json!({"query": format!("{{ {directives} }}")}),
+        ),
+        ("complexity", json!({"query": complex})),
+        (
+            "batch",
+            json!(
+                (0..6)
+                    .map(|_| json!({"query": "{ __typename }"}))
+                    .collect::<Vec<_>>()
+            ),
+        ),
+        (
+            "bodyBytes",
+            json!({"query": format!("{{ __typename }} #{}", "x".repeat(70_000))}),
+        ),
+    ];
+    for (limit, body) in cases {
+        let (_, answer) = post(&gateway, "apigw-v2-post-graphql.json", acme.clone(), body).await?;
+        assert_eq!(code(&answer), "LIMIT_EXCEEDED", "{limit}: {answer}");
+        assert_eq!(
+            answer["errors"][0]["extensions"]["limit"], limit,
+            "{answer}"
+        );
+    }
+    let (_, answer) = post(
+        &gateway,
+        "apigw-v2-post-graphql.json",
+        acme.clone(),
+        json!({"query": "{ __schema { types { name } } }"}),
+    )
+    .await?;
+    assert!(
+        answer["data"]["__schema"].is_null(),
+        "introspection is off: {answer}"
     );
-    let response = baton_fn_graphql::handle(
-        &schema,
-        lambda_http::request::from_str(&anonymous.to_string())?,
+    let (_, answer) = post(
+        &gateway,
+        "apigw-v2-post-graphql.json",
+        acme,
+        json!({"query": "{ projectStatu(projectId: \"p\") { total } }"}),
+    )
+    .await?;
+    let message = answer["errors"][0]["message"].as_str().unwrap_or_default();
+    assert!(
+        !message.contains("Did you mean"),
+        "no field suggestions: {message}"
+    );
+    sandbox.teardown().await
+}
+
+/// Sends one WebSocket event fixture through the gateway with `connection` and `body`.
+async fn ws(
+    gateway: &baton_fn_graphql::Gateway,
+    fixture_name: &str,
+    connection: &str,
+    body: Option<Value>,
+) -> Result<lambda_http::Response<lambda_http::Body>> {
+    let mut event = fixture(fixture_name);
+    event["requestContext"]["connectionId"] = json!(connection);
+    if let Some(body) = body {
+        event["body"] = json!(body.to_string());
+    }
+    let request = lambda_http::request::from_str(&event.to_string())?;
+    Ok(baton_fn_graphql::handle(gateway, request)
+        .await
+        .expect("a response"))
+}
+
+/// What `push` sent to `connection`, parsed.
+fn sent_to(push: &MemoryPush, connection: &str) -> Vec<Value> {
+    push.sent()
+        .into_iter()
+        .filter(|(c, _)| c == connection)
+        .map(|(_, m)| serde_json::from_str(&m).unwrap())
+        .collect()
+}
+
+#[tokio::test]
+async fn websocket_subscribers_get_their_tasks_transitions_and_nothing_of_other_tenants()
+-> Result<()> {
+    let sandbox = Sandbox::new().await?;
+    let (gateway, push) = gateway(&sandbox).await;
+    let id = submit(&sandbox, "acme", json!({})).await?;
+    let (ours, theirs) = (unique("conn"), unique("conn"));
+
+    let connected = ws(&gateway, "apigw-ws-connect.json", &ours, None).await?;
+    assert_eq!(connected.status(), 200);
+    assert_eq!(
+        connected.headers()["sec-websocket-protocol"],
+        "graphql-transport-ws"
+    );
+    ws(&gateway, "apigw-ws-connect.json", &theirs, None).await?;
+    for (connection, tenant) in [(&ours, "acme"), (&theirs, "globex")] {
+        let init = json!({"type": "connection_init", "payload": {"Authorization": format!("Bearer {}", token(tenant))}});
+        ws(&gateway, "apigw-ws-message.json", connection, Some(init)).await?;
+        assert_eq!(
+            sent_to(&push, connection),
+            [json!({"type": "connection_ack"})]
+        );
+    }
+    let subscribe = |sub: &str| {
+        json!({"type": "subscribe", "id": sub, "payload": {
+        "query": "subscription($id: ID!) { taskUpdated(id: $id) { id status version } }",
+        "variables": {"id": id}}})
+    };
+    ws(
+        &gateway,
+        "apigw-ws-message.json",
+        &ours,
+        Some(subscribe("1")),
+    )
+    .await?;
+    ws(
+        &gateway,
+        "apigw-ws-message.json",
+        &theirs,
+        Some(subscribe("1")),
+    )
+    .await?;
+    let project = json!({"type": "subscribe", "id": "2", "payload": {
+        "query": "subscription { projectTasks(projectId: \"reports\", statuses: [CANCELLED]) { id status } }"}});
+    ws(
+        &gateway,
+        "apigw-ws-message.json",
+        &ours,
+        Some(project.clone()),
+    )
+    .await?;
+    ws(&gateway, "apigw-ws-message.json", &theirs, Some(project)).await?;
+
+    let ours_sent = sent_to(&push, &ours);
+    assert_eq!(ours_sent[1]["type"], "next", "{ours_sent:?}");
+    assert_eq!(
+        ours_sent[1]["payload"]["data"]["taskUpdated"]["status"],
+        "SCHEDULED"
+    );
+    let theirs_sent = sent_to(&push, &theirs);
+    assert_eq!(theirs_sent[1]["type"], "error", "{theirs_sent:?}");
+    assert_eq!(
+        theirs_sent[1]["payload"][0]["extensions"]["code"],
+        "NOT_FOUND"
+    );
+
+    let cancel = eventbridge_event(
+        "CancelTask",
+        &unique("event"),
+        json!({"tenant": "acme", "task_id": id}),
+    );
+    baton_fn_cancel::handle(&sandbox.baton, sqs_batch(&[cancel])).await;
+    let cancelled = sandbox
+        .published()
+        .await?
+        .into_iter()
+        .filter(|(kind, _)| kind == "TaskCancelled")
+        .collect::<Vec<_>>();
+    let envelope = eventbridge_event("TaskCancelled", &unique("event"), cancelled[0].1.clone());
+    let response = baton_fn_notifier::handle(&gateway.live, sqs_batch(&[envelope])).await;
+    assert!(response.batch_item_failures.is_empty(), "{response:?}");
+
+    let updates: Vec<Value> = sent_to(&push, &ours).into_iter().skip(2).collect();
+    assert_eq!(updates.len(), 2, "one per subscription: {updates:?}");
+    assert!(updates.iter().any(|u| u["id"] == "1" && u["payload"]["data"]["taskUpdated"]["status"] == "CANCELLED"), "{updates:?}");
+    assert!(
+        updates
+            .iter()
+            .any(|u| u["id"] == "2" && u["payload"]["data"]["projectTasks"]["id"] == json!(id)),
+        "{updates:?}"
+    );
+    assert_eq!(
+        sent_to(&push, &theirs).len(),
+        2,
+        "globex sees nothing of acme's task"
+    );
+
+    // A gone connection is forgotten; `complete` and `$disconnect` remove subscriptions.
+    push.hang_up(&ours);
+    ws(&gateway, "apigw-ws-disconnect.json", &theirs, None).await?;
+    let rollback = eventbridge_event("TaskCancelled", &unique("event"), cancelled[0].1.clone());
+    baton_fn_notifier::handle(&gateway.live, sqs_batch(&[rollback])).await;
+    let tenant = Tenant::parse("acme")?;
+    let watches = [baton_app::Watch::Task(TaskId::parse(&id)?)];
+    let connections = baton_aws::DynamoConnections::new(
+        aws_sdk_dynamodb::Client::new(&baton_tests::emulator().await),
+        &sandbox.settings.table,
+    );
+    use baton_app::Connections;
+    assert!(connections.watchers(&tenant, &watches).await?.is_empty());
+    sandbox.teardown().await
+}
+
+#[tokio::test]
+async fn a_websocket_client_without_a_valid_token_is_hung_up_on() -> Result<()> {
+    let sandbox = Sandbox::new().await?;
+    let (gateway, push) = gateway(&sandbox).await;
+    let connection = unique("conn");
+    ws(&gateway, "apigw-ws-connect.json", &connection, None).await?;
+    let subscribe = json!({"type": "subscribe", "id": "1", "payload": {"query": "subscription { projectTasks(projectId: \"p\") { id } }"}});
+    ws(
+        &gateway,
+        "apigw-ws-message.json",
+        &connection,
+        Some(subscribe),
+    )
+    .await?;
+    assert!(push.is_gone(&connection), "subscribe before connection_ack");
+
+    let connection = unique("conn");
+    ws(&gateway, "apigw-ws-connect.json", &connection, None).await?;
+    let init = json!({"type": "connection_init", "payload": {"Authorization": "Bearer forged"}});
+    ws(&gateway, "apigw-ws-message.json", &connection, Some(init)).await?;
+    assert!(push.is_gone(&connection));
+    assert!(sent_to(&push, &connection).is_empty(), "no connection_ack");
+
+    let mut connect = fixture("apigw-ws-connect.json");
+    connect["requestContext"]["connectionId"] = json!(unique("conn"));
+    connect["queryStringParameters"] = json!({"token": "forged"});
+    let refused = baton_fn_graphql::handle(
+        &gateway,
+        lambda_http::request::from_str(&connect.to_string())?,
     )
     .await
     .expect("a response");
-    let body: Value = serde_json::from_slice(response.body())?;
     assert_eq!(
-        body["errors"][0]["extensions"]["code"], "UNAUTHENTICATED",
-        "{body}"
+        refused.status(),
+        401,
+        "a bad token on the handshake is refused"
     );
+    sandbox.teardown().await
+}
+
+#[tokio::test]
+async fn project_status_counts_follow_every_transition() -> Result<()> {
+    let sandbox = Sandbox::new().await?;
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        ids.push(submit(&sandbox, "acme", json!({})).await?);
+    }
+    let cancel = eventbridge_event(
+        "CancelTask",
+        &unique("event"),
+        json!({"tenant": "acme", "task_id": ids[0]}),
+    );
+    baton_fn_cancel::handle(&sandbox.baton, sqs_batch(std::slice::from_ref(&cancel))).await;
+    baton_fn_cancel::handle(&sandbox.baton, sqs_batch(&[cancel])).await;
+    baton_fn_on_due::handle(&sandbox.baton, sqs_batch(&sandbox.due_timers().await?)).await;
+    let status = sandbox
+        .baton
+        .project_status(
+            &Tenant::parse("acme")?,
+            &baton_domain::ProjectId::parse("reports")?,
+        )
+        .await?;
+    assert_eq!(status.count(Status::Cancelled), 1, "{status:?}");
+    assert_eq!(status.count(Status::Running), 2, "{status:?}");
+    assert_eq!(status.count(Status::Scheduled), 0, "{status:?}");
+    assert_eq!(status.total(), 3);
     sandbox.teardown().await
 }
 
@@ -365,12 +731,14 @@ async fn a_project_lists_newest_first_in_pages_and_filters_by_status() -> Result
         json!({"tenant": "acme", "task_id": ids[1]}),
     );
     baton_fn_cancel::handle(&sandbox.baton, sqs_batch(&[cancel])).await;
-    let query = |status, first, after: Option<&String>| baton_app::TaskQuery {
-        tenant: Tenant::parse("acme").unwrap(),
-        project: baton_domain::ProjectId::parse("reports").unwrap(),
-        status,
-        first,
+    let query = |status: Option<Status>, first, after: Option<&String>| baton_app::TaskQuery {
+        statuses: status.into_iter().collect(),
         after: after.map(|id| TaskId::parse(id).unwrap()),
+        ..baton_app::TaskQuery::project(
+            Tenant::parse("acme").unwrap(),
+            baton_domain::ProjectId::parse("reports").unwrap(),
+            first,
+        )
     };
     let listed = |page: &baton_app::Page| -> Vec<String> {
         page.tasks.iter().map(|task| task.id.to_string()).collect()

@@ -7,8 +7,9 @@ mod ports;
 mod service;
 
 pub use ports::{
-    Clock, Commit, Created, EventBus, InfraError, Page, SystemClock, TaskQuery, TaskStore,
-    TimerQueue, Wake, WakeKind,
+    Caller, Clock, Commit, Connection, Connections, Created, Delivery, EventBus, InfraError, Page,
+    ProjectStatus, Push, Subscription, SystemClock, TaskQuery, TaskStore, TimerQueue, Wake,
+    WakeKind, Watch,
 };
 pub use service::{
     Baton, Handled, MAX_TIMER_DELAY, SubmitError, Submitted, SweepReport, TIMER_GRACE,

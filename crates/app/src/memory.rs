@@ -5,12 +5,12 @@ use std::collections::BTreeMap;
 use std::sync::Mutex;
 
 use async_trait::async_trait;
-use baton_domain::{Event, Task, TaskId, Tenant, Timer};
+use baton_domain::{Event, ProjectId, Status, Task, TaskId, Tenant, Timer};
 use chrono::{DateTime, Duration, Utc};
 
 use crate::ports::{
-    Clock, Commit, Created, EventBus, InfraError, Page, TaskQuery, TaskStore, TimerQueue, Wake,
-    WakeKind,
+    Caller, Clock, Commit, Connection, Connections, Created, Delivery, EventBus, InfraError, Page,
+    ProjectStatus, Push, Subscription, TaskQuery, TaskStore, TimerQueue, Wake, WakeKind, Watch,
 };
 
 type Key = (Tenant, TaskId);
@@ -19,6 +19,7 @@ type Key = (Tenant, TaskId);
 #[derive(Default)]
 pub struct MemoryStore {
     tasks: Mutex<BTreeMap<Key, (Task, Option<Wake>)>>,
+    counters: Mutex<BTreeMap<(Tenant, ProjectId, Status), u64>>,
     lose_commit_responses: Mutex<usize>,
     rival: Mutex<Option<Task>>,
 }
@@ -33,6 +34,19 @@ impl MemoryStore {
     /// Just before the next commit, another writer stores `task`, so that commit loses the race.
     pub fn race_next_commit(&self, task: Task) {
         *self.rival.lock().unwrap() = Some(task);
+    }
+
+    /// Moves a project's counters as a transition from `from` to `to` does.
+    fn count(&self, task: &Task, from: Option<Status>, to: Status) {
+        let mut counters = self.counters.lock().unwrap();
+        if let Some(from) = from {
+            let key = (task.tenant.clone(), task.project.clone(), from);
+            let count = counters.entry(key).or_default();
+            *count = count.saturating_sub(1);
+        }
+        *counters
+            .entry((task.tenant.clone(), task.project.clone(), to))
+            .or_default() += 1;
     }
 
     /// The wake stored with a task.
@@ -54,6 +68,7 @@ impl TaskStore for MemoryStore {
             return Ok(Created::Exists(Box::new(existing.clone())));
         }
         tasks.insert(key, (task.clone(), wake));
+        self.count(task, None, task.status);
         Ok(Created::Created)
     }
 
@@ -72,8 +87,10 @@ impl TaskStore for MemoryStore {
     ) -> Result<Commit, InfraError> {
         let mut tasks = self.tasks.lock().unwrap();
         let key = (current.tenant.clone(), current.id);
-        if let Some(rival) = self.rival.lock().unwrap().take() {
-            tasks.insert(key.clone(), (rival, None));
+        if let Some(rival) = self.rival.lock().unwrap().take()
+            && let Some((replaced, _)) = tasks.insert(key.clone(), (rival.clone(), None))
+        {
+            self.count(&rival, Some(replaced.status), rival.status);
         }
         let Some((stored, _)) = tasks.get(&key) else {
             return Ok(Commit::Conflict(None));
@@ -82,6 +99,7 @@ impl TaskStore for MemoryStore {
             return Ok(Commit::Conflict(Some(Box::new(stored.clone()))));
         }
         tasks.insert(key, (next.clone(), wake));
+        self.count(next, Some(current.status), next.status);
         let mut lose = self.lose_commit_responses.lock().unwrap();
         if *lose > 0 {
             *lose -= 1;
@@ -96,12 +114,24 @@ impl TaskStore for MemoryStore {
             .values()
             .map(|(task, _)| task)
             .filter(|task| task.tenant == query.tenant && task.project == query.project)
-            .filter(|task| query.status.is_none_or(|status| task.status == status))
+            .filter(|task| query.matches(task))
             .filter(|task| query.after.is_none_or(|after| task.id < after))
             .cloned()
             .collect();
         matching.sort_by_key(|task| std::cmp::Reverse(task.id));
         Ok(Page::of_first(matching, query.first))
+    }
+
+    async fn project_status(
+        &self,
+        tenant: &Tenant,
+        project: &ProjectId,
+    ) -> Result<ProjectStatus, InfraError> {
+        let counters = self.counters.lock().unwrap();
+        Ok(ProjectStatus::from_counts(|status| {
+            let key = (tenant.clone(), project.clone(), status);
+            counters.get(&key).copied().unwrap_or(0)
+        }))
     }
 
     async fn wakes(
@@ -191,5 +221,141 @@ impl ManualClock {
 impl Clock for ManualClock {
     fn now(&self) -> DateTime<Utc> {
         *self.0.lock().unwrap()
+    }
+}
+
+/// Connections and subscriptions in a map.
+#[derive(Default)]
+pub struct MemoryConnections {
+    connections: Mutex<BTreeMap<String, (Connection, DateTime<Utc>)>>,
+}
+
+#[async_trait]
+impl Connections for MemoryConnections {
+    async fn open(
+        &self,
+        id: &str,
+        caller: Option<&Caller>,
+        expires_at: DateTime<Utc>,
+    ) -> Result<(), InfraError> {
+        let connection = Connection {
+            id: id.to_owned(),
+            caller: caller.cloned(),
+            subscriptions: Vec::new(),
+        };
+        let mut connections = self.connections.lock().unwrap();
+        connections.insert(id.to_owned(), (connection, expires_at));
+        Ok(())
+    }
+
+    async fn authenticate(&self, id: &str, caller: &Caller) -> Result<bool, InfraError> {
+        let mut connections = self.connections.lock().unwrap();
+        match connections.get_mut(id) {
+            Some((connection, _)) if connection.caller.is_none() => {
+                connection.caller = Some(caller.clone());
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
+    async fn connection(&self, id: &str) -> Result<Option<Connection>, InfraError> {
+        let connections = self.connections.lock().unwrap();
+        Ok(connections
+            .get(id)
+            .map(|(connection, _)| connection.clone()))
+    }
+
+    async fn subscribe(
+        &self,
+        connection: &str,
+        _tenant: &Tenant,
+        subscription: &Subscription,
+    ) -> Result<bool, InfraError> {
+        let mut connections = self.connections.lock().unwrap();
+        let Some((connection, _)) = connections.get_mut(connection) else {
+            return Ok(false);
+        };
+        if connection
+            .subscriptions
+            .iter()
+            .any(|s| s.id == subscription.id)
+        {
+            return Ok(false);
+        }
+        connection.subscriptions.push(subscription.clone());
+        Ok(true)
+    }
+
+    async fn unsubscribe(&self, connection: &str, id: &str) -> Result<(), InfraError> {
+        let mut connections = self.connections.lock().unwrap();
+        if let Some((connection, _)) = connections.get_mut(connection) {
+            connection.subscriptions.retain(|s| s.id != id);
+        }
+        Ok(())
+    }
+
+    async fn close(&self, connection: &str) -> Result<(), InfraError> {
+        self.connections.lock().unwrap().remove(connection);
+        Ok(())
+    }
+
+    async fn watchers(
+        &self,
+        tenant: &Tenant,
+        watches: &[Watch],
+    ) -> Result<Vec<String>, InfraError> {
+        let connections = self.connections.lock().unwrap();
+        Ok(connections
+            .values()
+            .filter(|(c, _)| {
+                c.caller
+                    .as_ref()
+                    .is_some_and(|caller| &caller.tenant == tenant)
+            })
+            .filter(|(c, _)| c.subscriptions.iter().any(|s| watches.contains(&s.watch)))
+            .map(|(c, _)| c.id.clone())
+            .collect())
+    }
+}
+
+/// A push channel that keeps what it sends; connections in `gone` answer [`Delivery::Gone`].
+#[derive(Default)]
+pub struct MemoryPush {
+    sent: Mutex<Vec<(String, String)>>,
+    gone: Mutex<Vec<String>>,
+}
+
+impl MemoryPush {
+    /// Every message sent so far, with its connection.
+    pub fn sent(&self) -> Vec<(String, String)> {
+        self.sent.lock().unwrap().clone()
+    }
+
+    /// From now on `connection` is gone (or closed by the server).
+    pub fn hang_up(&self, connection: &str) {
+        self.gone.lock().unwrap().push(connection.to_owned());
+    }
+
+    /// Whether `connection` is gone.
+    pub fn is_gone(&self, connection: &str) -> bool {
+        self.gone.lock().unwrap().iter().any(|c| c == connection)
+    }
+}
+
+#[async_trait]
+impl Push for MemoryPush {
+    async fn send(&self, connection: &str, message: &str) -> Result<Delivery, InfraError> {
+        if self.is_gone(connection) {
+            return Ok(Delivery::Gone);
+        }
+        let mut sent = self.sent.lock().unwrap();
+        sent.push((connection.to_owned(), message.to_owned()));
+        Ok(Delivery::Sent)
+    }
+
+    async fn disconnect(&self, connection: &str) -> Result<(), InfraError> {
+        self.hang_up(connection);
+        Ok(())
     }
 }

@@ -1,8 +1,9 @@
 use std::error::Error;
 
 use async_trait::async_trait;
-use baton_domain::{Event, ProjectId, Status, Task, TaskId, Tenant, Timer};
+use baton_domain::{Event, ProjectId, Status, Task, TaskId, Tenant, Tier, Timer};
 use chrono::{DateTime, Duration, Utc};
+use serde::{Deserialize, Serialize};
 
 /// An infrastructure failure (network, throttling, a missing resource). Retryable: the message
 /// that caused it is failed so its queue delivers it again.
@@ -71,12 +72,82 @@ pub struct TaskQuery {
     pub tenant: Tenant,
     /// Project.
     pub project: ProjectId,
-    /// Only tasks in this status.
-    pub status: Option<Status>,
+    /// Only tasks in one of these statuses (empty: any).
+    pub statuses: Vec<Status>,
+    /// Only tasks of this tier.
+    pub tier: Option<Tier>,
+    /// Only tasks submitted at or after this time.
+    pub submitted_after: Option<DateTime<Utc>>,
+    /// Only tasks submitted before this time.
+    pub submitted_before: Option<DateTime<Utc>>,
     /// At most this many.
     pub first: usize,
     /// Continue after this task (newest first).
     pub after: Option<TaskId>,
+}
+
+impl TaskQuery {
+    /// The first `first` tasks of a project, newest first, unfiltered.
+    pub fn project(tenant: Tenant, project: ProjectId, first: usize) -> Self {
+        Self {
+            tenant,
+            project,
+            statuses: Vec::new(),
+            tier: None,
+            submitted_after: None,
+            submitted_before: None,
+            first,
+            after: None,
+        }
+    }
+
+    /// Whether `task` passes the filters other than tenant and project (which a store's key
+    /// already selects).
+    pub fn matches(&self, task: &Task) -> bool {
+        (self.statuses.is_empty() || self.statuses.contains(&task.status))
+            && self.tier.as_ref().is_none_or(|tier| &task.tier == tier)
+            && self
+                .submitted_after
+                .is_none_or(|after| task.created_at >= after)
+            && self
+                .submitted_before
+                .is_none_or(|before| task.created_at < before)
+    }
+
+    /// Whether only the key range (project, time) filters, so every key read is a task returned.
+    pub fn filters_by_key_only(&self) -> bool {
+        self.statuses.is_empty() && self.tier.is_none()
+    }
+}
+
+/// How many of a project's tasks are in each status, kept by counters that every transition
+/// moves in the same write.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ProjectStatus {
+    /// Count per status, in [`Status::ALL`] order, zeros included.
+    pub counts: Vec<(Status, u64)>,
+}
+
+impl ProjectStatus {
+    /// From counts per status; missing statuses count zero.
+    pub fn from_counts(count: impl Fn(Status) -> u64) -> Self {
+        Self {
+            counts: Status::ALL.iter().map(|&s| (s, count(s))).collect(),
+        }
+    }
+
+    /// How many tasks are in `status`.
+    pub fn count(&self, status: Status) -> u64 {
+        self.counts
+            .iter()
+            .find(|(s, _)| *s == status)
+            .map_or(0, |(_, n)| *n)
+    }
+
+    /// How many tasks the project has.
+    pub fn total(&self) -> u64 {
+        self.counts.iter().map(|(_, n)| n).sum()
+    }
 }
 
 /// A page of tasks.
@@ -118,6 +189,12 @@ pub trait TaskStore: Send + Sync {
     ) -> Result<Commit, InfraError>;
     /// Lists a project's tasks, newest first.
     async fn list(&self, query: &TaskQuery) -> Result<Page, InfraError>;
+    /// A project's counts per status, read from its counters (never by counting tasks).
+    async fn project_status(
+        &self,
+        tenant: &Tenant,
+        project: &ProjectId,
+    ) -> Result<ProjectStatus, InfraError>;
     /// Tasks whose wake of `kind` is at or before `until`, at most `limit`.
     async fn wakes(
         &self,
@@ -157,4 +234,98 @@ impl Clock for SystemClock {
     fn now(&self) -> DateTime<Utc> {
         Utc::now()
     }
+}
+
+/// Who is calling: the tenant whose tasks they may see and touch, and their identity.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Caller {
+    /// The tenant.
+    pub tenant: Tenant,
+    /// The caller's identity within it (a token's `sub`).
+    pub subject: String,
+}
+
+/// What a live subscription watches.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(tag = "kind", content = "id", rename_all = "snake_case")]
+pub enum Watch {
+    /// One task.
+    Task(TaskId),
+    /// Every task of a project.
+    Project(ProjectId),
+}
+
+/// A GraphQL subscription as a client started it; it is run again for every update it watches.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Subscription {
+    /// The client's id for it, unique within its connection.
+    pub id: String,
+    /// What it watches.
+    pub watch: Watch,
+    /// The GraphQL document.
+    pub query: String,
+    /// Its variables.
+    pub variables: serde_json::Value,
+    /// The operation to run, when the document has several.
+    pub operation_name: Option<String>,
+}
+
+/// An open WebSocket connection.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Connection {
+    /// The id API Gateway gave it.
+    pub id: String,
+    /// Who opened it, once they have authenticated.
+    pub caller: Option<Caller>,
+    /// Its live subscriptions.
+    pub subscriptions: Vec<Subscription>,
+}
+
+/// WebSocket connections and their subscriptions, kept for the notifier (with an expiry, so a
+/// connection that never said goodbye is removed).
+#[async_trait]
+pub trait Connections: Send + Sync {
+    /// Records a new connection, authenticated or not yet.
+    async fn open(
+        &self,
+        id: &str,
+        caller: Option<&Caller>,
+        expires_at: DateTime<Utc>,
+    ) -> Result<(), InfraError>;
+    /// Sets the caller of a connection that has none. `false`: it had one already.
+    async fn authenticate(&self, id: &str, caller: &Caller) -> Result<bool, InfraError>;
+    /// Reads a connection.
+    async fn connection(&self, id: &str) -> Result<Option<Connection>, InfraError>;
+    /// Adds a subscription to an authenticated connection. `false`: its id is taken.
+    async fn subscribe(
+        &self,
+        connection: &str,
+        tenant: &Tenant,
+        subscription: &Subscription,
+    ) -> Result<bool, InfraError>;
+    /// Ends one subscription (nothing if there is none with this id).
+    async fn unsubscribe(&self, connection: &str, id: &str) -> Result<(), InfraError>;
+    /// Forgets a connection and all its subscriptions.
+    async fn close(&self, connection: &str) -> Result<(), InfraError>;
+    /// The connections with a subscription on any of `watches` of `tenant`.
+    async fn watchers(&self, tenant: &Tenant, watches: &[Watch])
+    -> Result<Vec<String>, InfraError>;
+}
+
+/// Whether a message reached its connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Delivery {
+    /// Sent.
+    Sent,
+    /// The connection is gone.
+    Gone,
+}
+
+/// Messages to WebSocket clients (API Gateway's `@connections` API).
+#[async_trait]
+pub trait Push: Send + Sync {
+    /// Sends `message` to `connection`.
+    async fn send(&self, connection: &str, message: &str) -> Result<Delivery, InfraError>;
+    /// Closes `connection` from the server side.
+    async fn disconnect(&self, connection: &str) -> Result<(), InfraError>;
 }

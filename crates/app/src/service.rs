@@ -1,15 +1,15 @@
 use std::sync::Arc;
 
 use baton_domain::{
-    Command, Decision, Effects, InvalidSubmission, Rejection, Status, SubmitRequest, Task, TaskId,
-    Tenant, Timer, decide,
+    Command, Decision, Effects, InvalidSubmission, ProjectId, Rejection, Status, SubmitRequest,
+    Task, TaskId, Tenant, Timer, decide,
 };
 use chrono::{DateTime, Duration, Utc};
 use tracing::{info, warn};
 
 use crate::ports::{
-    Clock, Commit, Created, EventBus, InfraError, Page, TaskQuery, TaskStore, TimerQueue, Wake,
-    WakeKind,
+    Clock, Commit, Created, EventBus, InfraError, Page, ProjectStatus, TaskQuery, TaskStore,
+    TimerQueue, Wake, WakeKind,
 };
 
 /// The longest delay a timer message can carry (SQS `DelaySeconds` tops out at 15 minutes).
@@ -204,6 +204,15 @@ impl Baton {
     /// Lists a project's tasks.
     pub async fn tasks(&self, query: &TaskQuery) -> Result<Page, InfraError> {
         self.store.list(query).await
+    }
+
+    /// A project's counts per status.
+    pub async fn project_status(
+        &self,
+        tenant: &Tenant,
+        project: &ProjectId,
+    ) -> Result<ProjectStatus, InfraError> {
+        self.store.project_status(tenant, project).await
     }
 
     /// The sweeper's pass: arms timers for tasks entering the timer window, re-arms lost timers

@@ -3,11 +3,15 @@ use std::collections::HashMap;
 use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::SdkError;
+use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::types::{
-    AttributeValue, KeysAndAttributes, ReturnValuesOnConditionCheckFailure,
+    AttributeValue, KeysAndAttributes, Put, ReturnValuesOnConditionCheckFailure, TransactWriteItem,
+    Update,
 };
-use baton_app::{Commit, Created, InfraError, Page, TaskQuery, TaskStore, Wake, WakeKind};
-use baton_domain::{Task, TaskId, Tenant};
+use baton_app::{
+    Commit, Created, InfraError, Page, ProjectStatus, TaskQuery, TaskStore, Wake, WakeKind,
+};
+use baton_domain::{ProjectId, Status, Task, TaskId, Tenant};
 use chrono::{DateTime, SecondsFormat, Utc};
 
 type Item = HashMap<String, AttributeValue>;
@@ -21,8 +25,13 @@ const PROJECT_INDEX: &str = "by-project";
 /// The sparse index of tasks the sweeper must look at, by time (keys only).
 const WAKE_INDEX: &str = "by-wake";
 
+/// A transaction that meets another on the project item is tried again this many times.
+const TRANSACTION_ATTEMPTS: u32 = 6;
+
 /// Tasks in one DynamoDB table: item `pk = T#{tenant}#{id}`, `sk = TASK`, holding the task, its
-/// history, and the keys of the project and wake indexes.
+/// history, and the keys of the project and wake indexes. Each project has an item
+/// `pk = P#{tenant}#{project}`, `sk = PROJECT` whose counters (`n_{STATUS}`) every transition moves
+/// in the same transaction as the task's write.
 #[derive(Debug, Clone)]
 pub struct DynamoStore {
     client: Client,
@@ -113,18 +122,51 @@ where
     move |error| InfraError::new(operation, error)
 }
 
+fn project_key(tenant: &Tenant, project: &ProjectId) -> Item {
+    HashMap::from([
+        (
+            "pk".to_owned(),
+            AttributeValue::S(format!("P#{tenant}#{project}")),
+        ),
+        ("sk".to_owned(), AttributeValue::S("PROJECT".to_owned())),
+    ])
+}
+
+fn counter(status: Status) -> String {
+    format!("n_{}", status.as_str())
+}
+
+/// The update of `task`'s project counters for a move from `from` (none: a new task) to `to`.
+fn count(table: &str, task: &Task, from: Option<Status>, to: Status) -> Result<Update, InfraError> {
+    let update = Update::builder()
+        .table_name(table)
+        .set_key(Some(project_key(&task.tenant, &task.project)))
+        .expression_attribute_names("#to", counter(to));
+    let update = match from {
+        Some(from) => update
+            .update_expression("ADD #to :one, #from :minus")
+            .expression_attribute_names("#from", counter(from))
+            .expression_attribute_values(":minus", AttributeValue::N("-1".to_owned())),
+        None => update.update_expression("ADD #to :one"),
+    };
+    update
+        .expression_attribute_values(":one", AttributeValue::N("1".to_owned()))
+        .build()
+        .map_err(|e| InfraError::new("build counter update", e))
+}
+
 impl DynamoStore {
-    /// A conditional put that answers the stored item when the condition fails.
-    async fn put_if(
+    /// Puts `item` if `condition` holds, moving the project's counters in the same transaction.
+    /// When the condition fails, answers the stored item.
+    async fn put_counted(
         &self,
         item: Item,
         condition: &str,
         names: &[(&str, &str)],
         values: Item,
+        counted: Update,
     ) -> Result<Result<(), Option<Item>>, InfraError> {
-        let mut put = self
-            .client
-            .put_item()
+        let mut put = Put::builder()
             .table_name(&self.table)
             .set_item(Some(item))
             .condition_expression(condition)
@@ -135,19 +177,44 @@ impl DynamoStore {
         if !values.is_empty() {
             put = put.set_expression_attribute_values(Some(values));
         }
-        match put.send().await {
-            Ok(_) => Ok(Ok(())),
-            Err(error) => match error.as_service_error() {
-                Some(e) if e.is_conditional_check_failed_exception() => {
-                    let failed = error.into_service_error();
-                    let old = match failed {
-                        aws_sdk_dynamodb::operation::put_item::PutItemError::ConditionalCheckFailedException(e) => e.item,
-                        _ => None,
-                    };
-                    Ok(Err(old))
+        let put = put
+            .build()
+            .map_err(|e| InfraError::new("build conditional put", e))?;
+        let items = vec![
+            TransactWriteItem::builder().put(put).build(),
+            TransactWriteItem::builder().update(counted).build(),
+        ];
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let error = match self
+                .client
+                .transact_write_items()
+                .set_transact_items(Some(items.clone()))
+                .send()
+                .await
+            {
+                Ok(_) => return Ok(Ok(())),
+                Err(error) => error,
+            };
+            let reasons = match error.as_service_error() {
+                Some(TransactWriteItemsError::TransactionCanceledException(e)) => {
+                    e.cancellation_reasons().to_vec()
                 }
-                _ => Err(InfraError::new("DynamoDB PutItem", error)),
-            },
+                _ => return Err(InfraError::new("DynamoDB TransactWriteItems", error)),
+            };
+            let code = |i: usize| reasons.get(i).and_then(|r| r.code()).unwrap_or("None");
+            if code(0) == "ConditionalCheckFailed" {
+                return Ok(Err(reasons.into_iter().next().and_then(|r| r.item)));
+            }
+            let conflict = (0..reasons.len()).any(|i| code(i) == "TransactionConflict");
+            if !conflict || attempt >= TRANSACTION_ATTEMPTS {
+                return Err(InfraError::new("DynamoDB TransactWriteItems", error));
+            }
+            // Another transition of the same project holds its counters: step aside briefly.
+            let pause =
+                5 * u64::from(attempt) + u64::from(uuid::Uuid::now_v7().as_bytes()[15] % 10);
+            tokio::time::sleep(std::time::Duration::from_millis(pause)).await;
         }
     }
 
@@ -190,19 +257,21 @@ impl DynamoStore {
 #[async_trait]
 impl TaskStore for DynamoStore {
     async fn create(&self, task: &Task, wake: Option<Wake>) -> Result<Created, InfraError> {
+        let counted = count(&self.table, task, None, task.status)?;
         let put = self
-            .put_if(
+            .put_counted(
                 to_item(task, wake)?,
                 "attribute_not_exists(pk)",
                 &[],
                 Item::new(),
+                counted,
             )
             .await?;
         match put {
             Ok(()) => Ok(Created::Created),
             Err(Some(existing)) => Ok(Created::Exists(Box::new(from_item(existing)?))),
             Err(None) => Err(InfraError::new(
-                "DynamoDB PutItem",
+                "DynamoDB TransactWriteItems",
                 "condition failed without the existing item",
             )),
         }
@@ -237,12 +306,14 @@ impl TaskStore for DynamoStore {
                 AttributeValue::N(current.version.to_string()),
             ),
         ]);
+        let counted = count(&self.table, next, Some(current.status), next.status)?;
         let put = self
-            .put_if(
+            .put_counted(
                 to_item(next, wake)?,
                 "#status = :status AND #version = :version",
                 &[("#status", "status"), ("#version", "version")],
                 values,
+                counted,
             )
             .await?;
         match put {
@@ -264,22 +335,39 @@ impl TaskStore for DynamoStore {
             start.insert("id".to_owned(), AttributeValue::S(after.to_string()));
             start
         });
+        // Ids are UUIDv7s, so a submission time range is a range of the index's sort key.
+        let lowest = query
+            .submitted_after
+            .map_or_else(|| "0".to_owned(), |at| TaskId::bounds_at(at).0.to_string());
+        let highest = query.submitted_before.map_or_else(
+            || "~".to_owned(),
+            |at| {
+                TaskId::bounds_at(at - chrono::Duration::milliseconds(1))
+                    .1
+                    .to_string()
+            },
+        );
         let mut tasks = Vec::new();
         // One more than asked, to know whether another page follows.
         while tasks.len() <= query.first {
-            // Without a status filter every key read is a task returned, so read no more keys
-            // than needed; with one, read in BatchGetItem-sized steps.
-            let batch = match query.status {
-                None => (query.first + 1 - tasks.len()).min(MAX_BATCH_GET),
-                Some(_) => MAX_BATCH_GET,
+            // When only the key filters, every key read is a task returned, so read no more keys
+            // than needed; otherwise read in BatchGetItem-sized steps.
+            let batch = if query.filters_by_key_only() {
+                (query.first + 1 - tasks.len()).min(MAX_BATCH_GET)
+            } else {
+                MAX_BATCH_GET
             } as i32;
             let output = self
                 .client
                 .query()
                 .table_name(&self.table)
                 .index_name(PROJECT_INDEX)
-                .key_condition_expression("project_key = :project")
+                .key_condition_expression(
+                    "project_key = :project AND id BETWEEN :lowest AND :highest",
+                )
                 .expression_attribute_values(":project", AttributeValue::S(project_key.clone()))
+                .expression_attribute_values(":lowest", AttributeValue::S(lowest.clone()))
+                .expression_attribute_values(":highest", AttributeValue::S(highest.clone()))
                 .scan_index_forward(false)
                 .limit(batch)
                 .set_exclusive_start_key(start.take())
@@ -288,7 +376,7 @@ impl TaskStore for DynamoStore {
                 .map_err(infra("DynamoDB Query"))?;
             let ids: Vec<(Tenant, TaskId)> = task_keys(output.items()).collect();
             let mut page = self.get_many(&ids).await?;
-            page.retain(|task| query.status.is_none_or(|status| task.status == status));
+            page.retain(|task| query.matches(task));
             page.sort_by_key(|task| std::cmp::Reverse(task.id));
             tasks.extend(page);
             start = output.last_evaluated_key;
@@ -297,6 +385,29 @@ impl TaskStore for DynamoStore {
             }
         }
         Ok(Page::of_first(tasks, query.first))
+    }
+
+    async fn project_status(
+        &self,
+        tenant: &Tenant,
+        project: &ProjectId,
+    ) -> Result<ProjectStatus, InfraError> {
+        let output = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(project_key(tenant, project)))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(infra("DynamoDB GetItem"))?;
+        let item = output.item.unwrap_or_default();
+        Ok(ProjectStatus::from_counts(|status| {
+            item.get(&counter(status))
+                .and_then(|n| n.as_n().ok())
+                .and_then(|n| n.parse::<i64>().ok())
+                .map_or(0, |n| u64::try_from(n).unwrap_or(0))
+        }))
     }
 
     async fn wakes(

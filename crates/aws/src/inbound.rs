@@ -2,7 +2,7 @@
 //! message body (the EventBridge envelope), parsed into domain commands.
 
 use aws_lambda_events::eventbridge::EventBridgeEvent;
-use baton_domain::{Command, Outcome, SubmitRequest, TaskId, Tenant, Timer};
+use baton_domain::{Command, EventKind, Outcome, ProjectId, SubmitRequest, TaskId, Tenant, Timer};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
@@ -52,16 +52,25 @@ pub fn envelope<T: DeserializeOwned>(
     body: &str,
     detail_type: &str,
 ) -> Result<Envelope<T>, Malformed> {
+    envelope_of(body, &[detail_type])
+}
+
+/// Parses an SQS body holding an EventBridge event of one of `detail_types`.
+fn envelope_of<T: DeserializeOwned>(
+    body: &str,
+    detail_types: &[&str],
+) -> Result<Envelope<T>, Malformed> {
     let event: EventBridgeEvent<serde_json::Value> = serde_json::from_str(body).map_err(|e| {
         Malformed::new(
             "MALFORMED_ENVELOPE",
             format!("not an EventBridge event: {e}"),
         )
     })?;
-    if event.detail_type != detail_type {
+    let detail_type = event.detail_type.as_str();
+    if !detail_types.contains(&detail_type) {
         return Err(Malformed::new(
             "UNEXPECTED_DETAIL_TYPE",
-            format!("expected {detail_type}, got {}", event.detail_type),
+            format!("expected {}, got {detail_type}", detail_types.join(" or ")),
         ));
     }
     let (Some(id), Some(time)) = (event.id, event.time) else {
@@ -73,6 +82,25 @@ pub fn envelope<T: DeserializeOwned>(
     let detail = serde_json::from_value(event.detail)
         .map_err(|e| Malformed::new("INVALID_DETAIL", format!("{detail_type}: {e}")))?;
     Ok(Envelope { id, time, detail })
+}
+
+/// Any of Baton's lifecycle events: which task moved.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct StatusChange {
+    /// The task's owner.
+    pub tenant: Tenant,
+    /// The task.
+    pub task_id: TaskId,
+    /// Its project.
+    pub project: ProjectId,
+    /// Its version after the transition.
+    pub version: u64,
+}
+
+/// Parses an SQS body holding one of Baton's lifecycle events (any outbound detail-type).
+pub fn status_change(body: &str) -> Result<Envelope<StatusChange>, Malformed> {
+    let kinds = EventKind::ALL.map(EventKind::detail_type);
+    envelope_of(body, &kinds)
 }
 
 /// `SubmitTask`: the detail is a submission.

@@ -1,18 +1,22 @@
 //! Baton's AWS adapters: the only place an AWS SDK call is written. DynamoDB stores tasks,
 //! EventBridge carries events, SQS carries timers; [`lambda`] runs the functions' SQS batches.
 
+mod connections;
 mod dynamo;
 mod eventbridge;
 pub mod inbound;
 pub mod lambda;
+mod push;
 mod sqs;
 
 use std::sync::Arc;
 
-use baton_app::{Baton, Clock, SystemClock};
+use baton_app::{Baton, Clock, Connections, Push, SystemClock};
 
+pub use connections::DynamoConnections;
 pub use dynamo::DynamoStore;
 pub use eventbridge::{EventBridgeBus, SOURCE};
+pub use push::ApiGatewayPush;
 pub use sqs::SqsTimers;
 
 /// Where Baton's resources are, as the template passes them to every function.
@@ -66,6 +70,21 @@ pub fn baton(sdk: &aws_config::SdkConfig, settings: &Settings, clock: Arc<dyn Cl
         )),
         clock,
     )
+}
+
+/// Where WebSocket connections are kept, and how messages reach them.
+pub type LiveAdapters = (Arc<dyn Connections>, Arc<dyn Push>);
+
+/// The WebSocket side as the template passes it to the gateway and the notifier: connections in
+/// the task table, pushes through the API named by `WEBSOCKET_API_ID` and `WEBSOCKET_STAGE`.
+pub fn live(
+    sdk: &aws_config::SdkConfig,
+    settings: &Settings,
+) -> Result<LiveAdapters, MissingSetting> {
+    let var = |name: &'static str| std::env::var(name).map_err(|_| MissingSetting(name));
+    let connections = DynamoConnections::new(aws_sdk_dynamodb::Client::new(sdk), &settings.table);
+    let push = ApiGatewayPush::new(sdk, &var("WEBSOCKET_API_ID")?, &var("WEBSOCKET_STAGE")?);
+    Ok((Arc::new(connections), Arc::new(push)))
 }
 
 /// The service as a deployed function uses it: settings from the environment, system clock.

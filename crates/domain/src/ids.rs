@@ -42,6 +42,14 @@ impl TaskId {
         Self(uuid::Builder::from_unix_timestamp_millis(millis, &random).into_uuid())
     }
 
+    /// The smallest and largest ids a task created at `at` can have, for key ranges by time.
+    pub fn bounds_at(at: DateTime<Utc>) -> (Self, Self) {
+        let millis = u64::try_from(at.timestamp_millis()).unwrap_or(0);
+        let lowest = uuid::Builder::from_unix_timestamp_millis(millis, &[0; 10]).into_uuid();
+        let highest = uuid::Builder::from_unix_timestamp_millis(millis, &[0xff; 10]).into_uuid();
+        (Self(lowest), Self(highest))
+    }
+
     /// The underlying UUID.
     pub fn as_uuid(&self) -> &Uuid {
         &self.0
@@ -163,6 +171,19 @@ mod tests {
         assert_eq!(id, TaskId::derived("event-1", at));
         assert_ne!(id, TaskId::derived("event-2", at));
         assert!(TaskId::parse(&id.to_string()).is_ok());
+    }
+
+    #[test]
+    fn ids_of_one_millisecond_lie_within_its_bounds() {
+        let at: DateTime<Utc> = "2026-01-01T00:00:00.001Z".parse().unwrap();
+        let (lowest, highest) = TaskId::bounds_at(at);
+        for seed in ["a", "b", "c"] {
+            let id = TaskId::derived(seed, at);
+            assert!(lowest <= id && id <= highest);
+            assert!(lowest.to_string() <= id.to_string() && id.to_string() <= highest.to_string());
+        }
+        let (_, before) = TaskId::bounds_at(at - chrono::Duration::milliseconds(1));
+        assert!(before < lowest);
     }
 
     #[test]

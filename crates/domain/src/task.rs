@@ -6,7 +6,7 @@ use crate::ids::{ProjectId, TaskId, Tenant, Tier, fnv1a};
 
 /// Where a task is in its lifecycle. Moves only forward; the last four absorb every command but
 /// the rollback of a succeeded task.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum Status {
     /// Waiting for dependencies.

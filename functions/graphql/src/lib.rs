@@ -1,60 +1,210 @@
-//! The `graphql` gateway behind an API Gateway HTTP API (payload v2): POST runs a GraphQL request,
-//! GET serves GraphiQL. The caller's tenant comes from the `x-baton-tenant` header.
+//! The `graphql` gateway. Behind an API Gateway HTTP API (payload v2): POST `/graphql` runs
+//! GraphQL requests, GET serves GraphiQL. Behind an API Gateway WebSocket API: `$connect`,
+//! messages and `$disconnect` of graphql-transport-ws subscriptions. The caller comes from the
+//! JWT authorizer's claims when one ran, else from a bearer token verified here.
+
+use std::sync::Arc;
 
 use async_graphql::http::GraphiQLSource;
-use baton_domain::Tenant;
-use baton_graphql::{BatonSchema, Caller};
+use async_graphql::{BatchRequest, ServerError};
+use aws_lambda_events::apigw::ApiGatewayWebsocketProxyRequestContext;
+use baton_app::{Caller, SystemClock};
+use baton_graphql::auth::{AuthError, Verifier, bearer, caller_from_claims};
+use baton_graphql::live::{Connect, Handshake, Live};
+use baton_graphql::{BatonSchema, LIMITS, Options, limits};
 use lambda_http::http::{Method, StatusCode, header};
-use lambda_http::{Body, Error, Request, Response};
+use lambda_http::request::RequestContext;
+use lambda_http::{Body, Error, Request, RequestExt, Response};
+use serde_json::{Value, json};
+use tracing::error;
 
-/// The header naming the caller's tenant.
-pub const TENANT_HEADER: &str = "x-baton-tenant";
+/// Everything the gateway serves with.
+#[derive(Clone)]
+pub struct Gateway {
+    /// The schema.
+    pub schema: BatonSchema,
+    /// Subscriptions.
+    pub live: Live,
+    /// Checks bearer tokens where no authorizer did.
+    pub verifier: Option<Verifier>,
+}
 
-/// Answers one HTTP request.
-pub async fn handle(schema: &BatonSchema, request: Request) -> Result<Response<Body>, Error> {
+/// The gateway as the template configures it: the service, connections and pushes from the
+/// environment; introspection only when `GRAPHQL_INTROSPECTION=true` (the local stage).
+pub async fn gateway_from_env() -> Result<Gateway, Error> {
+    let sdk = baton_aws::sdk_config().await;
+    let settings = baton_aws::Settings::from_env()?;
+    let baton = baton_aws::baton(&sdk, &settings, Arc::new(SystemClock));
+    let introspection = std::env::var("GRAPHQL_INTROSPECTION").is_ok_and(|v| v == "true");
+    let schema = baton_graphql::schema(baton.clone(), Options { introspection });
+    let verifier = Verifier::from_env()?;
+    let (connections, push) = baton_aws::live(&sdk, &settings)?;
+    let live = Live::new(baton, schema.clone(), connections, push, verifier.clone());
+    Ok(Gateway {
+        schema,
+        live,
+        verifier,
+    })
+}
+
+/// Answers one request, HTTP or WebSocket.
+pub async fn handle(gateway: &Gateway, request: Request) -> Result<Response<Body>, Error> {
+    if let RequestContext::WebSocket(context) = request.request_context() {
+        return websocket(gateway, &context, &request).await;
+    }
     match *request.method() {
         Method::GET => respond(
             StatusCode::OK,
             "text/html; charset=utf-8",
             GraphiQLSource::build().endpoint("graphql").finish(),
         ),
-        Method::POST => {
-            let query: async_graphql::Request = match serde_json::from_slice(request.body()) {
-                Ok(query) => query,
-                Err(e) => {
-                    let body = serde_json::json!({"errors": [{
-                        "message": format!("the body is not a GraphQL request: {e}"),
-                        "extensions": {"code": "BAD_REQUEST"}
-                    }]});
-                    return respond(
-                        StatusCode::BAD_REQUEST,
-                        "application/json",
-                        body.to_string(),
-                    );
-                }
-            };
-            let caller = request
-                .headers()
-                .get(TENANT_HEADER)
-                .and_then(|value| value.to_str().ok())
-                .and_then(|tenant| Tenant::parse(tenant).ok())
-                .map(Caller);
-            let query = match caller {
-                Some(caller) => query.data(caller),
-                None => query,
-            };
-            let response = schema.execute(query).await;
-            respond(
-                StatusCode::OK,
-                "application/json",
-                serde_json::to_string(&response)?,
-            )
-        }
+        Method::POST => graphql(gateway, &request).await,
         _ => respond(
             StatusCode::METHOD_NOT_ALLOWED,
             "text/plain",
             "use GET or POST".to_owned(),
         ),
+    }
+}
+
+fn errors(status: StatusCode, errors: &[ServerError]) -> Result<Response<Body>, Error> {
+    let body = json!({ "errors": errors });
+    respond(status, "application/json", body.to_string())
+}
+
+fn coded(code: &str, message: String) -> ServerError {
+    let mut error = ServerError::new(message, None);
+    let mut extensions = async_graphql::ErrorExtensionValues::default();
+    extensions.set("code", code);
+    error.extensions = Some(extensions);
+    error
+}
+
+/// The caller of an HTTP request: authorizer claims, else a verified bearer token, else none.
+fn http_caller(gateway: &Gateway, request: &Request) -> Result<Option<Caller>, AuthError> {
+    if let RequestContext::ApiGatewayV2(context) = request.request_context()
+        && let Some(jwt) = context.authorizer.and_then(|a| a.jwt)
+    {
+        let claims: serde_json::Map<String, Value> = jwt
+            .claims
+            .into_iter()
+            .map(|(k, v)| (k, Value::String(v)))
+            .collect();
+        return caller_from_claims(&Value::Object(claims)).map(Some);
+    }
+    let Some(token) = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(bearer)
+    else {
+        return Ok(None);
+    };
+    match &gateway.verifier {
+        Some(verifier) => verifier.verify(token).map(Some),
+        None => Err(AuthError::Invalid(
+            "no key is configured to verify tokens".into(),
+        )),
+    }
+}
+
+async fn graphql(gateway: &Gateway, request: &Request) -> Result<Response<Body>, Error> {
+    let body = request.body().as_ref();
+    if body.len() > LIMITS.body_bytes {
+        let refused = limits::exceeded("bodyBytes", LIMITS.body_bytes);
+        return errors(StatusCode::PAYLOAD_TOO_LARGE, &[refused]);
+    }
+    let batch: BatchRequest = match serde_json::from_slice(body) {
+        Ok(batch) => batch,
+        Err(e) => {
+            let refused = coded(
+                "BAD_REQUEST",
+                format!("the body is not a GraphQL request: {e}"),
+            );
+            return errors(StatusCode::BAD_REQUEST, &[refused]);
+        }
+    };
+    if let BatchRequest::Batch(requests) = &batch
+        && requests.len() > LIMITS.batch
+    {
+        return errors(
+            StatusCode::BAD_REQUEST,
+            &[limits::exceeded("batch", LIMITS.batch)],
+        );
+    }
+    let batch = match http_caller(gateway, request) {
+        Ok(Some(caller)) => batch.data(caller),
+        // No token: only what needs no caller answers (the resolvers say UNAUTHENTICATED).
+        Ok(None) => batch,
+        Err(refused) => {
+            return errors(
+                StatusCode::UNAUTHORIZED,
+                &[coded("UNAUTHENTICATED", refused.to_string())],
+            );
+        }
+    };
+    let response = gateway.schema.execute_batch(batch).await;
+    respond(
+        StatusCode::OK,
+        "application/json",
+        serde_json::to_string(&response)?,
+    )
+}
+
+async fn websocket(
+    gateway: &Gateway,
+    context: &ApiGatewayWebsocketProxyRequestContext,
+    request: &Request,
+) -> Result<Response<Body>, Error> {
+    let connection = context.connection_id.as_deref().unwrap_or_default();
+    let outcome = match context.event_type.as_deref() {
+        Some("CONNECT") => {
+            let header = |name| request.headers().get(name).and_then(|v| v.to_str().ok());
+            let query = request.query_string_parameters();
+            let handshake = Handshake {
+                protocols: header(header::SEC_WEBSOCKET_PROTOCOL),
+                token: header(header::AUTHORIZATION)
+                    .and_then(bearer)
+                    .or_else(|| query.first("token")),
+                claims: None,
+            };
+            let now = chrono::Utc::now();
+            match gateway.live.connect(connection, handshake, now).await {
+                Ok(Connect::Accept(protocol)) => {
+                    let mut response = Response::builder().status(StatusCode::OK);
+                    if let Some(protocol) = protocol {
+                        response = response.header(header::SEC_WEBSOCKET_PROTOCOL, protocol);
+                    }
+                    return Ok(response.body(Body::Empty)?);
+                }
+                Ok(Connect::Refuse(refused)) => {
+                    return respond(StatusCode::UNAUTHORIZED, "text/plain", refused.to_string());
+                }
+                Err(infra) => Err(infra),
+            }
+        }
+        Some("MESSAGE") => {
+            let body = std::str::from_utf8(request.body().as_ref()).unwrap_or_default();
+            gateway.live.message(connection, body).await
+        }
+        Some("DISCONNECT") => gateway.live.disconnect(connection).await,
+        other => {
+            error!(event_type = ?other, "unknown WebSocket event");
+            Ok(())
+        }
+    };
+    match outcome {
+        Ok(()) => Ok(Response::builder()
+            .status(StatusCode::OK)
+            .body(Body::Empty)?),
+        Err(infra) => {
+            error!(connection, error = ?infra, "WebSocket event failed");
+            respond(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "text/plain",
+                "internal error".to_owned(),
+            )
+        }
     }
 }
 

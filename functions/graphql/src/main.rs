@@ -3,10 +3,10 @@
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
     baton_aws::lambda::init_tracing();
-    let schema = baton_graphql::schema(baton_aws::baton_from_env().await?);
-    let schema = &schema;
+    let gateway = baton_fn_graphql::gateway_from_env().await?;
+    let gateway = &gateway;
     lambda_http::run(lambda_http::service_fn(move |request| {
-        baton_fn_graphql::handle(schema, request)
+        baton_fn_graphql::handle(gateway, request)
     }))
     .await
 }
