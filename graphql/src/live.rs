@@ -15,7 +15,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use tracing::{info, warn};
 
-use crate::auth::{AuthError, Verifier, bearer, caller_from_claims};
+use crate::auth::{AuthError, Verifier, bearer};
 use crate::{BatonSchema, Registration, Update};
 
 /// The subprotocol spoken.
@@ -44,8 +44,6 @@ pub struct Handshake<'a> {
     pub protocols: Option<&'a str>,
     /// A token from the `Authorization` header or the `token` query parameter.
     pub token: Option<&'a str>,
-    /// Claims an authorizer verified.
-    pub claims: Option<&'a Value>,
 }
 
 #[derive(Deserialize)]
@@ -122,12 +120,7 @@ impl Live {
         handshake: Handshake<'_>,
         now: DateTime<Utc>,
     ) -> Result<Connect, InfraError> {
-        let caller = match (handshake.claims, handshake.token) {
-            (Some(claims), _) => Some(caller_from_claims(claims)),
-            (None, Some(token)) => Some(self.verify(token)),
-            (None, None) => None,
-        };
-        let caller = match caller.transpose() {
+        let caller = match handshake.token.map(|token| self.verify(token)).transpose() {
             Ok(caller) => caller,
             Err(refused) => return Ok(Connect::Refuse(refused)),
         };

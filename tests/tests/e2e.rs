@@ -442,7 +442,7 @@ async fn every_query_and_mutation_answers_its_tenant_and_no_other() -> Result<()
 #[tokio::test]
 async fn a_websocket_subscriber_sees_its_task_move_and_another_tenant_sees_nothing() -> Result<()> {
     let stack = Stack::deployed().await?;
-    let (tenant, worker, ready) = ready_task(&stack, json!({})).await?;
+    let (tenant, _worker, ready) = ready_task(&stack, json!({})).await?;
     let id = ready["task_id"].as_str().unwrap().to_owned();
     let stranger = unique("globex");
     let mut ours = LiveClient::connect(&stack.websocket_url(), &stack.token(&tenant)).await?;
@@ -497,6 +497,5 @@ async fn a_websocket_subscriber_sees_its_task_move_and_another_tenant_sees_nothi
         theirs.stays_quiet(Duration::from_secs(2)).await,
         "another tenant got an update"
     );
-    drop(worker);
     Ok(())
 }

@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use anyhow::Result;
+use baton_app::Connections;
 use baton_app::memory::MemoryPush;
 use baton_domain::{Status, TaskId, Tenant};
 use baton_graphql::auth::Verifier;
@@ -636,15 +637,14 @@ async fn websocket_subscribers_get_their_tasks_transitions_and_nothing_of_other_
     // A gone connection is forgotten; `complete` and `$disconnect` remove subscriptions.
     push.hang_up(&ours);
     ws(&gateway, "apigw-ws-disconnect.json", &theirs, None).await?;
-    let rollback = eventbridge_event("TaskCancelled", &unique("event"), cancelled[0].1.clone());
-    baton_fn_notifier::handle(&gateway.live, sqs_batch(&[rollback])).await;
+    let again = eventbridge_event("TaskCancelled", &unique("event"), cancelled[0].1.clone());
+    baton_fn_notifier::handle(&gateway.live, sqs_batch(&[again])).await;
     let tenant = Tenant::parse("acme")?;
     let watches = [baton_app::Watch::Task(TaskId::parse(&id)?)];
     let connections = baton_aws::DynamoConnections::new(
         aws_sdk_dynamodb::Client::new(&baton_tests::emulator().await),
         &sandbox.settings.table,
     );
-    use baton_app::Connections;
     assert!(connections.watchers(&tenant, &watches).await?.is_empty());
     sandbox.teardown().await
 }

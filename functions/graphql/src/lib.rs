@@ -166,7 +166,6 @@ async fn websocket(
                 token: header(header::AUTHORIZATION)
                     .and_then(bearer)
                     .or_else(|| query.first("token")),
-                claims: None,
             };
             let now = chrono::Utc::now();
             match gateway.live.connect(connection, handshake, now).await {
