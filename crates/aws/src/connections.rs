@@ -2,10 +2,12 @@ use std::collections::HashMap;
 
 use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
-use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes};
+use aws_sdk_dynamodb::types::AttributeValue;
 use baton_app::{Caller, Connection, Connections, InfraError, Subscription, Watch};
 use baton_domain::Tenant;
 use chrono::{DateTime, Utc};
+
+use crate::dynamo::batch_get;
 
 type Item = HashMap<String, AttributeValue>;
 
@@ -274,43 +276,18 @@ impl Connections for DynamoConnections {
         tenant: &Tenant,
         watches: &[Watch],
     ) -> Result<Vec<String>, InfraError> {
-        if watches.is_empty() {
-            return Ok(Vec::new());
-        }
         let keys = watches.iter().map(|w| watch_key(tenant, w)).collect();
-        let mut request = Some(
-            KeysAndAttributes::builder()
-                .set_keys(Some(keys))
-                .build()
-                .map_err(infra("build BatchGetItem"))?,
-        );
-        let mut found = Vec::new();
-        while let Some(keys) = request.take() {
-            let output = self
-                .client
-                .batch_get_item()
-                .request_items(&self.table, keys)
-                .send()
-                .await
-                .map_err(infra("DynamoDB BatchGetItem"))?;
-            for item in output
-                .responses
-                .and_then(|mut r| r.remove(&self.table))
-                .unwrap_or_default()
-            {
-                for name in item.keys() {
-                    if let Some((connection, _)) = name
-                        .strip_prefix(WATCHER)
-                        .and_then(|rest| rest.split_once(':'))
-                        && !found.iter().any(|c| c == connection)
-                    {
-                        found.push(connection.to_owned());
-                    }
+        let mut found: Vec<String> = Vec::new();
+        for item in batch_get(&self.client, &self.table, keys, false).await? {
+            for name in item.keys() {
+                if let Some((connection, _)) = name
+                    .strip_prefix(WATCHER)
+                    .and_then(|rest| rest.split_once(':'))
+                    && !found.iter().any(|c| c == connection)
+                {
+                    found.push(connection.to_owned());
                 }
             }
-            request = output
-                .unprocessed_keys
-                .and_then(|mut unprocessed| unprocessed.remove(&self.table));
         }
         Ok(found)
     }

@@ -219,39 +219,51 @@ impl DynamoStore {
     }
 
     async fn get_many(&self, ids: &[(Tenant, TaskId)]) -> Result<Vec<Task>, InfraError> {
-        if ids.is_empty() {
-            return Ok(Vec::new());
-        }
         let keys = ids.iter().map(|(tenant, id)| key(tenant, id)).collect();
-        let mut request = Some(
-            KeysAndAttributes::builder()
-                .set_keys(Some(keys))
-                .consistent_read(true)
-                .build()
-                .map_err(|e| InfraError::new("build BatchGetItem", e))?,
-        );
-        let mut tasks = Vec::with_capacity(ids.len());
-        while let Some(keys) = request.take() {
-            let output = self
-                .client
-                .batch_get_item()
-                .request_items(&self.table, keys)
-                .send()
-                .await
-                .map_err(infra("DynamoDB BatchGetItem"))?;
-            if let Some(mut items) = output.responses
-                && let Some(items) = items.remove(&self.table)
-            {
-                for item in items {
-                    tasks.push(from_item(item)?);
-                }
-            }
-            request = output
-                .unprocessed_keys
-                .and_then(|mut unprocessed| unprocessed.remove(&self.table));
-        }
-        Ok(tasks)
+        batch_get(&self.client, &self.table, keys, true)
+            .await?
+            .into_iter()
+            .map(from_item)
+            .collect()
     }
+}
+
+/// Reads `keys` of `table` with BatchGetItem (at most [`MAX_BATCH_GET`] keys), asking again for
+/// any the service left unprocessed. Items come back in no particular order.
+pub(crate) async fn batch_get(
+    client: &Client,
+    table: &str,
+    keys: Vec<Item>,
+    consistent: bool,
+) -> Result<Vec<Item>, InfraError> {
+    if keys.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut request = Some(
+        KeysAndAttributes::builder()
+            .set_keys(Some(keys))
+            .consistent_read(consistent)
+            .build()
+            .map_err(|e| InfraError::new("build BatchGetItem", e))?,
+    );
+    let mut items = Vec::new();
+    while let Some(keys) = request.take() {
+        let output = client
+            .batch_get_item()
+            .request_items(table, keys)
+            .send()
+            .await
+            .map_err(infra("DynamoDB BatchGetItem"))?;
+        if let Some(mut responses) = output.responses
+            && let Some(found) = responses.remove(table)
+        {
+            items.extend(found);
+        }
+        request = output
+            .unprocessed_keys
+            .and_then(|mut unprocessed| unprocessed.remove(table));
+    }
+    Ok(items)
 }
 
 #[async_trait]
