@@ -10,6 +10,8 @@ use serde_json::Value;
 
 /// The claim naming the caller's tenant.
 pub const TENANT_CLAIM: &str = "tenant";
+/// The OAuth scope (in the space-separated `scope` claim) of Baton's operators.
+pub const ADMIN_SCOPE: &str = "baton:admin";
 
 /// Why a caller was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -29,6 +31,8 @@ struct Claims {
     iss: String,
     aud: String,
     exp: i64,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    scope: String,
 }
 
 /// Verifies bearer tokens: HS256 with a shared secret (the local stage) or RS256 with the
@@ -91,16 +95,17 @@ impl Verifier {
     pub fn verify(&self, token: &str) -> Result<Caller, AuthError> {
         let data = jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation)
             .map_err(|e| AuthError::Invalid(e.to_string()))?;
-        caller(&data.claims.tenant, &data.claims.sub)
+        caller(&data.claims.tenant, &data.claims.sub, &data.claims.scope)
     }
 }
 
-fn caller(tenant: &str, subject: &str) -> Result<Caller, AuthError> {
+fn caller(tenant: &str, subject: &str, scope: &str) -> Result<Caller, AuthError> {
     let tenant = Tenant::parse(tenant)
         .map_err(|e| AuthError::Invalid(format!("claim `{TENANT_CLAIM}`: {e}")))?;
     Ok(Caller {
         tenant,
         subject: subject.to_owned(),
+        admin: scope.split_whitespace().any(|s| s == ADMIN_SCOPE),
     })
 }
 
@@ -108,7 +113,7 @@ fn caller(tenant: &str, subject: &str) -> Result<Caller, AuthError> {
 pub fn caller_from_claims(claims: &Value) -> Result<Caller, AuthError> {
     let text = |name: &str| claims.get(name).and_then(Value::as_str);
     match (text(TENANT_CLAIM), text("sub")) {
-        (Some(tenant), Some(subject)) => caller(tenant, subject),
+        (Some(tenant), Some(subject)) => caller(tenant, subject, text("scope").unwrap_or("")),
         _ => Err(AuthError::Invalid(format!(
             "the token has no `{TENANT_CLAIM}` or `sub` claim"
         ))),
@@ -125,7 +130,8 @@ pub fn bearer(header: &str) -> Option<&str> {
     (!token.is_empty()).then_some(token)
 }
 
-/// Mints an HS256 token for `tenant` and `subject`, valid for `ttl`: for the local stage and tests.
+/// Mints an HS256 token for `caller` (its tenant, subject and admin scope), valid for `ttl`: for
+/// the local stage and tests.
 pub fn mint(
     secret: &[u8],
     issuer: &str,
@@ -139,6 +145,11 @@ pub fn mint(
         iss: issuer.to_owned(),
         aud: audience.to_owned(),
         exp: (chrono::Utc::now() + ttl).timestamp(),
+        scope: if caller.admin {
+            ADMIN_SCOPE.to_owned()
+        } else {
+            String::new()
+        },
     };
     jsonwebtoken::encode(
         &Header::new(Algorithm::HS256),
@@ -156,6 +167,7 @@ mod tests {
         Caller {
             tenant: Tenant::parse("acme").unwrap(),
             subject: "ada".to_owned(),
+            admin: false,
         }
     }
 
@@ -170,6 +182,18 @@ mod tests {
             chrono::Duration::hours(1),
         );
         assert_eq!(verifier.verify(&token), Ok(acme()));
+        let operator = Caller {
+            admin: true,
+            ..acme()
+        };
+        let token = mint(
+            b"secret",
+            "baton-local",
+            "baton",
+            &operator,
+            chrono::Duration::hours(1),
+        );
+        assert_eq!(verifier.verify(&token), Ok(operator));
     }
 
     #[test]
@@ -194,6 +218,9 @@ mod tests {
     fn authorizer_claims_need_a_valid_tenant_and_subject() {
         let claims = serde_json::json!({"sub": "ada", "tenant": "acme"});
         assert_eq!(caller_from_claims(&claims), Ok(acme()));
+        let operator =
+            serde_json::json!({"sub": "ada", "tenant": "acme", "scope": "read baton:admin"});
+        assert!(caller_from_claims(&operator).unwrap().admin);
         assert!(caller_from_claims(&serde_json::json!({"sub": "ada"})).is_err());
         assert!(caller_from_claims(&serde_json::json!({"sub": "a", "tenant": "a#b"})).is_err());
         assert_eq!(bearer("Bearer abc"), Some("abc"));

@@ -4,6 +4,7 @@
 //! out to subscribers.
 
 pub mod auth;
+mod flow;
 pub mod limits;
 pub mod live;
 mod types;
@@ -20,8 +21,11 @@ use chrono::{DateTime, Utc};
 use tracing::error;
 
 pub use baton_app::Caller;
+pub use flow::{KillSwitch, KillSwitchScope, ProjectStatus};
 pub use limits::{LIMITS, Limits};
-pub use types::{HistoryEntry, ProjectStatus, SubmitTaskInput, Task, TaskConnection, TaskStatus};
+pub use types::{HistoryEntry, SubmitTaskInput, Task, TaskConnection, TaskStatus};
+
+use flow::ProjectControl;
 
 /// The schema type.
 pub type BatonSchema = Schema<QueryRoot, MutationRoot, SubscriptionRoot>;
@@ -171,7 +175,8 @@ impl QueryRoot {
         Ok(TaskConnection::from(page))
     }
 
-    /// How many of a project's tasks are in each status, from counters every transition keeps.
+    /// How many of a project's tasks are in each status (from counters every transition keeps),
+    /// and its flow controls: running against its limit, queued, paused, kill switches.
     async fn project_status(
         &self,
         ctx: &Context<'_>,
@@ -184,7 +189,16 @@ impl QueryRoot {
             .project_status(&caller.tenant, &project)
             .await
             .map_err(internal)?;
-        Ok(ProjectStatus::new(project_id, status))
+        Ok(ProjectStatus::new(caller.tenant.clone(), project, status))
+    }
+
+    /// A kill switch: its state, who set it, why, when, and its history.
+    async fn kill_switch(
+        &self,
+        ctx: &Context<'_>,
+        scope: KillSwitchScope,
+    ) -> async_graphql::Result<KillSwitch> {
+        flow::kill_switch(ctx, caller(ctx)?, &scope).await
     }
 
     /// Every transition of one of the caller's tasks, oldest first.
@@ -226,6 +240,14 @@ impl MutationRoot {
                     }),
                 )
             }
+            Err(SubmitError::IdempotencyConflict { key, task_id }) => Err(error(
+                "IDEMPOTENCY_CONFLICT",
+                format!("idempotency key `{key}` was used by task {task_id} with another payload"),
+            )
+            .extend_with(|_, x| {
+                x.set("existingTaskId", task_id.to_string());
+                x.set("idempotencyKey", key.clone());
+            })),
             Err(SubmitError::Infra(infra)) => Err(internal(infra)),
         }
     }
@@ -255,8 +277,70 @@ impl MutationRoot {
             Handled::Rejected(rejection) | Handled::LostRace(rejection) => {
                 Err(error("INVALID_TRANSITION", rejection.to_string()))
             }
-            Handled::Rearmed(_) => Err(error("INTERNAL", "unexpected outcome")),
+            Handled::Rearmed(_) | Handled::Parked(_) => {
+                Err(error("INTERNAL", "unexpected outcome"))
+            }
         }
+    }
+
+    /// Stops every dispatch in scope at once: due tasks stay Scheduled until it is disengaged;
+    /// running ones finish. The global switch needs the `baton:admin` scope (else `FORBIDDEN`).
+    async fn engage_kill_switch(
+        &self,
+        ctx: &Context<'_>,
+        scope: KillSwitchScope,
+        reason: String,
+    ) -> async_graphql::Result<KillSwitch> {
+        flow::set_kill_switch(ctx, caller(ctx)?, &scope, true, &reason).await
+    }
+
+    /// Lets dispatch in scope go again; the tasks it held start at once (10 per second).
+    async fn disengage_kill_switch(
+        &self,
+        ctx: &Context<'_>,
+        scope: KillSwitchScope,
+        reason: String,
+    ) -> async_graphql::Result<KillSwitch> {
+        flow::set_kill_switch(ctx, caller(ctx)?, &scope, false, &reason).await
+    }
+
+    /// Pauses a project: due tasks wait in its ready set instead of starting (nothing is
+    /// dropped); running tasks finish normally.
+    async fn pause_project(
+        &self,
+        ctx: &Context<'_>,
+        project_id: String,
+        reason: String,
+    ) -> async_graphql::Result<ProjectStatus> {
+        let control = ProjectControl::Pause;
+        flow::control_project(ctx, caller(ctx)?, &project_id, control, &reason).await
+    }
+
+    /// Resumes a paused project; its waiting tasks start at most `ratePerSecond` per second
+    /// (and never beyond its limit).
+    async fn resume_project(
+        &self,
+        ctx: &Context<'_>,
+        project_id: String,
+        reason: String,
+        #[graphql(default = 10, desc = "1 to 1000.")] rate_per_second: i32,
+    ) -> async_graphql::Result<ProjectStatus> {
+        let control = ProjectControl::Resume {
+            rate: rate_per_second,
+        };
+        flow::control_project(ctx, caller(ctx)?, &project_id, control, &reason).await
+    }
+
+    /// Sets how many of a project's tasks may run at once (1 to 10000; default 10).
+    async fn set_project_limit(
+        &self,
+        ctx: &Context<'_>,
+        project_id: String,
+        limit: i32,
+        reason: String,
+    ) -> async_graphql::Result<ProjectStatus> {
+        let control = ProjectControl::Limit(limit);
+        flow::control_project(ctx, caller(ctx)?, &project_id, control, &reason).await
     }
 }
 

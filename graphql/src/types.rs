@@ -138,6 +138,17 @@ impl Task {
     async fn history(&self) -> Vec<HistoryEntry> {
         history(&self.0)
     }
+
+    /// Set while the task is due but held back (project at its limit, paused, or a kill switch
+    /// engaged); it starts once a slot frees up or the hold ends.
+    async fn parked(&self) -> Option<crate::flow::Parked> {
+        self.0.parked.map(Into::into)
+    }
+
+    /// The idempotency key it was submitted with.
+    async fn idempotency_key(&self) -> Option<&str> {
+        self.0.idempotency_key.as_deref()
+    }
 }
 
 /// Every transition of `task`, oldest first.
@@ -153,44 +164,6 @@ pub fn history(task: &baton_domain::Task) -> Vec<HistoryEntry> {
             attempt: entry.attempt,
         })
         .collect()
-}
-
-/// How many tasks are in one status.
-#[derive(SimpleObject)]
-pub struct StatusCount {
-    /// The status.
-    pub status: TaskStatus,
-    /// How many of the project's tasks are in it.
-    pub count: u64,
-}
-
-/// A project's tasks by status.
-#[derive(SimpleObject)]
-pub struct ProjectStatus {
-    /// The project.
-    pub project_id: String,
-    /// One count per status, every status listed.
-    pub counts: Vec<StatusCount>,
-    /// All of the project's tasks.
-    pub total: u64,
-}
-
-impl ProjectStatus {
-    /// The view of `status` for `project_id`.
-    pub fn new(project_id: String, status: baton_app::ProjectStatus) -> Self {
-        Self {
-            project_id,
-            total: status.total(),
-            counts: status
-                .counts
-                .into_iter()
-                .map(|(status, count)| StatusCount {
-                    status: status.into(),
-                    count,
-                })
-                .collect(),
-        }
-    }
 }
 
 /// A task and where it is in the list (Relay edge).
@@ -284,6 +257,10 @@ pub struct SubmitTaskInput {
     pub retry: Option<RetryPolicyInput>,
     /// Carried on every event about the task; generated when absent.
     pub correlation_id: Option<String>,
+    /// Makes the submission safe to repeat for 24 hours: the same key with the same input
+    /// returns the task the first submission created; with different input it fails with
+    /// `IDEMPOTENCY_CONFLICT`. 1 to 128 characters.
+    pub idempotency_key: Option<String>,
 }
 
 impl From<SubmitTaskInput> for SubmitRequest {
@@ -304,6 +281,7 @@ impl From<SubmitTaskInput> for SubmitRequest {
                 max_backoff_seconds: retry.max_backoff_seconds.map(Into::into),
             }),
             correlation_id: input.correlation_id,
+            idempotency_key: input.idempotency_key,
         }
     }
 }

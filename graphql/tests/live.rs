@@ -56,6 +56,7 @@ fn token(tenant: &str) -> String {
     let caller = Caller {
         tenant: Tenant::parse(tenant).unwrap(),
         subject: "ada".to_owned(),
+        admin: false,
     };
     mint(SECRET, "iss", "aud", &caller, chrono::Duration::hours(1))
 }

@@ -197,6 +197,10 @@ impl Sandbox {
         let sqs = aws_sdk_sqs::Client::new(&sdk);
         let events = aws_sdk_eventbridge::Client::new(&sdk);
         create_table(&sdk, &name).await?;
+        // As the stack's setup resource does: dispatch needs the global switch present.
+        baton_aws::DynamoStore::new(aws_sdk_dynamodb::Client::new(&sdk), &name)
+            .install_global_switch()
+            .await?;
         events.create_event_bus().name(&name).send().await?;
         let due_queue_url = create_queue(&sqs, &format!("{name}-due")).await?;
         let capture_queue_url = create_queue(&sqs, &format!("{name}-events")).await?;
@@ -269,6 +273,24 @@ impl Sandbox {
             .and_then(|n| n.parse().ok())
             .unwrap_or(0);
         Ok(delayed)
+    }
+
+    /// Deletes one item of the sandbox table, as an operator's mistake or a bad restore would.
+    pub async fn delete_item(&self, pk: &str, sk: &str) -> Result<()> {
+        self.dynamodb
+            .delete_item()
+            .table_name(&self.settings.table)
+            .key(
+                "pk",
+                aws_sdk_dynamodb::types::AttributeValue::S(pk.to_owned()),
+            )
+            .key(
+                "sk",
+                aws_sdk_dynamodb::types::AttributeValue::S(sk.to_owned()),
+            )
+            .send()
+            .await?;
+        Ok(())
     }
 
     /// Removes every resource the sandbox created.
@@ -478,6 +500,7 @@ impl Stack {
         let caller = baton_app::Caller {
             tenant: baton_domain::Tenant::parse(tenant).expect("a tenant name"),
             subject: "e2e".to_owned(),
+            admin: true,
         };
         baton_graphql::auth::mint(
             var("BATON_JWT_SECRET").as_bytes(),

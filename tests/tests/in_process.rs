@@ -311,6 +311,7 @@ fn token(tenant: &str) -> String {
     let caller = baton_app::Caller {
         tenant: Tenant::parse(tenant).unwrap(),
         subject: "ada".to_owned(),
+        admin: false,
     };
     baton_graphql::auth::mint(SECRET, "baton-test", "baton", &caller, Duration::hours(1))
 }
@@ -428,7 +429,8 @@ async fn the_graphql_gateway_answers_api_gateway_requests_for_the_token_s_tenant
             "baton",
             &baton_app::Caller {
                 tenant: Tenant::parse("acme")?,
-                subject: "x".into()
+                subject: "x".into(),
+                admin: false,
             },
             Duration::hours(1)
         )

@@ -7,10 +7,11 @@ mod ports;
 mod service;
 
 pub use ports::{
-    Caller, Clock, Commit, Connection, Connections, Created, Delivery, EventBus, InfraError, Page,
-    ProjectStatus, Push, Subscription, SystemClock, TaskQuery, TaskStore, TimerQueue, Wake,
+    Caller, Clock, Commit, Connection, Connections, Created, Delivery, Drain, EventBus, InfraError,
+    Page, ProjectStatus, Push, Subscription, SystemClock, TaskQuery, TaskStore, TimerQueue, Wake,
     WakeKind, Watch,
 };
 pub use service::{
-    Baton, Handled, MAX_TIMER_DELAY, SubmitError, Submitted, SweepReport, TIMER_GRACE,
+    ADMIT_RATE, Baton, ControlError, DRAIN_INTERVAL, Handled, MAX_ADMIT_RATE, MAX_TIMER_DELAY,
+    Operator, SubmitError, Submitted, SweepReport, TIMER_GRACE,
 };

@@ -1,27 +1,81 @@
 //! In-memory adapters behind the same ports as the AWS ones: for tests of the service, and for
 //! anyone who wants to run Baton's rules without an AWS account.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 
 use async_trait::async_trait;
-use baton_domain::{Event, ProjectId, Status, Task, TaskId, Tenant, Timer};
+use baton_domain::{
+    Change, ControlEvent, DEFAULT_CONCURRENCY_LIMIT, Effects, Event, Idempotency, KillSwitch,
+    Parked, ProjectId, Scope, Status, Task, TaskId, Tenant, Timer,
+};
 use chrono::{DateTime, Duration, Utc};
 
 use crate::ports::{
-    Caller, Clock, Commit, Connection, Connections, Created, Delivery, EventBus, InfraError, Page,
-    ProjectStatus, Push, Subscription, TaskQuery, TaskStore, TimerQueue, Wake, WakeKind, Watch,
+    Caller, Clock, Commit, Connection, Connections, Created, Delivery, Drain, EventBus, InfraError,
+    Page, ProjectStatus, Push, Subscription, TaskQuery, TaskStore, TimerQueue, Wake, WakeKind,
+    Watch,
 };
+use crate::service::DRAIN_INTERVAL;
 
 type Key = (Tenant, TaskId);
+type ProjectKey = (Tenant, ProjectId);
 
-/// A task store in a map.
-#[derive(Default)]
+/// What the store keeps per project besides its counters.
+#[derive(Debug, Clone)]
+struct Project {
+    /// Whether a task has created it (and with it, its kill switch).
+    created: bool,
+    limit: u32,
+    paused: Option<Change>,
+    drain: Option<Drain>,
+}
+
+impl Default for Project {
+    fn default() -> Self {
+        Self {
+            created: false,
+            limit: DEFAULT_CONCURRENCY_LIMIT,
+            paused: None,
+            drain: None,
+        }
+    }
+}
+
+/// A task store in a map, with the same gate, counters and controls as the DynamoDB one. Starts
+/// like a deployed stack: the global kill switch present and disengaged.
 pub struct MemoryStore {
     tasks: Mutex<BTreeMap<Key, (Task, Option<Wake>)>>,
     counters: Mutex<BTreeMap<(Tenant, ProjectId, Status), u64>>,
+    projects: Mutex<BTreeMap<ProjectKey, Project>>,
+    switches: Mutex<HashMap<Scope, KillSwitch>>,
+    switch_history: Mutex<Vec<(Scope, KillSwitch)>>,
+    keys: Mutex<BTreeMap<(Tenant, String), (TaskId, String)>>,
     lose_commit_responses: Mutex<usize>,
     rival: Mutex<Option<Task>>,
+}
+
+impl Default for MemoryStore {
+    fn default() -> Self {
+        let installed = KillSwitch {
+            engaged: false,
+            last: Change {
+                by: "baton".to_owned(),
+                reason: "installed".to_owned(),
+                at: DateTime::UNIX_EPOCH,
+            },
+        };
+        Self {
+            tasks: Mutex::default(),
+            counters: Mutex::default(),
+            projects: Mutex::default(),
+            switches: Mutex::new(HashMap::from([(Scope::Global, installed)])),
+            switch_history: Mutex::default(),
+            keys: Mutex::default(),
+            lose_commit_responses: Mutex::default(),
+            rival: Mutex::default(),
+        }
+    }
 }
 
 impl MemoryStore {
@@ -34,6 +88,11 @@ impl MemoryStore {
     /// Just before the next commit, another writer stores `task`, so that commit loses the race.
     pub fn race_next_commit(&self, task: Task) {
         *self.rival.lock().unwrap() = Some(task);
+    }
+
+    /// Deletes a kill switch, as an operator's mistake or a bad restore would.
+    pub fn delete_kill_switch(&self, scope: &Scope) {
+        self.switches.lock().unwrap().remove(scope);
     }
 
     /// Moves a project's counters as a transition from `from` to `to` does.
@@ -49,6 +108,16 @@ impl MemoryStore {
             .or_default() += 1;
     }
 
+    fn counter(&self, tenant: &Tenant, project: &ProjectId, status: Status) -> u64 {
+        let key = (tenant.clone(), project.clone(), status);
+        self.counters
+            .lock()
+            .unwrap()
+            .get(&key)
+            .copied()
+            .unwrap_or(0)
+    }
+
     /// The wake stored with a task.
     pub fn wake(&self, tenant: &Tenant, id: &TaskId) -> Option<Wake> {
         self.tasks
@@ -57,18 +126,106 @@ impl MemoryStore {
             .get(&(tenant.clone(), *id))
             .and_then(|(_, wake)| *wake)
     }
+
+    fn status_of(&self, tenant: &Tenant, project: &ProjectId) -> ProjectStatus {
+        let record = self.project(tenant, project);
+        let switches = self.switches.lock().unwrap();
+        ProjectStatus {
+            counts: ProjectStatus::counted(|status| self.counter(tenant, project, status)),
+            limit: record.limit,
+            paused: record.paused,
+            drain: record.drain,
+            global_switch: switches.get(&Scope::Global).cloned(),
+            project_switch: switches.get(&project_scope(tenant, project)).cloned(),
+        }
+    }
+
+    fn project(&self, tenant: &Tenant, project: &ProjectId) -> Project {
+        let projects = self.projects.lock().unwrap();
+        let key = (tenant.clone(), project.clone());
+        projects.get(&key).cloned().unwrap_or_default()
+    }
+
+    fn update_project(
+        &self,
+        tenant: &Tenant,
+        project: &ProjectId,
+        change: impl FnOnce(&mut Project),
+    ) {
+        let mut projects = self.projects.lock().unwrap();
+        change(
+            projects
+                .entry((tenant.clone(), project.clone()))
+                .or_default(),
+        );
+    }
+
+    /// The tasks of a project's ready set in admission order: higher priority, then earlier due.
+    fn ready_set(&self, tenant: &Tenant, project: &ProjectId) -> Vec<Task> {
+        let tasks = self.tasks.lock().unwrap();
+        let mut ready: Vec<Task> = tasks
+            .values()
+            .map(|(task, _)| task)
+            .filter(|task| &task.tenant == tenant && &task.project == project)
+            .filter(|task| task.status == Status::Scheduled && task.parked.is_some())
+            .cloned()
+            .collect();
+        ready.sort_by_key(|task| (std::cmp::Reverse(task.priority), task.due_at));
+        ready
+    }
+}
+
+fn project_scope(tenant: &Tenant, project: &ProjectId) -> Scope {
+    Scope::Project {
+        tenant: tenant.clone(),
+        project: project.clone(),
+    }
 }
 
 #[async_trait]
 impl TaskStore for MemoryStore {
-    async fn create(&self, task: &Task, wake: Option<Wake>) -> Result<Created, InfraError> {
+    async fn create(
+        &self,
+        task: &Task,
+        wake: Option<Wake>,
+        idempotency: Option<&Idempotency>,
+    ) -> Result<Created, InfraError> {
         let mut tasks = self.tasks.lock().unwrap();
         let key = (task.tenant.clone(), task.id);
         if let Some((existing, _)) = tasks.get(&key) {
             return Ok(Created::Exists(Box::new(existing.clone())));
         }
+        if let Some(idempotency) = idempotency {
+            let mut keys = self.keys.lock().unwrap();
+            let used = (task.tenant.clone(), idempotency.key.clone());
+            if let Some((task_id, fingerprint)) = keys.get(&used) {
+                return Ok(Created::KeyUsed {
+                    task_id: *task_id,
+                    fingerprint: fingerprint.clone(),
+                });
+            }
+            keys.insert(used, (task.id, idempotency.fingerprint.clone()));
+        }
         tasks.insert(key, (task.clone(), wake));
         self.count(task, None, task.status);
+        let mut new_project = false;
+        self.update_project(&task.tenant, &task.project, |project| {
+            new_project = !project.created;
+            project.created = true;
+        });
+        if new_project {
+            let mut switches = self.switches.lock().unwrap();
+            switches
+                .entry(project_scope(&task.tenant, &task.project))
+                .or_insert_with(|| KillSwitch {
+                    engaged: false,
+                    last: Change {
+                        by: "baton".to_owned(),
+                        reason: "project created".to_owned(),
+                        at: task.created_at,
+                    },
+                });
+        }
         Ok(Created::Created)
     }
 
@@ -85,6 +242,10 @@ impl TaskStore for MemoryStore {
         next: &Task,
         wake: Option<Wake>,
     ) -> Result<Commit, InfraError> {
+        let dispatch = current.status == Status::Scheduled && next.status == Status::Running;
+        let gate = dispatch
+            .then(|| self.status_of(&current.tenant, &current.project).gate())
+            .flatten();
         let mut tasks = self.tasks.lock().unwrap();
         let key = (current.tenant.clone(), current.id);
         if let Some(rival) = self.rival.lock().unwrap().take()
@@ -97,6 +258,9 @@ impl TaskStore for MemoryStore {
         };
         if (stored.status, stored.version) != (current.status, current.version) {
             return Ok(Commit::Conflict(Some(Box::new(stored.clone()))));
+        }
+        if let Some(gate) = gate {
+            return Ok(Commit::Blocked(gate));
         }
         tasks.insert(key, (next.clone(), wake));
         self.count(next, Some(current.status), next.status);
@@ -127,11 +291,7 @@ impl TaskStore for MemoryStore {
         tenant: &Tenant,
         project: &ProjectId,
     ) -> Result<ProjectStatus, InfraError> {
-        let counters = self.counters.lock().unwrap();
-        Ok(ProjectStatus::from_counts(|status| {
-            let key = (tenant.clone(), project.clone(), status);
-            counters.get(&key).copied().unwrap_or(0)
-        }))
+        Ok(self.status_of(tenant, project))
     }
 
     async fn wakes(
@@ -159,18 +319,171 @@ impl TaskStore for MemoryStore {
             _ => Ok(false),
         }
     }
+
+    async fn park(&self, task: &Task, parked: Parked) -> Result<bool, InfraError> {
+        self.update_project(&task.tenant, &task.project, |project| {
+            let at = project
+                .drain
+                .map_or(parked.since + DRAIN_INTERVAL, |d| d.at);
+            project.drain = Some(Drain {
+                at,
+                last_park: parked
+                    .since
+                    .max(project.drain.map_or(parked.since, |d| d.last_park)),
+            });
+        });
+        let mut tasks = self.tasks.lock().unwrap();
+        match tasks.get_mut(&(task.tenant.clone(), task.id)) {
+            Some((stored, wake)) if stored.version == task.version => {
+                stored.parked = Some(parked);
+                *wake = None;
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
+    async fn ready(
+        &self,
+        tenant: &Tenant,
+        project: &ProjectId,
+        limit: usize,
+    ) -> Result<Vec<Timer>, InfraError> {
+        Ok(self
+            .ready_set(tenant, project)
+            .iter()
+            .take(limit)
+            .filter_map(|task| Effects::of(task).timer)
+            .collect())
+    }
+
+    async fn drain(
+        &self,
+        tenant: &Tenant,
+        project: &ProjectId,
+    ) -> Result<Option<Drain>, InfraError> {
+        Ok(self.project(tenant, project).drain)
+    }
+
+    async fn queued(&self, tenant: &Tenant, project: &ProjectId) -> Result<u64, InfraError> {
+        Ok(self.ready_set(tenant, project).len() as u64)
+    }
+
+    async fn drains(
+        &self,
+        until: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<(Tenant, ProjectId)>, InfraError> {
+        let projects = self.projects.lock().unwrap();
+        Ok(projects
+            .iter()
+            .filter(|(_, project)| project.drain.is_some_and(|drain| drain.at <= until))
+            .map(|(key, _)| key.clone())
+            .take(limit)
+            .collect())
+    }
+
+    async fn reschedule_drain(
+        &self,
+        tenant: &Tenant,
+        project: &ProjectId,
+        at: DateTime<Utc>,
+    ) -> Result<(), InfraError> {
+        self.update_project(tenant, project, |project| {
+            if let Some(drain) = &mut project.drain {
+                drain.at = at;
+            }
+        });
+        Ok(())
+    }
+
+    async fn end_drain(
+        &self,
+        tenant: &Tenant,
+        project: &ProjectId,
+        last_park: DateTime<Utc>,
+    ) -> Result<bool, InfraError> {
+        let mut ended = false;
+        self.update_project(tenant, project, |project| {
+            if project
+                .drain
+                .is_some_and(|drain| drain.last_park == last_park)
+            {
+                project.drain = None;
+                ended = true;
+            }
+        });
+        Ok(ended)
+    }
+
+    async fn set_limit(
+        &self,
+        tenant: &Tenant,
+        project: &ProjectId,
+        limit: u32,
+    ) -> Result<(), InfraError> {
+        self.update_project(tenant, project, |project| project.limit = limit);
+        Ok(())
+    }
+
+    async fn set_paused(
+        &self,
+        tenant: &Tenant,
+        project: &ProjectId,
+        paused: Option<&Change>,
+    ) -> Result<(), InfraError> {
+        self.update_project(tenant, project, |project| project.paused = paused.cloned());
+        Ok(())
+    }
+
+    async fn kill_switch(&self, scope: &Scope) -> Result<Option<KillSwitch>, InfraError> {
+        Ok(self.switches.lock().unwrap().get(scope).cloned())
+    }
+
+    async fn set_kill_switch(&self, scope: &Scope, switch: &KillSwitch) -> Result<(), InfraError> {
+        self.switches
+            .lock()
+            .unwrap()
+            .insert(scope.clone(), switch.clone());
+        self.switch_history
+            .lock()
+            .unwrap()
+            .push((scope.clone(), switch.clone()));
+        Ok(())
+    }
+
+    async fn kill_switch_history(
+        &self,
+        scope: &Scope,
+        limit: usize,
+    ) -> Result<Vec<KillSwitch>, InfraError> {
+        let history = self.switch_history.lock().unwrap();
+        Ok(history
+            .iter()
+            .rev()
+            .filter(|(s, _)| s == scope)
+            .map(|(_, switch)| switch.clone())
+            .take(limit)
+            .collect())
+    }
 }
 
 /// A bus that keeps what it is given.
 #[derive(Default)]
 pub struct MemoryBus {
     events: Mutex<Vec<Event>>,
+    controls: Mutex<Vec<ControlEvent>>,
 }
 
 impl MemoryBus {
-    /// Everything published so far, oldest first.
+    /// Every task event published so far, oldest first.
     pub fn published(&self) -> Vec<Event> {
         self.events.lock().unwrap().clone()
+    }
+
+    /// Every control event announced so far, oldest first.
+    pub fn announced(&self) -> Vec<ControlEvent> {
+        self.controls.lock().unwrap().clone()
     }
 }
 
@@ -178,6 +491,11 @@ impl MemoryBus {
 impl EventBus for MemoryBus {
     async fn publish(&self, events: &[Event]) -> Result<(), InfraError> {
         self.events.lock().unwrap().extend_from_slice(events);
+        Ok(())
+    }
+
+    async fn announce(&self, event: &ControlEvent) -> Result<(), InfraError> {
+        self.controls.lock().unwrap().push(event.clone());
         Ok(())
     }
 }

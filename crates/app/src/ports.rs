@@ -1,7 +1,10 @@
 use std::error::Error;
 
 use async_trait::async_trait;
-use baton_domain::{Event, ProjectId, Status, Task, TaskId, Tenant, Tier, Timer};
+use baton_domain::{
+    Change, ControlEvent, DEFAULT_CONCURRENCY_LIMIT, Event, Gate, Idempotency, KillSwitch, Parked,
+    ProjectId, Scope, Status, Task, TaskId, Tenant, Tier, Timer,
+};
 use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
 
@@ -53,6 +56,14 @@ pub enum Created {
     Created,
     /// A task with this id exists already; here it is.
     Exists(Box<Task>),
+    /// The idempotency key was used before (within its retention) by the task `task_id`, whose
+    /// submission had the payload fingerprint `fingerprint`. Nothing was written.
+    KeyUsed {
+        /// The task the key belongs to.
+        task_id: TaskId,
+        /// The fingerprint of that task's submission.
+        fingerprint: String,
+    },
 }
 
 /// The outcome of a conditional write.
@@ -63,6 +74,8 @@ pub enum Commit {
     /// The stored task no longer had the expected status and version; here is what it has
     /// (`None`: it is gone).
     Conflict(Option<Box<Task>>),
+    /// A dispatch (Scheduled → Running) that the gate refused: nothing was written.
+    Blocked(Gate),
 }
 
 /// Which tasks to list.
@@ -120,20 +133,51 @@ impl TaskQuery {
     }
 }
 
-/// How many of a project's tasks are in each status, kept by counters that every transition
-/// moves in the same write.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// When the sweeper must look at a project that has tasks in its ready set, in case no released
+/// slot admits them (a crash between a release and the admission, a disengaged switch).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Drain {
+    /// When.
+    pub at: DateTime<Utc>,
+    /// When a task last joined the ready set.
+    pub last_park: DateTime<Utc>,
+}
+
+/// A project's counts per status (kept by counters that every transition moves in the same write)
+/// and its flow controls, as read in one request.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProjectStatus {
     /// Count per status, in [`Status::ALL`] order, zeros included.
     pub counts: Vec<(Status, u64)>,
+    /// How many tasks may run at once.
+    pub limit: u32,
+    /// Who paused it, why and when; `None` while it runs.
+    pub paused: Option<Change>,
+    /// Set while tasks wait in its ready set.
+    pub drain: Option<Drain>,
+    /// The global kill switch (`None`: missing, which stops dispatch like an engaged one).
+    pub global_switch: Option<KillSwitch>,
+    /// The project's kill switch (`None`: missing; a project that has never had a task has none).
+    pub project_switch: Option<KillSwitch>,
+}
+
+impl Default for ProjectStatus {
+    fn default() -> Self {
+        Self {
+            counts: Self::counted(|_| 0),
+            limit: DEFAULT_CONCURRENCY_LIMIT,
+            paused: None,
+            drain: None,
+            global_switch: None,
+            project_switch: None,
+        }
+    }
 }
 
 impl ProjectStatus {
-    /// From counts per status; missing statuses count zero.
-    pub fn from_counts(count: impl Fn(Status) -> u64) -> Self {
-        Self {
-            counts: Status::ALL.iter().map(|&s| (s, count(s))).collect(),
-        }
+    /// Counts per status in [`Status::ALL`] order; missing statuses count zero.
+    pub fn counted(count: impl Fn(Status) -> u64) -> Vec<(Status, u64)> {
+        Status::ALL.iter().map(|&s| (s, count(s))).collect()
     }
 
     /// How many tasks are in `status`.
@@ -147,6 +191,31 @@ impl ProjectStatus {
     /// How many tasks the project has.
     pub fn total(&self) -> u64 {
         self.counts.iter().map(|(_, n)| n).sum()
+    }
+
+    /// What would stop a due task of the project from starting now, the first that applies in
+    /// the order the dispatch transaction checks them.
+    pub fn gate(&self) -> Option<Gate> {
+        let engaged = |switch: &Option<KillSwitch>| switch.as_ref().is_none_or(|s| s.engaged);
+        if self.paused.is_some() {
+            Some(Gate::Paused)
+        } else if self.count(Status::Running) >= u64::from(self.limit) {
+            Some(Gate::Capacity)
+        } else if engaged(&self.global_switch) {
+            Some(Gate::GlobalKillSwitch)
+        } else if engaged(&self.project_switch) {
+            Some(Gate::ProjectKillSwitch)
+        } else {
+            None
+        }
+    }
+
+    /// How many more tasks may start now.
+    pub fn free_slots(&self) -> u64 {
+        match self.gate() {
+            Some(_) => 0,
+            None => u64::from(self.limit).saturating_sub(self.count(Status::Running)),
+        }
     }
 }
 
@@ -175,12 +244,21 @@ impl Page {
 /// Durable task state. Every transition is one conditional write.
 #[async_trait]
 pub trait TaskStore: Send + Sync {
-    /// Creates `task` unless a task with its id exists.
-    async fn create(&self, task: &Task, wake: Option<Wake>) -> Result<Created, InfraError>;
+    /// Creates `task` unless a task with its id exists or `idempotency`'s key is taken. A task of
+    /// a project new to the store creates the project with its limit and its kill switch
+    /// (disengaged) in the same write; a project that exists never gets a switch back this way.
+    async fn create(
+        &self,
+        task: &Task,
+        wake: Option<Wake>,
+        idempotency: Option<&Idempotency>,
+    ) -> Result<Created, InfraError>;
     /// Reads one task.
     async fn get(&self, tenant: &Tenant, id: &TaskId) -> Result<Option<Task>, InfraError>;
     /// Writes `next` (its history entry included) if the stored task still has `current`'s
-    /// status and version.
+    /// status and version. A dispatch (Scheduled → Running) also takes a slot of the project,
+    /// and only if it is below its limit, not paused, and both kill switches exist disengaged;
+    /// every move out of Running gives its slot back.
     async fn commit(
         &self,
         current: &Task,
@@ -204,6 +282,70 @@ pub trait TaskStore: Send + Sync {
     ) -> Result<Vec<(Tenant, TaskId)>, InfraError>;
     /// Moves `task`'s wake, if the task is still at its version. Not a transition.
     async fn set_wake(&self, task: &Task, wake: Option<Wake>) -> Result<bool, InfraError>;
+
+    /// Puts `task` (still at its version) in its project's ready set, ordered by priority then
+    /// due time, after making sure the project has a drain. `false`: the task has moved.
+    async fn park(&self, task: &Task, parked: Parked) -> Result<bool, InfraError>;
+    /// The timers of the first `limit` tasks of a project's ready set, in admission order.
+    async fn ready(
+        &self,
+        tenant: &Tenant,
+        project: &ProjectId,
+        limit: usize,
+    ) -> Result<Vec<Timer>, InfraError>;
+    /// A project's drain (`None`: nothing waits in its ready set), strongly consistent.
+    async fn drain(
+        &self,
+        tenant: &Tenant,
+        project: &ProjectId,
+    ) -> Result<Option<Drain>, InfraError>;
+    /// How many tasks wait in a project's ready set.
+    async fn queued(&self, tenant: &Tenant, project: &ProjectId) -> Result<u64, InfraError>;
+    /// Projects whose drain is due by `until`, at most `limit`.
+    async fn drains(
+        &self,
+        until: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<(Tenant, ProjectId)>, InfraError>;
+    /// Moves a project's drain to `at`.
+    async fn reschedule_drain(
+        &self,
+        tenant: &Tenant,
+        project: &ProjectId,
+        at: DateTime<Utc>,
+    ) -> Result<(), InfraError>;
+    /// Ends a project's drain if no task has joined its ready set since `last_park`.
+    async fn end_drain(
+        &self,
+        tenant: &Tenant,
+        project: &ProjectId,
+        last_park: DateTime<Utc>,
+    ) -> Result<bool, InfraError>;
+
+    /// Sets how many of a project's tasks may run at once.
+    async fn set_limit(
+        &self,
+        tenant: &Tenant,
+        project: &ProjectId,
+        limit: u32,
+    ) -> Result<(), InfraError>;
+    /// Pauses (`Some`) or resumes (`None`) a project.
+    async fn set_paused(
+        &self,
+        tenant: &Tenant,
+        project: &ProjectId,
+        paused: Option<&Change>,
+    ) -> Result<(), InfraError>;
+    /// Reads a kill switch (`None`: missing).
+    async fn kill_switch(&self, scope: &Scope) -> Result<Option<KillSwitch>, InfraError>;
+    /// Sets a kill switch and records the change in its history, both or neither.
+    async fn set_kill_switch(&self, scope: &Scope, switch: &KillSwitch) -> Result<(), InfraError>;
+    /// A kill switch's changes, newest first, at most `limit`.
+    async fn kill_switch_history(
+        &self,
+        scope: &Scope,
+        limit: usize,
+    ) -> Result<Vec<KillSwitch>, InfraError>;
 }
 
 /// Where outbound events go.
@@ -211,6 +353,8 @@ pub trait TaskStore: Send + Sync {
 pub trait EventBus: Send + Sync {
     /// Publishes `events`, all or an error.
     async fn publish(&self, events: &[Event]) -> Result<(), InfraError>;
+    /// Announces that an operator turned a control.
+    async fn announce(&self, event: &ControlEvent) -> Result<(), InfraError>;
 }
 
 /// Delayed delivery of due timers to `on-due`.
@@ -243,6 +387,10 @@ pub struct Caller {
     pub tenant: Tenant,
     /// The caller's identity within it (a token's `sub`).
     pub subject: String,
+    /// Whether they operate Baton itself (the token's `scope` holds `baton:admin`): only they
+    /// may turn the global kill switch.
+    #[serde(default)]
+    pub admin: bool,
 }
 
 /// What a live subscription watches.

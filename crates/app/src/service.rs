@@ -1,8 +1,9 @@
 use std::sync::Arc;
 
 use baton_domain::{
-    Command, Decision, Effects, InvalidSubmission, ProjectId, Rejection, Status, SubmitRequest,
-    Task, TaskId, Tenant, Timer, decide,
+    Change, Command, ControlEvent, Decision, Effects, Event, Gate, InvalidSubmission, KillSwitch,
+    MAX_CONCURRENCY_LIMIT, Parked, ProjectId, Rejection, Scope, Status, SubmitRequest, Task,
+    TaskId, Tenant, Timer, decide,
 };
 use chrono::{DateTime, Duration, Utc};
 use tracing::{info, warn};
@@ -22,6 +23,19 @@ pub const TIMER_GRACE: Duration = Duration::minutes(5);
 const MAX_RACES: usize = 5;
 /// How many tasks one sweep handles per kind of wake.
 const SWEEP_LIMIT: usize = 500;
+/// How many parked tasks a bulk admission (resume, a disengaged switch, a drain) starts per
+/// second unless told otherwise.
+pub const ADMIT_RATE: u32 = 10;
+/// The fastest admission rate a caller may ask for.
+pub const MAX_ADMIT_RATE: u32 = 1000;
+/// One admission arms at most this much of its rate ahead; the drain continues later.
+const ADMIT_WINDOW_SECONDS: u32 = 60;
+/// How soon after a task joins a ready set the sweeper drains the project, and how often again
+/// while tasks wait.
+pub const DRAIN_INTERVAL: Duration = Duration::minutes(1);
+/// How long a task that just joined a ready set may take to show in the store's index of it;
+/// a drain ends only when the last park is older.
+const INDEX_LAG: Duration = Duration::seconds(10);
 
 /// What became of a command. Everything but an `Err` is acknowledged.
 #[derive(Debug, Clone, PartialEq)]
@@ -36,6 +50,8 @@ pub enum Handled {
     Rejected(Rejection),
     /// The timer fired early and was armed again.
     Rearmed(Timer),
+    /// The task is due but the gate refused it: it waits in its project's ready set.
+    Parked(Gate),
     /// No such task.
     NotFound,
 }
@@ -55,9 +71,51 @@ pub enum SubmitError {
     /// The submission is wrong; retrying will not help.
     #[error("invalid submission: {0}")]
     Invalid(#[from] InvalidSubmission),
+    /// The idempotency key belongs to another submission with a different payload.
+    #[error("idempotency key `{key}` was used by task {task_id} with a different payload")]
+    IdempotencyConflict {
+        /// The key.
+        key: String,
+        /// The task the key belongs to.
+        task_id: TaskId,
+    },
     /// Infrastructure failed; retry.
     #[error(transparent)]
     Infra(#[from] InfraError),
+}
+
+/// Why a control could not be turned.
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    /// An argument is out of range; retrying will not help.
+    #[error("{field}: {message}")]
+    Invalid {
+        /// The argument.
+        field: &'static str,
+        /// What is wrong with it.
+        message: String,
+    },
+    /// Infrastructure failed; retry.
+    #[error(transparent)]
+    Infra(#[from] InfraError),
+}
+
+impl ControlError {
+    fn invalid(field: &'static str, message: impl Into<String>) -> Self {
+        Self::Invalid {
+            field,
+            message: message.into(),
+        }
+    }
+}
+
+/// Who turns a control and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Operator<'a> {
+    /// The caller's identity.
+    pub by: &'a str,
+    /// Their reason, 1 to 500 characters.
+    pub reason: &'a str,
 }
 
 /// What one sweep did.
@@ -69,6 +127,10 @@ pub struct SweepReport {
     pub rearmed: usize,
     /// Running attempts timed out.
     pub timed_out: usize,
+    /// Parked tasks re-armed by the drain of their project.
+    pub admitted: usize,
+    /// Projects whose ready set was found empty.
+    pub drained: usize,
 }
 
 /// The application service: every entry point of Baton goes through it.
@@ -110,8 +172,14 @@ impl Baton {
         id: TaskId,
     ) -> Result<Submitted, SubmitError> {
         let now = self.now();
-        let task = Task::submitted(request.validate(now)?, id, now);
-        match self.store.create(&task, wake_for(&task, now)).await? {
+        let new = request.validate(now)?;
+        let idempotency = new.idempotency.clone();
+        let task = Task::submitted(new, id, now);
+        let created = self
+            .store
+            .create(&task, wake_for(&task, now), idempotency.as_ref())
+            .await?;
+        match created {
             Created::Created => {
                 self.perform(&Effects::of(&task), now).await?;
                 Ok(Submitted {
@@ -127,6 +195,26 @@ impl Baton {
                     task: *existing,
                     duplicate: true,
                 })
+            }
+            Created::KeyUsed {
+                task_id,
+                fingerprint,
+            } => {
+                let key = task.idempotency_key.unwrap_or_default();
+                if idempotency.is_none_or(|i| i.fingerprint != fingerprint) {
+                    return Err(SubmitError::IdempotencyConflict { key, task_id });
+                }
+                match self.store.get(&task.tenant, &task_id).await? {
+                    Some(existing) => Ok(Submitted {
+                        task: existing,
+                        duplicate: true,
+                    }),
+                    None => Err(InfraError::new(
+                        "submit",
+                        format!("idempotency key `{key}` names task {task_id}, which is missing"),
+                    )
+                    .into()),
+                }
             }
         }
     }
@@ -182,6 +270,10 @@ impl Baton {
                             raced = true;
                         }
                         Commit::Conflict(None) => return Ok(Handled::NotFound),
+                        Commit::Blocked(gate) => {
+                            self.park(&current, gate, now).await?;
+                            return Ok(Handled::Parked(gate));
+                        }
                     }
                 }
             }
@@ -259,8 +351,248 @@ impl Baton {
                 _ => {}
             }
         }
+        for (tenant, project) in self.store.drains(now, SWEEP_LIMIT).await? {
+            let status = self.store.project_status(&tenant, &project).await?;
+            let Some(drain) = status.drain else {
+                continue;
+            };
+            let admitted = self
+                .admit_from(&status, &tenant, &project, ADMIT_RATE)
+                .await?;
+            report.admitted += admitted;
+            // Free slots and nothing to admit: the ready set is empty, unless a task joined it
+            // too recently to show.
+            if admitted == 0 && status.free_slots() > 0 && drain.last_park + INDEX_LAG < now {
+                if self
+                    .store
+                    .end_drain(&tenant, &project, drain.last_park)
+                    .await?
+                {
+                    report.drained += 1;
+                }
+            } else {
+                self.store
+                    .reschedule_drain(&tenant, &project, now + DRAIN_INTERVAL)
+                    .await?;
+            }
+        }
         info!(?report, "sweep done");
         Ok(report)
+    }
+
+    /// Puts a due task the gate refused in its project's ready set, announcing it when it was
+    /// not waiting there already for the same reason.
+    async fn park(&self, task: &Task, gate: Gate, now: DateTime<Utc>) -> Result<(), InfraError> {
+        if task.parked.is_some_and(|parked| parked.gate == gate) {
+            return Ok(());
+        }
+        let parked = Parked {
+            gate,
+            since: task.parked.map_or(now, |parked| parked.since),
+        };
+        if self.store.park(task, parked).await? {
+            let mut waiting = task.clone();
+            waiting.parked = Some(parked);
+            if let Some(event) = Event::parked(&waiting) {
+                self.bus.publish(&[event]).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Lets tasks of a project's ready set start, as many as it has free slots, at most `rate`
+    /// per second: arms their timers so `on-due` dispatches them through the gate. Answers how
+    /// many it armed.
+    pub async fn admit(
+        &self,
+        tenant: &Tenant,
+        project: &ProjectId,
+        rate: u32,
+    ) -> Result<usize, InfraError> {
+        let status = self.store.project_status(tenant, project).await?;
+        self.admit_from(&status, tenant, project, rate).await
+    }
+
+    async fn admit_from(
+        &self,
+        status: &ProjectStatus,
+        tenant: &Tenant,
+        project: &ProjectId,
+        rate: u32,
+    ) -> Result<usize, InfraError> {
+        let rate = rate.clamp(1, MAX_ADMIT_RATE);
+        let wanted = status
+            .free_slots()
+            .min(u64::from(rate * ADMIT_WINDOW_SECONDS));
+        if status.drain.is_none() || wanted == 0 {
+            return Ok(0);
+        }
+        let timers = self.store.ready(tenant, project, wanted as usize).await?;
+        for (i, timer) in timers.iter().enumerate() {
+            let delay = Duration::milliseconds(i as i64 * 1000 / i64::from(rate));
+            self.timers.arm(timer, delay).await?;
+        }
+        if !timers.is_empty() {
+            info!(%tenant, %project, admitted = timers.len(), rate, "admitted from the ready set");
+        }
+        Ok(timers.len())
+    }
+
+    /// Sets a project's concurrency limit; a raised limit admits waiting tasks at once.
+    pub async fn set_limit(
+        &self,
+        tenant: &Tenant,
+        project: &ProjectId,
+        limit: u32,
+        operator: &Operator<'_>,
+    ) -> Result<ProjectStatus, ControlError> {
+        if !(1..=MAX_CONCURRENCY_LIMIT).contains(&limit) {
+            return Err(ControlError::invalid(
+                "limit",
+                format!("must be between 1 and {MAX_CONCURRENCY_LIMIT}"),
+            ));
+        }
+        let change = self.change(operator)?;
+        self.store.set_limit(tenant, project, limit).await?;
+        self.bus
+            .announce(&ControlEvent::Limit {
+                tenant: tenant.clone(),
+                project: project.clone(),
+                limit,
+                change,
+            })
+            .await?;
+        self.admit(tenant, project, ADMIT_RATE).await?;
+        Ok(self.store.project_status(tenant, project).await?)
+    }
+
+    /// Pauses a project: its due tasks park instead of starting; running ones finish.
+    pub async fn pause(
+        &self,
+        tenant: &Tenant,
+        project: &ProjectId,
+        operator: &Operator<'_>,
+    ) -> Result<ProjectStatus, ControlError> {
+        let change = self.change(operator)?;
+        self.store
+            .set_paused(tenant, project, Some(&change))
+            .await?;
+        self.announce_pause(tenant, project, true, change).await?;
+        Ok(self.store.project_status(tenant, project).await?)
+    }
+
+    /// Resumes a project and starts its waiting tasks at most `rate` per second.
+    pub async fn resume(
+        &self,
+        tenant: &Tenant,
+        project: &ProjectId,
+        operator: &Operator<'_>,
+        rate: u32,
+    ) -> Result<ProjectStatus, ControlError> {
+        if !(1..=MAX_ADMIT_RATE).contains(&rate) {
+            return Err(ControlError::invalid(
+                "ratePerSecond",
+                format!("must be between 1 and {MAX_ADMIT_RATE}"),
+            ));
+        }
+        let change = self.change(operator)?;
+        self.store.set_paused(tenant, project, None).await?;
+        self.announce_pause(tenant, project, false, change).await?;
+        self.admit(tenant, project, rate).await?;
+        Ok(self.store.project_status(tenant, project).await?)
+    }
+
+    async fn announce_pause(
+        &self,
+        tenant: &Tenant,
+        project: &ProjectId,
+        paused: bool,
+        change: Change,
+    ) -> Result<(), InfraError> {
+        self.bus
+            .announce(&ControlEvent::Pause {
+                tenant: tenant.clone(),
+                project: project.clone(),
+                paused,
+                change,
+            })
+            .await
+    }
+
+    /// Engages or disengages a kill switch. A disengaged switch admits the tasks it held.
+    pub async fn set_kill_switch(
+        &self,
+        scope: &Scope,
+        engaged: bool,
+        operator: &Operator<'_>,
+    ) -> Result<KillSwitch, ControlError> {
+        let switch = KillSwitch {
+            engaged,
+            last: self.change(operator)?,
+        };
+        self.store.set_kill_switch(scope, &switch).await?;
+        warn!(
+            ?scope,
+            engaged,
+            by = operator.by,
+            reason = operator.reason,
+            "kill switch set"
+        );
+        self.bus
+            .announce(&ControlEvent::KillSwitch {
+                scope: scope.clone(),
+                engaged,
+                change: switch.last.clone(),
+            })
+            .await?;
+        if !engaged {
+            match scope {
+                Scope::Project { tenant, project } => {
+                    self.admit(tenant, project, ADMIT_RATE).await?;
+                }
+                Scope::Global => {
+                    let far = self.now() + Duration::days(3650);
+                    for (tenant, project) in self.store.drains(far, SWEEP_LIMIT).await? {
+                        self.admit(&tenant, &project, ADMIT_RATE).await?;
+                    }
+                }
+            }
+        }
+        Ok(switch)
+    }
+
+    /// A kill switch (`None`: missing, which stops dispatch like an engaged one).
+    pub async fn kill_switch(&self, scope: &Scope) -> Result<Option<KillSwitch>, InfraError> {
+        self.store.kill_switch(scope).await
+    }
+
+    /// A kill switch's changes, newest first.
+    pub async fn kill_switch_history(
+        &self,
+        scope: &Scope,
+        limit: usize,
+    ) -> Result<Vec<KillSwitch>, InfraError> {
+        self.store.kill_switch_history(scope, limit).await
+    }
+
+    /// How many tasks wait in a project's ready set.
+    pub async fn queued(&self, tenant: &Tenant, project: &ProjectId) -> Result<u64, InfraError> {
+        self.store.queued(tenant, project).await
+    }
+
+    fn change(&self, operator: &Operator<'_>) -> Result<Change, ControlError> {
+        let reason = operator.reason.trim();
+        if reason.is_empty() || reason.chars().count() > 500 {
+            return Err(ControlError::invalid(
+                "reason",
+                "must be 1 to 500 characters",
+            ));
+        }
+        Ok(Change {
+            by: operator.by.to_owned(),
+            reason: reason.to_owned(),
+            at: self.now(),
+        })
     }
 
     async fn perform(&self, effects: &Effects, now: DateTime<Utc>) -> Result<(), InfraError> {
@@ -271,6 +603,18 @@ impl Baton {
             && timer.due_at - now <= MAX_TIMER_DELAY
         {
             self.arm(timer, now).await?;
+        }
+        if let Some((tenant, project)) = &effects.admit {
+            self.admit_released(tenant, project).await?;
+        }
+        Ok(())
+    }
+
+    /// After a slot was given back: admits from the ready set if anything waits there. Reads
+    /// only the project's drain when nothing does.
+    async fn admit_released(&self, tenant: &Tenant, project: &ProjectId) -> Result<(), InfraError> {
+        if self.store.drain(tenant, project).await?.is_some() {
+            self.admit(tenant, project, ADMIT_RATE).await?;
         }
         Ok(())
     }

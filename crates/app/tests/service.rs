@@ -1,75 +1,12 @@
 //! The service's handling of duplicates, races, timers and the sweep, on in-memory adapters.
 
-use std::sync::Arc;
+mod common;
 
-use baton_app::memory::{ManualClock, MemoryBus, MemoryStore, MemoryTimers};
-use baton_app::{Baton, Handled, MAX_TIMER_DELAY, SweepReport, TIMER_GRACE, WakeKind};
-use baton_domain::{
-    Command, EventKind, Outcome, Rejection, Status, SubmitRequest, Task, TaskError, TaskId,
-};
-use chrono::{DateTime, Duration, Utc};
+use baton_app::{Handled, MAX_TIMER_DELAY, SweepReport, TIMER_GRACE, WakeKind};
+use baton_domain::{Command, EventKind, Outcome, Rejection, Status, TaskError, TaskId};
+use chrono::Duration;
+use common::{request, success, world};
 use serde_json::json;
-
-struct World {
-    baton: Baton,
-    store: Arc<MemoryStore>,
-    bus: Arc<MemoryBus>,
-    timers: Arc<MemoryTimers>,
-    clock: Arc<ManualClock>,
-}
-
-fn t0() -> DateTime<Utc> {
-    "2026-03-01T12:00:00Z".parse().unwrap()
-}
-
-fn world() -> World {
-    let store = Arc::new(MemoryStore::default());
-    let bus = Arc::new(MemoryBus::default());
-    let timers = Arc::new(MemoryTimers::default());
-    let clock = Arc::new(ManualClock::new(t0()));
-    let baton = Baton::new(store.clone(), bus.clone(), timers.clone(), clock.clone());
-    World {
-        baton,
-        store,
-        bus,
-        timers,
-        clock,
-    }
-}
-
-impl World {
-    async fn submit(&self, extra: serde_json::Value) -> Task {
-        let mut request = json!({"tenant": "acme", "project": "p", "name": "n", "tier": "gpu",
-            "timeout_seconds": 60, "retry": {"max_attempts": 2, "backoff_seconds": 10}});
-        request
-            .as_object_mut()
-            .unwrap()
-            .extend(extra.as_object().unwrap().clone());
-        let request: SubmitRequest = serde_json::from_value(request).unwrap();
-        let id = TaskId::from_uuid(uuid::Uuid::now_v7());
-        self.baton.submit(&request, id).await.unwrap().task
-    }
-
-    async fn run(&self, task: &Task, command: Command) -> Handled {
-        self.baton
-            .execute(&task.tenant, &task.id, &command)
-            .await
-            .unwrap()
-    }
-
-    fn kinds(&self) -> Vec<EventKind> {
-        self.bus.published().iter().map(|e| e.kind).collect()
-    }
-}
-
-fn success(attempt: u32) -> Command {
-    Command::Complete {
-        attempt,
-        outcome: Outcome::Succeeded {
-            output: json!({"ok": true}),
-        },
-    }
-}
 
 #[tokio::test]
 async fn a_task_due_now_is_armed_at_once_and_runs_to_success() {
@@ -255,9 +192,7 @@ async fn the_sweeper_arms_again_a_timer_that_was_lost() {
 #[tokio::test]
 async fn submitting_the_same_id_twice_creates_one_task() {
     let w = world();
-    let request: SubmitRequest =
-        serde_json::from_value(json!({"tenant": "a", "project": "p", "name": "n", "tier": "t"}))
-            .unwrap();
+    let request = request(json!({}));
     let id = TaskId::from_uuid(uuid::Uuid::now_v7());
     assert!(!w.baton.submit(&request, id).await.unwrap().duplicate);
     assert!(w.baton.submit(&request, id).await.unwrap().duplicate);

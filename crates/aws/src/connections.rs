@@ -86,6 +86,7 @@ fn parse_connection(id: &str, item: &Item) -> Result<Connection, InfraError> {
         (Some(tenant), Some(subject)) => Some(Caller {
             tenant: Tenant::parse(tenant).map_err(infra("decode connection"))?,
             subject: subject.clone(),
+            admin: false,
         }),
         _ => None,
     };

@@ -5,19 +5,22 @@ use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::SdkError;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::types::{
-    AttributeValue, KeysAndAttributes, Put, ReturnValuesOnConditionCheckFailure, TransactWriteItem,
-    Update,
+    AttributeValue, CancellationReason, ConditionCheck, KeysAndAttributes, Put,
+    ReturnValuesOnConditionCheckFailure, TransactWriteItem, Update,
 };
 use baton_app::{
-    Commit, Created, InfraError, Page, ProjectStatus, TaskQuery, TaskStore, Wake, WakeKind,
+    Commit, Created, Drain, InfraError, Page, ProjectStatus, TaskQuery, TaskStore, Wake, WakeKind,
 };
-use baton_domain::{ProjectId, Status, Task, TaskId, Tenant};
+use baton_domain::{
+    Change, DEFAULT_CONCURRENCY_LIMIT, Gate, Idempotency, KillSwitch, Parked, ProjectId, Scope,
+    Status, Task, TaskId, Tenant, Timer,
+};
 use chrono::{DateTime, SecondsFormat, Utc};
 
-type Item = HashMap<String, AttributeValue>;
+pub(crate) type Item = HashMap<String, AttributeValue>;
 
 /// Partitions the wake index is spread over, so the sweeper's writes do not all land on one key.
-const WAKE_SHARDS: u8 = 4;
+pub(crate) const WAKE_SHARDS: u8 = 4;
 /// BatchGetItem reads at most this many keys per call.
 const MAX_BATCH_GET: usize = 100;
 /// The index of tasks by project, newest first (keys only).
@@ -27,15 +30,20 @@ const WAKE_INDEX: &str = "by-wake";
 
 /// A transaction that meets another on the project item is tried again this many times.
 const TRANSACTION_ATTEMPTS: u32 = 6;
+/// How long an idempotency key is kept: a repeat within this window returns the first task.
+pub const IDEMPOTENCY_RETENTION: chrono::Duration = chrono::Duration::hours(24);
 
 /// Tasks in one DynamoDB table: item `pk = T#{tenant}#{id}`, `sk = TASK`, holding the task, its
-/// history, and the keys of the project and wake indexes. Each project has an item
+/// history, and the keys of the project, wake and ready indexes. Each project has an item
 /// `pk = P#{tenant}#{project}`, `sk = PROJECT` whose counters (`n_{STATUS}`) every transition moves
-/// in the same transaction as the task's write.
+/// in the same transaction as the task's write, and which holds the project's limit (`cap`), pause
+/// and drain. Kill switches are items `pk = KILL#global` and `KILL#{tenant}#{project}`,
+/// `sk = SWITCH`, with their history beside them (`sk = EV#...`); idempotency keys are items
+/// `pk = I#{tenant}#{key}`, `sk = KEY`, expiring after [`IDEMPOTENCY_RETENTION`].
 #[derive(Debug, Clone)]
 pub struct DynamoStore {
-    client: Client,
-    table: String,
+    pub(crate) client: Client,
+    pub(crate) table: String,
 }
 
 impl DynamoStore {
@@ -52,14 +60,19 @@ fn pk(tenant: &Tenant, id: &TaskId) -> String {
     format!("T#{tenant}#{id}")
 }
 
-fn key(tenant: &Tenant, id: &TaskId) -> Item {
+/// The key `pk`, `sk` of an item.
+pub(crate) fn item_key(pk: String, sk: &str) -> Item {
     HashMap::from([
-        ("pk".to_owned(), AttributeValue::S(pk(tenant, id))),
-        ("sk".to_owned(), AttributeValue::S("TASK".to_owned())),
+        ("pk".to_owned(), AttributeValue::S(pk)),
+        ("sk".to_owned(), AttributeValue::S(sk.to_owned())),
     ])
 }
 
-fn parse_pk(pk: &str) -> Option<(Tenant, TaskId)> {
+pub(crate) fn key(tenant: &Tenant, id: &TaskId) -> Item {
+    item_key(pk(tenant, id), "TASK")
+}
+
+pub(crate) fn parse_pk(pk: &str) -> Option<(Tenant, TaskId)> {
     let mut parts = pk.strip_prefix("T#")?.splitn(2, '#');
     let tenant = Tenant::parse(parts.next()?).ok()?;
     let id = TaskId::parse(parts.next()?).ok()?;
@@ -73,7 +86,7 @@ fn task_keys(items: &[Item]) -> impl Iterator<Item = (Tenant, TaskId)> + '_ {
         .filter_map(|item| item.get("pk")?.as_s().ok().and_then(|pk| parse_pk(pk)))
 }
 
-fn wake_key(kind: WakeKind, shard: u8) -> AttributeValue {
+pub(crate) fn wake_key(kind: WakeKind, shard: u8) -> AttributeValue {
     let kind = match kind {
         WakeKind::Arm => "ARM",
         WakeKind::Check => "CHECK",
@@ -92,7 +105,7 @@ fn wake_attributes(id: &TaskId, wake: Wake) -> [(String, AttributeValue); 2] {
 }
 
 /// A fixed-width UTC time, so that string order is time order.
-fn sortable(at: DateTime<Utc>) -> String {
+pub(crate) fn sortable(at: DateTime<Utc>) -> String {
     at.to_rfc3339_opts(SecondsFormat::Millis, true)
 }
 
@@ -114,7 +127,7 @@ fn from_item(item: Item) -> Result<Task, InfraError> {
     serde_dynamo::from_item(item).map_err(|e| InfraError::new("decode task from DynamoDB", e))
 }
 
-fn infra<E, R>(operation: &'static str) -> impl FnOnce(SdkError<E, R>) -> InfraError
+pub(crate) fn infra<E, R>(operation: &'static str) -> impl FnOnce(SdkError<E, R>) -> InfraError
 where
     E: std::error::Error + Send + Sync + 'static,
     R: std::fmt::Debug + Send + Sync + 'static,
@@ -122,68 +135,200 @@ where
     move |error| InfraError::new(operation, error)
 }
 
-fn project_key(tenant: &Tenant, project: &ProjectId) -> Item {
-    HashMap::from([
-        (
-            "pk".to_owned(),
-            AttributeValue::S(format!("P#{tenant}#{project}")),
-        ),
-        ("sk".to_owned(), AttributeValue::S("PROJECT".to_owned())),
-    ])
+pub(crate) fn project_key(tenant: &Tenant, project: &ProjectId) -> Item {
+    item_key(format!("P#{tenant}#{project}"), "PROJECT")
 }
 
-fn counter(status: Status) -> String {
+/// The key of a kill switch, or with `sk` another item of its partition.
+pub(crate) fn switch_key(scope: &Scope, sk: &str) -> Item {
+    let pk = match scope {
+        Scope::Global => "KILL#global".to_owned(),
+        Scope::Project { tenant, project } => format!("KILL#{tenant}#{project}"),
+    };
+    item_key(pk, sk)
+}
+
+pub(crate) fn counter(status: Status) -> String {
     format!("n_{}", status.as_str())
 }
 
-/// The update of `task`'s project counters for a move from `from` (none: a new task) to `to`.
-fn count(table: &str, task: &Task, from: Option<Status>, to: Status) -> Result<Update, InfraError> {
-    let update = Update::builder()
+pub(crate) fn s(text: impl Into<String>) -> AttributeValue {
+    AttributeValue::S(text.into())
+}
+
+pub(crate) fn n(number: impl ToString) -> AttributeValue {
+    AttributeValue::N(number.to_string())
+}
+
+/// A transaction item from a built Put, Update or ConditionCheck.
+enum Write {
+    Put(Put),
+    Update(Update),
+    Check(ConditionCheck),
+}
+
+fn write(write: Write) -> TransactWriteItem {
+    match write {
+        Write::Put(put) => TransactWriteItem::builder().put(put).build(),
+        Write::Update(update) => TransactWriteItem::builder().update(update).build(),
+        Write::Check(check) => TransactWriteItem::builder().condition_check(check).build(),
+    }
+}
+
+fn built<E: std::error::Error + Send + Sync + 'static>(
+    what: &'static str,
+) -> impl FnOnce(E) -> InfraError {
+    move |e| InfraError::new(what, e)
+}
+
+/// Why a transaction was cancelled: per item, whether its condition failed and the stored item
+/// it answered with.
+struct Cancelled(Vec<CancellationReason>);
+
+impl Cancelled {
+    fn failed(&self, index: usize) -> bool {
+        self.0
+            .get(index)
+            .and_then(|reason| reason.code())
+            .is_some_and(|code| code == "ConditionalCheckFailed")
+    }
+
+    fn item(&mut self, index: usize) -> Option<Item> {
+        self.0.get_mut(index).and_then(|reason| reason.item.take())
+    }
+}
+
+/// How a write moves its project item besides the counters.
+enum ProjectWrite {
+    /// A task of a project that exists (created by an earlier task).
+    Existing,
+    /// The first task of a project: the project gets its creation time and default limit.
+    New(DateTime<Utc>),
+    /// A transition that is not a dispatch.
+    Transition,
+    /// A dispatch: only below the limit, and not while paused.
+    Dispatch,
+}
+
+/// The update of `task`'s project item for a move from `from` (none: a new task) to `to`.
+fn count(
+    table: &str,
+    task: &Task,
+    from: Option<Status>,
+    to: Status,
+    how: ProjectWrite,
+) -> Result<Write, InfraError> {
+    let mut update = Update::builder()
         .table_name(table)
         .set_key(Some(project_key(&task.tenant, &task.project)))
-        .expression_attribute_names("#to", counter(to));
-    let update = match from {
-        Some(from) => update
-            .update_expression("ADD #to :one, #from :minus")
-            .expression_attribute_names("#from", counter(from))
-            .expression_attribute_values(":minus", AttributeValue::N("-1".to_owned())),
-        None => update.update_expression("ADD #to :one"),
+        .expression_attribute_names("#to", counter(to))
+        .expression_attribute_values(":one", n(1));
+    let mut expression = match from {
+        Some(from) => {
+            update = update
+                .expression_attribute_names("#from", counter(from))
+                .expression_attribute_values(":minus", n(-1));
+            "ADD #to :one, #from :minus".to_owned()
+        }
+        None => "ADD #to :one".to_owned(),
     };
-    update
-        .expression_attribute_values(":one", AttributeValue::N("1".to_owned()))
-        .build()
-        .map_err(|e| InfraError::new("build counter update", e))
+    let condition = match how {
+        ProjectWrite::Existing => Some("attribute_exists(created_at)"),
+        ProjectWrite::New(now) => {
+            expression
+                .push_str(" SET created_at = :now, slot_limit = if_not_exists(slot_limit, :cap)");
+            update = update
+                .expression_attribute_values(":now", s(sortable(now)))
+                .expression_attribute_values(":cap", n(DEFAULT_CONCURRENCY_LIMIT));
+            Some("attribute_not_exists(created_at)")
+        }
+        ProjectWrite::Transition => None,
+        ProjectWrite::Dispatch => {
+            update = update
+                .return_values_on_condition_check_failure(
+                    ReturnValuesOnConditionCheckFailure::AllOld,
+                )
+                .expression_attribute_names("#running", counter(Status::Running));
+            Some(
+                "attribute_exists(slot_limit) AND attribute_not_exists(paused) \
+                 AND (attribute_not_exists(#running) OR #running < slot_limit)",
+            )
+        }
+    };
+    Ok(Write::Update(
+        update
+            .update_expression(expression)
+            .set_condition_expression(condition.map(str::to_owned))
+            .build()
+            .map_err(built("build project update"))?,
+    ))
+}
+
+/// A condition that kill switch `scope` exists and is disengaged.
+fn switch_disengaged(table: &str, scope: &Scope) -> Result<Write, InfraError> {
+    Ok(Write::Check(
+        ConditionCheck::builder()
+            .table_name(table)
+            .set_key(Some(switch_key(scope, "SWITCH")))
+            .condition_expression("engaged = :false")
+            .expression_attribute_values(":false", AttributeValue::Bool(false))
+            .build()
+            .map_err(built("build kill switch check"))?,
+    ))
+}
+
+/// The first task of a project creates its kill switch, disengaged, unless one was set already.
+fn install_project_switch(table: &str, task: &Task) -> Result<Write, InfraError> {
+    let scope = Scope::Project {
+        tenant: task.tenant.clone(),
+        project: task.project.clone(),
+    };
+    let installed = serde_dynamo::to_attribute_value::<_, AttributeValue>(Change {
+        by: "baton".to_owned(),
+        reason: "project created".to_owned(),
+        at: task.created_at,
+    })
+    .map_err(built("encode kill switch"))?;
+    Ok(Write::Update(
+        Update::builder()
+            .table_name(table)
+            .set_key(Some(switch_key(&scope, "SWITCH")))
+            .update_expression(
+                "SET engaged = if_not_exists(engaged, :false), #last = if_not_exists(#last, :last)",
+            )
+            .expression_attribute_names("#last", "last")
+            .expression_attribute_values(":false", AttributeValue::Bool(false))
+            .expression_attribute_values(":last", installed)
+            .build()
+            .map_err(built("build kill switch install"))?,
+    ))
+}
+
+/// The record of an idempotency key: taken unless a live record holds it.
+fn claim_key(table: &str, task: &Task, idempotency: &Idempotency) -> Result<Write, InfraError> {
+    let mut item = item_key(format!("I#{}#{}", task.tenant, idempotency.key), "KEY");
+    item.insert("task_id".to_owned(), s(task.id.to_string()));
+    item.insert("fingerprint".to_owned(), s(&idempotency.fingerprint));
+    let expires = task.created_at + IDEMPOTENCY_RETENTION;
+    item.insert("expires_at".to_owned(), n(expires.timestamp()));
+    Ok(Write::Put(
+        Put::builder()
+            .table_name(table)
+            .set_item(Some(item))
+            .condition_expression("attribute_not_exists(pk) OR expires_at < :now")
+            .expression_attribute_values(":now", n(task.created_at.timestamp()))
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .build()
+            .map_err(built("build idempotency put"))?,
+    ))
 }
 
 impl DynamoStore {
-    /// Puts `item` if `condition` holds, moving the project's counters in the same transaction.
-    /// When the condition fails, answers the stored item.
-    async fn put_counted(
-        &self,
-        item: Item,
-        condition: &str,
-        names: &[(&str, &str)],
-        values: Item,
-        counted: Update,
-    ) -> Result<Result<(), Option<Item>>, InfraError> {
-        let mut put = Put::builder()
-            .table_name(&self.table)
-            .set_item(Some(item))
-            .condition_expression(condition)
-            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld);
-        for (placeholder, name) in names {
-            put = put.expression_attribute_names(*placeholder, *name);
-        }
-        if !values.is_empty() {
-            put = put.set_expression_attribute_values(Some(values));
-        }
-        let put = put
-            .build()
-            .map_err(|e| InfraError::new("build conditional put", e))?;
-        let items = vec![
-            TransactWriteItem::builder().put(put).build(),
-            TransactWriteItem::builder().update(counted).build(),
-        ];
+    /// Runs a transaction of `writes`. A cancellation by a failed condition is answered with its
+    /// reasons; one caused by a concurrent transaction on the same items (the project item is
+    /// shared by every transition of the project) is tried again after a short pause.
+    async fn transact(&self, writes: Vec<Write>) -> Result<Result<(), Cancelled>, InfraError> {
+        let items: Vec<TransactWriteItem> = writes.into_iter().map(write).collect();
         let mut attempt = 0;
         loop {
             attempt += 1;
@@ -197,25 +342,87 @@ impl DynamoStore {
                 Ok(_) => return Ok(Ok(())),
                 Err(error) => error,
             };
-            let reasons = match error.as_service_error() {
+            let cancelled = match error.as_service_error() {
                 Some(TransactWriteItemsError::TransactionCanceledException(e)) => {
-                    e.cancellation_reasons().to_vec()
+                    Cancelled(e.cancellation_reasons().to_vec())
                 }
                 _ => return Err(InfraError::new("DynamoDB TransactWriteItems", error)),
             };
-            let code = |i: usize| reasons.get(i).and_then(|r| r.code()).unwrap_or("None");
-            if code(0) == "ConditionalCheckFailed" {
-                return Ok(Err(reasons.into_iter().next().and_then(|r| r.item)));
+            if (0..cancelled.0.len()).any(|i| cancelled.failed(i)) {
+                return Ok(Err(cancelled));
             }
-            let conflict = (0..reasons.len()).any(|i| code(i) == "TransactionConflict");
+            let conflict = cancelled
+                .0
+                .iter()
+                .any(|reason| reason.code() == Some("TransactionConflict"));
             if !conflict || attempt >= TRANSACTION_ATTEMPTS {
                 return Err(InfraError::new("DynamoDB TransactWriteItems", error));
             }
-            // Another transition of the same project holds its counters: step aside briefly.
             let pause =
                 5 * u64::from(attempt) + u64::from(uuid::Uuid::now_v7().as_bytes()[15] % 10);
             tokio::time::sleep(std::time::Duration::from_millis(pause)).await;
         }
+    }
+
+    /// The conditional put of a task's item.
+    fn put_task(
+        &self,
+        item: Item,
+        condition: &str,
+        values: Option<Item>,
+    ) -> Result<Write, InfraError> {
+        let mut put = Put::builder()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .condition_expression(condition)
+            .set_expression_attribute_values(values)
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld);
+        if condition.contains("#status") {
+            put = put
+                .expression_attribute_names("#status", "status")
+                .expression_attribute_names("#version", "version");
+        }
+        Ok(Write::Put(put.build().map_err(built("build task put"))?))
+    }
+
+    /// The partition keys of the wake index entries at or before `until` in every shard of a kind
+    /// (`key` names the shard's partition), at most `limit`.
+    pub(crate) async fn due_wakes(
+        &self,
+        key: impl Fn(u8) -> AttributeValue,
+        until: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<String>, InfraError> {
+        let mut found = Vec::new();
+        for shard in 0..WAKE_SHARDS {
+            let mut start = None;
+            loop {
+                let output = self
+                    .client
+                    .query()
+                    .table_name(&self.table)
+                    .index_name(WAKE_INDEX)
+                    .key_condition_expression("wake_key = :key AND wake_at <= :until")
+                    .expression_attribute_values(":key", key(shard))
+                    .expression_attribute_values(":until", s(sortable(until)))
+                    .set_exclusive_start_key(start.take())
+                    .send()
+                    .await
+                    .map_err(infra("DynamoDB Query"))?;
+                found.extend(
+                    output
+                        .items()
+                        .iter()
+                        .filter_map(|item| item.get("pk")?.as_s().ok().cloned()),
+                );
+                start = output.last_evaluated_key;
+                if start.is_none() || found.len() >= limit {
+                    break;
+                }
+            }
+        }
+        found.truncate(limit);
+        Ok(found)
     }
 
     async fn get_many(&self, ids: &[(Tenant, TaskId)]) -> Result<Vec<Task>, InfraError> {
@@ -268,25 +475,63 @@ pub(crate) async fn batch_get(
 
 #[async_trait]
 impl TaskStore for DynamoStore {
-    async fn create(&self, task: &Task, wake: Option<Wake>) -> Result<Created, InfraError> {
-        let counted = count(&self.table, task, None, task.status)?;
-        let put = self
-            .put_counted(
-                to_item(task, wake)?,
-                "attribute_not_exists(pk)",
-                &[],
-                Item::new(),
-                counted,
-            )
-            .await?;
-        match put {
-            Ok(()) => Ok(Created::Created),
-            Err(Some(existing)) => Ok(Created::Exists(Box::new(from_item(existing)?))),
-            Err(None) => Err(InfraError::new(
-                "DynamoDB TransactWriteItems",
-                "condition failed without the existing item",
-            )),
+    async fn create(
+        &self,
+        task: &Task,
+        wake: Option<Wake>,
+        idempotency: Option<&Idempotency>,
+    ) -> Result<Created, InfraError> {
+        let item = to_item(task, wake)?;
+        // Most tasks join a project that exists; the first one creates it and its kill switch.
+        // Which case holds is learnt from the project's condition, never assumed.
+        let mut new_project = false;
+        for _ in 0..TRANSACTION_ATTEMPTS {
+            let how = if new_project {
+                ProjectWrite::New(task.created_at)
+            } else {
+                ProjectWrite::Existing
+            };
+            let mut writes = vec![
+                self.put_task(item.clone(), "attribute_not_exists(pk)", None)?,
+                count(&self.table, task, None, task.status, how)?,
+            ];
+            if let Some(idempotency) = idempotency {
+                writes.push(claim_key(&self.table, task, idempotency)?);
+            }
+            if new_project {
+                writes.push(install_project_switch(&self.table, task)?);
+            }
+            let Err(mut cancelled) = self.transact(writes).await? else {
+                return Ok(Created::Created);
+            };
+            if cancelled.failed(0) {
+                let existing = cancelled.item(0).ok_or_else(|| {
+                    InfraError::new("DynamoDB TransactWriteItems", "no existing item returned")
+                })?;
+                return Ok(Created::Exists(Box::new(from_item(existing)?)));
+            }
+            if idempotency.is_some() && cancelled.failed(2) {
+                let used = cancelled.item(2).unwrap_or_default();
+                let text = |name: &str| used.get(name).and_then(|v| v.as_s().ok()).cloned();
+                let task_id = text("task_id").and_then(|id| TaskId::parse(&id).ok());
+                return match (task_id, text("fingerprint")) {
+                    (Some(task_id), Some(fingerprint)) => Ok(Created::KeyUsed {
+                        task_id,
+                        fingerprint,
+                    }),
+                    _ => Err(InfraError::new(
+                        "DynamoDB TransactWriteItems",
+                        "an idempotency record without its task",
+                    )),
+                };
+            }
+            // The project's condition failed: it is new after all, or was created meanwhile.
+            new_project = !new_project;
         }
+        Err(InfraError::new(
+            "DynamoDB TransactWriteItems",
+            format!("project {} kept changing under a create", task.project),
+        ))
     }
 
     async fn get(&self, tenant: &Tenant, id: &TaskId) -> Result<Option<Task>, InfraError> {
@@ -309,31 +554,49 @@ impl TaskStore for DynamoStore {
         wake: Option<Wake>,
     ) -> Result<Commit, InfraError> {
         let values = HashMap::from([
-            (
-                ":status".to_owned(),
-                AttributeValue::S(current.status.as_str().to_owned()),
-            ),
-            (
-                ":version".to_owned(),
-                AttributeValue::N(current.version.to_string()),
-            ),
+            (":status".to_owned(), s(current.status.as_str())),
+            (":version".to_owned(), n(current.version)),
         ]);
-        let counted = count(&self.table, next, Some(current.status), next.status)?;
-        let put = self
-            .put_counted(
+        let dispatch = current.status == Status::Scheduled && next.status == Status::Running;
+        let how = if dispatch {
+            ProjectWrite::Dispatch
+        } else {
+            ProjectWrite::Transition
+        };
+        let mut writes = vec![
+            self.put_task(
                 to_item(next, wake)?,
                 "#status = :status AND #version = :version",
-                &[("#status", "status"), ("#version", "version")],
-                values,
-                counted,
-            )
-            .await?;
-        match put {
-            Ok(()) => Ok(Commit::Committed),
-            Err(stored) => Ok(Commit::Conflict(
-                stored.map(from_item).transpose()?.map(Box::new),
-            )),
+                Some(values),
+            )?,
+            count(&self.table, next, Some(current.status), next.status, how)?,
+        ];
+        let project_scope = Scope::Project {
+            tenant: next.tenant.clone(),
+            project: next.project.clone(),
+        };
+        if dispatch {
+            writes.push(switch_disengaged(&self.table, &Scope::Global)?);
+            writes.push(switch_disengaged(&self.table, &project_scope)?);
         }
+        let Err(mut cancelled) = self.transact(writes).await? else {
+            return Ok(Commit::Committed);
+        };
+        if cancelled.failed(0) {
+            let stored = cancelled.item(0).map(from_item).transpose()?;
+            return Ok(Commit::Conflict(stored.map(Box::new)));
+        }
+        let gate = if cancelled.failed(1) {
+            let paused = cancelled
+                .item(1)
+                .is_some_and(|project| project.contains_key("paused"));
+            if paused { Gate::Paused } else { Gate::Capacity }
+        } else if cancelled.failed(2) {
+            Gate::GlobalKillSwitch
+        } else {
+            Gate::ProjectKillSwitch
+        };
+        Ok(Commit::Blocked(gate))
     }
 
     async fn list(&self, query: &TaskQuery) -> Result<Page, InfraError> {
@@ -404,22 +667,7 @@ impl TaskStore for DynamoStore {
         tenant: &Tenant,
         project: &ProjectId,
     ) -> Result<ProjectStatus, InfraError> {
-        let output = self
-            .client
-            .get_item()
-            .table_name(&self.table)
-            .set_key(Some(project_key(tenant, project)))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(infra("DynamoDB GetItem"))?;
-        let item = output.item.unwrap_or_default();
-        Ok(ProjectStatus::from_counts(|status| {
-            item.get(&counter(status))
-                .and_then(|n| n.as_n().ok())
-                .and_then(|n| n.parse::<i64>().ok())
-                .map_or(0, |n| u64::try_from(n).unwrap_or(0))
-        }))
+        self.read_project_status(tenant, project).await
     }
 
     async fn wakes(
@@ -428,31 +676,10 @@ impl TaskStore for DynamoStore {
         until: DateTime<Utc>,
         limit: usize,
     ) -> Result<Vec<(Tenant, TaskId)>, InfraError> {
-        let mut found = Vec::new();
-        for shard in 0..WAKE_SHARDS {
-            let mut start = None;
-            loop {
-                let output = self
-                    .client
-                    .query()
-                    .table_name(&self.table)
-                    .index_name(WAKE_INDEX)
-                    .key_condition_expression("wake_key = :key AND wake_at <= :until")
-                    .expression_attribute_values(":key", wake_key(kind, shard))
-                    .expression_attribute_values(":until", AttributeValue::S(sortable(until)))
-                    .set_exclusive_start_key(start.take())
-                    .send()
-                    .await
-                    .map_err(infra("DynamoDB Query"))?;
-                found.extend(task_keys(output.items()));
-                start = output.last_evaluated_key;
-                if start.is_none() || found.len() >= limit {
-                    break;
-                }
-            }
-        }
-        found.truncate(limit);
-        Ok(found)
+        let keys = self
+            .due_wakes(|shard| wake_key(kind, shard), until, limit)
+            .await?;
+        Ok(keys.iter().filter_map(|pk| parse_pk(pk)).collect())
     }
 
     async fn set_wake(&self, task: &Task, wake: Option<Wake>) -> Result<bool, InfraError> {
@@ -485,6 +712,91 @@ impl TaskStore for DynamoStore {
             }
             Err(error) => Err(InfraError::new("DynamoDB UpdateItem", error)),
         }
+    }
+
+    async fn park(&self, task: &Task, parked: Parked) -> Result<bool, InfraError> {
+        self.park_task(task, parked).await
+    }
+
+    async fn ready(
+        &self,
+        tenant: &Tenant,
+        project: &ProjectId,
+        limit: usize,
+    ) -> Result<Vec<Timer>, InfraError> {
+        self.ready_timers(tenant, project, limit).await
+    }
+
+    async fn drain(
+        &self,
+        tenant: &Tenant,
+        project: &ProjectId,
+    ) -> Result<Option<Drain>, InfraError> {
+        self.read_drain(tenant, project).await
+    }
+
+    async fn queued(&self, tenant: &Tenant, project: &ProjectId) -> Result<u64, InfraError> {
+        self.count_ready(tenant, project).await
+    }
+
+    async fn drains(
+        &self,
+        until: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<(Tenant, ProjectId)>, InfraError> {
+        self.due_drains(until, limit).await
+    }
+
+    async fn reschedule_drain(
+        &self,
+        tenant: &Tenant,
+        project: &ProjectId,
+        at: DateTime<Utc>,
+    ) -> Result<(), InfraError> {
+        self.move_drain(tenant, project, at).await
+    }
+
+    async fn end_drain(
+        &self,
+        tenant: &Tenant,
+        project: &ProjectId,
+        last_park: DateTime<Utc>,
+    ) -> Result<bool, InfraError> {
+        self.remove_drain(tenant, project, last_park).await
+    }
+
+    async fn set_limit(
+        &self,
+        tenant: &Tenant,
+        project: &ProjectId,
+        limit: u32,
+    ) -> Result<(), InfraError> {
+        self.write_limit(tenant, project, limit).await
+    }
+
+    async fn set_paused(
+        &self,
+        tenant: &Tenant,
+        project: &ProjectId,
+        paused: Option<&Change>,
+    ) -> Result<(), InfraError> {
+        self.write_paused(tenant, project, paused).await
+    }
+
+    async fn kill_switch(&self, scope: &Scope) -> Result<Option<KillSwitch>, InfraError> {
+        self.read_kill_switch(scope).await
+    }
+
+    async fn set_kill_switch(&self, scope: &Scope, switch: &KillSwitch) -> Result<(), InfraError> {
+        self.write_kill_switch(scope, switch).await
+    }
+
+    async fn kill_switch_history(
+        &self,
+        scope: &Scope,
+        limit: usize,
+    ) -> Result<Vec<KillSwitch>, InfraError> {
+        self.read_kill_switch_history(scope, limit).await
     }
 }
 

@@ -2,7 +2,7 @@ use async_trait::async_trait;
 use aws_sdk_eventbridge::Client;
 use aws_sdk_eventbridge::types::PutEventsRequestEntry;
 use baton_app::{EventBus, InfraError};
-use baton_domain::Event;
+use baton_domain::{ControlEvent, Event};
 
 /// The `source` of every event Baton publishes.
 pub const SOURCE: &str = "baton";
@@ -26,28 +26,30 @@ impl EventBridgeBus {
     }
 }
 
-#[async_trait]
-impl EventBus for EventBridgeBus {
-    async fn publish(&self, events: &[Event]) -> Result<(), InfraError> {
-        for chunk in events.chunks(MAX_ENTRIES) {
-            let mut entries = Vec::with_capacity(chunk.len());
-            for event in chunk {
-                let detail =
-                    serde_json::to_string(event).map_err(|e| InfraError::new("encode event", e))?;
-                entries.push(
-                    PutEventsRequestEntry::builder()
-                        .event_bus_name(&self.bus)
-                        .source(SOURCE)
-                        .detail_type(event.kind.detail_type())
-                        .detail(detail)
-                        .resources(format!("baton:task:{}", event.task_id))
-                        .build(),
-                );
-            }
+impl EventBridgeBus {
+    fn entry(
+        &self,
+        detail_type: &str,
+        detail: &impl serde::Serialize,
+        resource: String,
+    ) -> Result<PutEventsRequestEntry, InfraError> {
+        let detail =
+            serde_json::to_string(detail).map_err(|e| InfraError::new("encode event", e))?;
+        Ok(PutEventsRequestEntry::builder()
+            .event_bus_name(&self.bus)
+            .source(SOURCE)
+            .detail_type(detail_type)
+            .detail(detail)
+            .resources(resource)
+            .build())
+    }
+
+    async fn put(&self, entries: Vec<PutEventsRequestEntry>) -> Result<(), InfraError> {
+        for chunk in entries.chunks(MAX_ENTRIES) {
             let output = self
                 .client
                 .put_events()
-                .set_entries(Some(entries))
+                .set_entries(Some(chunk.to_vec()))
                 .send()
                 .await
                 .map_err(|e| InfraError::new("EventBridge PutEvents", e))?;
@@ -68,5 +70,24 @@ impl EventBus for EventBridgeBus {
             }
         }
         Ok(())
+    }
+}
+
+#[async_trait]
+impl EventBus for EventBridgeBus {
+    async fn publish(&self, events: &[Event]) -> Result<(), InfraError> {
+        let entries = events
+            .iter()
+            .map(|event| {
+                let resource = format!("baton:task:{}", event.task_id);
+                self.entry(event.kind.detail_type(), event, resource)
+            })
+            .collect::<Result<_, _>>()?;
+        self.put(entries).await
+    }
+
+    async fn announce(&self, event: &ControlEvent) -> Result<(), InfraError> {
+        let entry = self.entry(event.detail_type(), event, event.resource())?;
+        self.put(vec![entry]).await
     }
 }

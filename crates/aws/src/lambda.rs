@@ -93,6 +93,7 @@ pub fn log_handled(handled: &Handled) {
         Handled::Rearmed(timer) => {
             info!(task_id = %timer.task_id, due_at = %timer.due_at, "timer early; armed again")
         }
+        Handled::Parked(gate) => info!(gate = gate.as_str(), "due but held back; parked"),
         Handled::NotFound => warn!("no such task"),
     }
 }

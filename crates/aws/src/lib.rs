@@ -4,6 +4,7 @@
 mod connections;
 mod dynamo;
 mod eventbridge;
+mod flow;
 pub mod inbound;
 pub mod lambda;
 mod push;

@@ -6,7 +6,8 @@ use std::collections::BTreeSet;
 
 use baton_aws::inbound::{TaskRequest, TaskResult, envelope};
 use baton_domain::{
-    Command, Decision, Event, EventKind, Outcome, SubmitRequest, Task, TaskError, TaskId, decide,
+    Change, Command, ControlEvent, Decision, Event, EventKind, Gate, Outcome, Parked, ProjectId,
+    Scope, SubmitRequest, Task, TaskError, TaskId, Tenant, decide,
 };
 use chrono::{Duration, Utc};
 use serde_json::{Value, json};
@@ -122,31 +123,83 @@ fn every_outbound_event_matches_its_schema_and_example() {
         running,
         succeeded.clone(),
         failed_for_good,
-        retrying,
+        retrying.clone(),
         step(&submitted, Command::Cancel { reason: "r".into() }),
         step(&succeeded, Command::Rollback { reason: "r".into() }),
     ];
-    let kinds: Vec<EventKind> = tasks
+    let waiting = Task {
+        parked: Some(Parked {
+            gate: Gate::Capacity,
+            since: submitted.updated_at,
+        }),
+        ..retrying
+    };
+    let mut events: Vec<Event> = tasks
         .iter()
-        .map(|t| Event::announcing(t).unwrap().kind)
+        .map(|t| Event::announcing(t).unwrap())
         .collect();
+    events.push(Event::parked(&waiting).unwrap());
+    let kinds: Vec<EventKind> = events.iter().map(|e| e.kind).collect();
     assert_eq!(kinds, EventKind::ALL, "one task per kind of event");
-    for task in &tasks {
-        let event = Event::announcing(task).unwrap();
+    for event in &events {
         let detail_type = event.kind.detail_type();
-        assert_fits(
-            detail_type,
-            &serde_json::to_value(&event).unwrap(),
-            &format!("a real {detail_type}"),
-        );
-        let example: Value =
-            serde_json::from_str(&read(&format!("{detail_type}.example.json"))).unwrap();
-        assert_eq!(example["detail-type"], detail_type);
-        assert_eq!(example["source"], baton_aws::SOURCE);
-        assert_fits(
-            detail_type,
-            &example["detail"],
-            &format!("the {detail_type} example"),
-        );
+        assert_documented(detail_type, &serde_json::to_value(event).unwrap());
+    }
+}
+
+/// A real event fits its schema, and so does its example.
+fn assert_documented(detail_type: &str, detail: &Value) {
+    assert_fits(detail_type, detail, &format!("a real {detail_type}"));
+    let example: Value =
+        serde_json::from_str(&read(&format!("{detail_type}.example.json"))).unwrap();
+    assert_eq!(example["detail-type"], detail_type);
+    assert_eq!(example["source"], baton_aws::SOURCE);
+    assert_fits(
+        detail_type,
+        &example["detail"],
+        &format!("the {detail_type} example"),
+    );
+}
+
+#[test]
+fn every_control_event_matches_its_schema_and_example() {
+    let change = Change {
+        by: "ada".into(),
+        reason: "r".into(),
+        at: Utc::now(),
+    };
+    let (tenant, project) = (
+        Tenant::parse("acme").unwrap(),
+        ProjectId::parse("p").unwrap(),
+    );
+    let events = [
+        ControlEvent::KillSwitch {
+            scope: Scope::Global,
+            engaged: true,
+            change: change.clone(),
+        },
+        ControlEvent::KillSwitch {
+            scope: Scope::Project {
+                tenant: tenant.clone(),
+                project: project.clone(),
+            },
+            engaged: false,
+            change: change.clone(),
+        },
+        ControlEvent::Pause {
+            tenant: tenant.clone(),
+            project: project.clone(),
+            paused: true,
+            change: change.clone(),
+        },
+        ControlEvent::Limit {
+            tenant,
+            project,
+            limit: 3,
+            change,
+        },
+    ];
+    for event in &events {
+        assert_documented(event.detail_type(), &serde_json::to_value(event).unwrap());
     }
 }

@@ -1,7 +1,7 @@
 use chrono::{DateTime, Duration, Utc};
 
 use crate::event::Event;
-use crate::ids::{TaskId, Tenant};
+use crate::ids::{ProjectId, TaskId, Tenant};
 use crate::task::{HistoryEntry, Outcome, Status, Task, TaskError};
 
 /// Something that asks a task to move.
@@ -87,6 +87,8 @@ pub struct Effects {
     pub events: Vec<Event>,
     /// A timer to arm.
     pub timer: Option<Timer>,
+    /// The project whose slot the task gave back, so the next task of its ready set may start.
+    pub admit: Option<(Tenant, ProjectId)>,
 }
 
 impl Effects {
@@ -101,6 +103,11 @@ impl Effects {
                 attempt: task.attempt,
                 due_at: task.due_at,
             }),
+            admit: task
+                .history
+                .last()
+                .is_some_and(|entry| entry.from == Some(Status::Running))
+                .then(|| (task.tenant.clone(), task.project.clone())),
         }
     }
 }
@@ -284,6 +291,7 @@ fn apply(
     change: impl FnOnce(&mut Task),
 ) -> Decision {
     let mut next = task.clone();
+    next.parked = None;
     change(&mut next);
     next.status = to;
     next.version = task.version + 1;

@@ -2,6 +2,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::Value;
 
+use crate::flow::Parked;
 use crate::ids::{ProjectId, TaskId, Tenant, Tier};
 use crate::task::{Status, Task, TaskError};
 
@@ -22,11 +23,14 @@ pub enum EventKind {
     Cancelled,
     /// A succeeded task was rolled back; its effects should be compensated.
     RolledBack,
+    /// A due task could not start (its project is at its limit, paused, or a kill switch is
+    /// engaged) and waits in its project's ready set. Not a transition: it stays Scheduled.
+    Parked,
 }
 
 impl EventKind {
     /// Every kind, in lifecycle order.
-    pub const ALL: [EventKind; 7] = [
+    pub const ALL: [EventKind; 8] = [
         EventKind::Submitted,
         EventKind::Ready,
         EventKind::Succeeded,
@@ -34,6 +38,7 @@ impl EventKind {
         EventKind::Retrying,
         EventKind::Cancelled,
         EventKind::RolledBack,
+        EventKind::Parked,
     ];
 
     /// The EventBridge `detail-type`.
@@ -46,6 +51,7 @@ impl EventKind {
             EventKind::Retrying => "TaskRetrying",
             EventKind::Cancelled => "TaskCancelled",
             EventKind::RolledBack => "TaskRolledBack",
+            EventKind::Parked => "TaskParked",
         }
     }
 }
@@ -95,6 +101,9 @@ pub struct Event {
     /// `TaskCancelled`, `TaskRolledBack`: why.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// `TaskParked`: what keeps it waiting, and since when.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub parked: Option<Parked>,
 }
 
 impl Event {
@@ -138,6 +147,19 @@ impl Event {
                 .reason
                 .clone()
                 .filter(|_| has(&[EventKind::Cancelled, EventKind::RolledBack])),
+            parked: None,
         })
+    }
+
+    /// The `TaskParked` event of a task that waits in its project's ready set.
+    pub fn parked(task: &Task) -> Option<Event> {
+        let parked = task.parked?;
+        let mut event = Event::announcing(task)?;
+        event.kind = EventKind::Parked;
+        event.due_at = Some(task.due_at);
+        event.error = None;
+        event.parked = Some(parked);
+        event.at = parked.since;
+        Some(event)
     }
 }

@@ -3,12 +3,19 @@
 
 mod decide;
 mod event;
+mod flow;
 mod ids;
 mod submission;
 mod task;
 
 pub use decide::{Command, Decision, Effects, Rejection, Timer, Transition, decide};
 pub use event::{Event, EventKind};
+pub use flow::{
+    Change, ControlEvent, DEFAULT_CONCURRENCY_LIMIT, Gate, KillSwitch, MAX_CONCURRENCY_LIMIT,
+    Parked, Scope,
+};
 pub use ids::{IdError, ProjectId, TaskId, Tenant, Tier};
-pub use submission::{FieldError, InvalidSubmission, NewTask, RetryInput, SubmitRequest};
+pub use submission::{
+    FieldError, Idempotency, InvalidSubmission, NewTask, RetryInput, SubmitRequest,
+};
 pub use task::{HistoryEntry, Outcome, RetryPolicy, Status, Task, TaskError};

@@ -52,6 +52,10 @@ pub struct SubmitRequest {
     /// Correlation id to carry on every event; generated when absent.
     #[serde(default)]
     pub correlation_id: Option<String>,
+    /// Makes the submission safe to repeat: the same key with the same payload returns the task
+    /// the first one created; with a different payload it is refused. 1 to 128 characters.
+    #[serde(default)]
+    pub idempotency_key: Option<String>,
 }
 
 /// The retry part of a submission.
@@ -117,6 +121,17 @@ pub struct NewTask {
     pub retry: RetryPolicy,
     /// Correlation id, if the submitter gave one.
     pub correlation_id: Option<String>,
+    /// The idempotency key, if the submitter gave one.
+    pub idempotency: Option<Idempotency>,
+}
+
+/// An idempotency key and the fingerprint of the payload it was first used with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Idempotency {
+    /// The submitter's key.
+    pub key: String,
+    /// SHA-256 (hex) of the submission without its key: equal payloads, equal fingerprints.
+    pub fingerprint: String,
 }
 
 struct Checker(Vec<FieldError>);
@@ -204,6 +219,19 @@ impl SubmitRequest {
         {
             check.fail("correlation_id", "must be 1 to 128 characters");
         }
+        let idempotency = self.idempotency_key.as_ref().and_then(|key| {
+            if key.is_empty() || key.chars().count() > 128 || key.chars().any(char::is_control) {
+                check.fail(
+                    "idempotency_key",
+                    "must be 1 to 128 characters, none of them control characters",
+                );
+                return None;
+            }
+            Some(Idempotency {
+                key: key.clone(),
+                fingerprint: self.fingerprint(),
+            })
+        });
 
         match (tenant, project, tier, name, check.0.is_empty()) {
             (Some(tenant), Some(project), Some(tier), Some(name), true) => Ok(NewTask {
@@ -217,9 +245,25 @@ impl SubmitRequest {
                 timeout_seconds,
                 retry,
                 correlation_id: self.correlation_id.clone(),
+                idempotency,
             }),
             _ => Err(InvalidSubmission(check.0)),
         }
+    }
+
+    /// SHA-256 of the submission as canonical JSON (struct fields in declaration order, object
+    /// keys sorted), its idempotency key left out.
+    fn fingerprint(&self) -> String {
+        use sha2::{Digest, Sha256};
+        let payload = SubmitRequest {
+            idempotency_key: None,
+            ..self.clone()
+        };
+        let bytes = serde_json::to_vec(&payload).expect("a submission serializes");
+        Sha256::digest(bytes)
+            .iter()
+            .map(|byte| format!("{byte:02x}"))
+            .collect()
     }
 
     fn due_at(&self, check: &mut Checker, now: DateTime<Utc>) -> DateTime<Utc> {
@@ -297,6 +341,7 @@ impl Task {
     /// The task a validated submission creates: Scheduled, version 1, attempt 1.
     pub fn submitted(new: NewTask, id: TaskId, now: DateTime<Utc>) -> Task {
         let correlation_id = new.correlation_id.unwrap_or_else(|| id.to_string());
+        let idempotency_key = new.idempotency.map(|idempotency| idempotency.key);
         Task {
             id,
             tenant: new.tenant,
@@ -326,6 +371,8 @@ impl Task {
                 cause: "submitted".to_owned(),
                 attempt: 1,
             }],
+            parked: None,
+            idempotency_key,
         }
     }
 }
@@ -409,6 +456,33 @@ mod tests {
         assert_eq!(
             request(big).validate(now()).unwrap_err().0[0].field,
             "input"
+        );
+    }
+
+    #[test]
+    fn equal_payloads_share_a_fingerprint_whatever_their_key_or_key_order() {
+        let keyed = |key: &str, input: Value| {
+            let mut request = valid();
+            request["idempotency_key"] = json!(key);
+            request["input"] = input;
+            self::request(request)
+                .validate(now())
+                .unwrap()
+                .idempotency
+                .unwrap()
+        };
+        let first = keyed("k1", json!({"a": 1, "b": 2}));
+        let reordered = keyed("k2", serde_json::from_str(r#"{"b": 2, "a": 1}"#).unwrap());
+        let other = keyed("k1", json!({"a": 1, "b": 3}));
+        assert_eq!(first.key, "k1");
+        assert_eq!(first.fingerprint, reordered.fingerprint);
+        assert_ne!(first.fingerprint, other.fingerprint);
+        assert_eq!(first.fingerprint.len(), 64);
+        let mut bad = valid();
+        bad["idempotency_key"] = json!("");
+        assert_eq!(
+            request(bad).validate(now()).unwrap_err().0[0].field,
+            "idempotency_key"
         );
     }
 

@@ -2,6 +2,7 @@ use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::flow::Parked;
 use crate::ids::{ProjectId, TaskId, Tenant, Tier, fnv1a};
 
 /// Where a task is in its lifecycle. Moves only forward; the last four absorb every command but
@@ -186,4 +187,10 @@ pub struct Task {
     pub updated_at: DateTime<Utc>,
     /// Every transition, oldest first; committed in the same write as the transition.
     pub history: Vec<HistoryEntry>,
+    /// Set while the task is due but waits in its project's ready set; any transition clears it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parked: Option<Parked>,
+    /// The key the submitter gave so that a repeated submission returns this task.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idempotency_key: Option<String>,
 }

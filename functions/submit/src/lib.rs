@@ -1,6 +1,7 @@
 //! `submit`: a `SubmitTask` event. Validates it (an invalid one is parked in the DLQ with every
 //! wrong field named), creates the task with an id derived from the event, so a redelivery
-//! creates nothing twice, and arms its timer when it is due within the timer window.
+//! creates nothing twice, and arms its timer when it is due within the timer window. An
+//! idempotency key already used with another payload parks the event in the DLQ too.
 
 use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent};
 use baton_app::{Baton, SubmitError};
@@ -28,6 +29,12 @@ pub async fn handle(baton: &Baton, event: SqsEvent) -> SqsBatchResponse {
                 "INVALID_SUBMISSION",
                 invalid.to_string(),
             ))),
+            Err(conflict @ SubmitError::IdempotencyConflict { .. }) => {
+                Err(MessageError::Malformed(Malformed::new(
+                    "IDEMPOTENCY_CONFLICT",
+                    conflict.to_string(),
+                )))
+            }
             Err(SubmitError::Infra(infra)) => Err(infra.into()),
         }
     })

@@ -1,0 +1,343 @@
+//! Flow control on in-memory adapters: the concurrency limit and its ready set, kill switches,
+//! pause/resume and idempotency keys.
+
+mod common;
+
+use baton_app::{DRAIN_INTERVAL, Handled, Operator, SubmitError, TaskStore};
+use baton_domain::{
+    Command, ControlEvent, EventKind, Gate, ProjectId, Scope, Status, Task, TaskId, Tenant,
+};
+use chrono::Duration;
+use common::{World, request, success, world};
+use serde_json::json;
+
+const OPS: Operator<'static> = Operator {
+    by: "ops",
+    reason: "testing",
+};
+
+fn acme() -> (Tenant, ProjectId) {
+    (
+        Tenant::parse("acme").unwrap(),
+        ProjectId::parse("p").unwrap(),
+    )
+}
+
+fn project_scope() -> Scope {
+    let (tenant, project) = acme();
+    Scope::Project { tenant, project }
+}
+
+impl World {
+    async fn dispatch(&self, task: &Task) -> Handled {
+        self.run(
+            task,
+            Command::Dispatch {
+                attempt: task.attempt,
+            },
+        )
+        .await
+    }
+
+    /// The tasks whose timers were armed since `from`, in arming order.
+    fn armed_since(&self, from: usize) -> Vec<TaskId> {
+        self.timers.armed()[from..]
+            .iter()
+            .map(|(timer, _)| timer.task_id)
+            .collect()
+    }
+
+    async fn running(&self) -> u64 {
+        let (tenant, project) = acme();
+        let status = self.baton.project_status(&tenant, &project).await.unwrap();
+        status.count(Status::Running)
+    }
+}
+
+#[tokio::test]
+async fn a_full_project_parks_due_tasks_and_a_released_slot_admits_the_highest_priority() {
+    let w = world();
+    let (tenant, project) = acme();
+    w.baton.set_limit(&tenant, &project, 2, &OPS).await.unwrap();
+    let mut tasks = Vec::new();
+    for priority in [0, 0, 0, 0, 7] {
+        tasks.push(w.submit(json!({"priority": priority})).await);
+    }
+    for task in &tasks[..2] {
+        assert!(matches!(w.dispatch(task).await, Handled::Applied(_)));
+    }
+    for task in &tasks[2..] {
+        assert_eq!(w.dispatch(task).await, Handled::Parked(Gate::Capacity));
+    }
+    assert_eq!(w.running().await, 2);
+    assert_eq!(w.baton.queued(&tenant, &project).await.unwrap(), 3);
+    let parked = w.reload(&tasks[2]).await;
+    assert_eq!(
+        (parked.status, parked.version, parked.parked.map(|p| p.gate)),
+        (Status::Scheduled, 1, Some(Gate::Capacity))
+    );
+    assert_eq!(
+        w.store.wake(&tenant, &parked.id),
+        None,
+        "drained, not swept"
+    );
+    let parked_events = w
+        .kinds()
+        .iter()
+        .filter(|k| **k == EventKind::Parked)
+        .count();
+    assert_eq!(parked_events, 3);
+    assert_eq!(
+        w.dispatch(&tasks[2]).await,
+        Handled::Parked(Gate::Capacity),
+        "a duplicate timer"
+    );
+    let parked_events = w
+        .kinds()
+        .iter()
+        .filter(|k| **k == EventKind::Parked)
+        .count();
+    assert_eq!(
+        parked_events, 3,
+        "parking again for the same reason is silent"
+    );
+
+    let before = w.timers.armed().len();
+    w.run(&tasks[0], success(1)).await;
+    assert_eq!(
+        w.armed_since(before),
+        [tasks[4].id],
+        "priority 7 goes first"
+    );
+    assert!(matches!(w.dispatch(&tasks[4]).await, Handled::Applied(_)));
+    assert_eq!(w.reload(&tasks[4]).await.parked, None);
+    assert_eq!(w.running().await, 2);
+
+    let before = w.timers.armed().len();
+    let failure = Command::Cancel {
+        reason: "stop".into(),
+    };
+    w.run(&tasks[1], failure).await;
+    assert_eq!(w.armed_since(before), [tasks[2].id], "then by due time");
+    assert_eq!(w.baton.queued(&tenant, &project).await.unwrap(), 2);
+}
+
+#[tokio::test]
+async fn a_slot_of_a_task_whose_result_never_comes_is_recovered_after_its_timeout() {
+    let w = world();
+    let (tenant, project) = acme();
+    w.baton.set_limit(&tenant, &project, 1, &OPS).await.unwrap();
+    let silent = w.submit(json!({})).await;
+    let waiting = w.submit(json!({})).await;
+    w.dispatch(&silent).await;
+    assert_eq!(w.dispatch(&waiting).await, Handled::Parked(Gate::Capacity));
+    w.clock.advance(Duration::seconds(61));
+    let before = w.timers.armed().len();
+    let report = w.baton.sweep().await.unwrap();
+    assert_eq!(report.timed_out, 1);
+    assert!(w.armed_since(before).contains(&waiting.id));
+    // The timed-out task retries later; the waiting one takes the slot meanwhile.
+    assert!(matches!(w.dispatch(&waiting).await, Handled::Applied(_)));
+    assert_eq!(w.running().await, 1);
+}
+
+#[tokio::test]
+async fn the_sweeper_admits_what_a_crash_after_a_release_left_waiting() {
+    let w = world();
+    let (tenant, project) = acme();
+    w.baton.set_limit(&tenant, &project, 1, &OPS).await.unwrap();
+    let first = w.submit(json!({})).await;
+    let second = w.submit(json!({})).await;
+    w.dispatch(&first).await;
+    w.dispatch(&second).await;
+    // The release commits, then the process dies before it admits anyone.
+    let running = w.reload(&first).await;
+    let Ok(baton_domain::Decision::Apply(done)) =
+        baton_domain::decide(&running, &success(1), w.baton.now())
+    else {
+        panic!("a result applies to a running task")
+    };
+    w.store.commit(&running, &done.task, None).await.unwrap();
+    assert_eq!(w.running().await, 0);
+
+    let before = w.timers.armed().len();
+    assert_eq!(w.baton.sweep().await.unwrap().admitted, 0, "not due yet");
+    w.clock.advance(DRAIN_INTERVAL);
+    let report = w.baton.sweep().await.unwrap();
+    assert_eq!(report.admitted, 1);
+    assert_eq!(w.armed_since(before), [second.id]);
+    assert!(matches!(w.dispatch(&second).await, Handled::Applied(_)));
+    w.run(&second, success(1)).await;
+
+    w.clock.advance(DRAIN_INTERVAL);
+    let report = w.baton.sweep().await.unwrap();
+    assert_eq!((report.admitted, report.drained), (0, 1), "the drain ends");
+    assert_eq!(w.store.drain(&tenant, &project).await.unwrap(), None);
+}
+
+#[tokio::test]
+async fn a_missing_or_engaged_kill_switch_stops_dispatch_until_disengaged() {
+    let w = world();
+    let task = w.submit(json!({})).await;
+    w.baton
+        .set_kill_switch(&Scope::Global, true, &OPS)
+        .await
+        .unwrap();
+    assert_eq!(
+        w.dispatch(&task).await,
+        Handled::Parked(Gate::GlobalKillSwitch)
+    );
+    w.store.delete_kill_switch(&Scope::Global);
+    assert_eq!(w.baton.kill_switch(&Scope::Global).await.unwrap(), None);
+    assert_eq!(
+        w.dispatch(&task).await,
+        Handled::Parked(Gate::GlobalKillSwitch)
+    );
+
+    let before = w.timers.armed().len();
+    let released = w
+        .baton
+        .set_kill_switch(&Scope::Global, false, &OPS)
+        .await
+        .unwrap();
+    assert!(!released.engaged);
+    assert_eq!(
+        w.armed_since(before),
+        [task.id],
+        "released tasks go at once"
+    );
+    assert!(matches!(w.dispatch(&task).await, Handled::Applied(_)));
+    let history = w
+        .baton
+        .kill_switch_history(&Scope::Global, 10)
+        .await
+        .unwrap();
+    assert_eq!(
+        history.iter().map(|s| s.engaged).collect::<Vec<_>>(),
+        [false, true]
+    );
+    assert!(matches!(
+        &w.bus.announced()[..],
+        [
+            ControlEvent::KillSwitch { engaged: true, .. },
+            ControlEvent::KillSwitch { engaged: false, .. }
+        ]
+    ));
+}
+
+#[tokio::test]
+async fn a_project_kill_switch_stops_only_its_project_and_a_deleted_one_is_not_recreated() {
+    let w = world();
+    let stopped = w.submit(json!({})).await;
+    let other = w.submit(json!({"project": "q"})).await;
+    w.baton
+        .set_kill_switch(&project_scope(), true, &OPS)
+        .await
+        .unwrap();
+    assert_eq!(
+        w.dispatch(&stopped).await,
+        Handled::Parked(Gate::ProjectKillSwitch)
+    );
+    assert!(matches!(w.dispatch(&other).await, Handled::Applied(_)));
+
+    w.store.delete_kill_switch(&project_scope());
+    let later = w.submit(json!({})).await;
+    assert_eq!(w.baton.kill_switch(&project_scope()).await.unwrap(), None);
+    assert_eq!(
+        w.dispatch(&later).await,
+        Handled::Parked(Gate::ProjectKillSwitch)
+    );
+    w.baton
+        .set_kill_switch(&project_scope(), false, &OPS)
+        .await
+        .unwrap();
+    assert!(matches!(w.dispatch(&stopped).await, Handled::Applied(_)));
+}
+
+#[tokio::test]
+async fn a_paused_project_parks_and_resume_rearms_at_the_given_rate() {
+    let w = world();
+    let (tenant, project) = acme();
+    w.baton
+        .set_limit(&tenant, &project, 100, &OPS)
+        .await
+        .unwrap();
+    let running = w.submit(json!({})).await;
+    w.dispatch(&running).await;
+    w.baton.pause(&tenant, &project, &OPS).await.unwrap();
+    let mut parked = Vec::new();
+    for _ in 0..6 {
+        let task = w.submit(json!({})).await;
+        assert_eq!(w.dispatch(&task).await, Handled::Parked(Gate::Paused));
+        parked.push(task);
+    }
+    assert!(
+        matches!(w.run(&running, success(1)).await, Handled::Applied(_)),
+        "running tasks finish"
+    );
+    let status = w.baton.project_status(&tenant, &project).await.unwrap();
+    assert_eq!(status.gate(), Some(Gate::Paused));
+
+    let before = w.timers.armed().len();
+    let status = w.baton.resume(&tenant, &project, &OPS, 2).await.unwrap();
+    assert_eq!(status.paused, None);
+    let delays: Vec<i64> = w.timers.armed()[before..]
+        .iter()
+        .map(|(_, delay)| delay.num_milliseconds())
+        .collect();
+    assert_eq!(delays, [0, 500, 1000, 1500, 2000, 2500]);
+    for task in &parked {
+        assert!(matches!(w.dispatch(task).await, Handled::Applied(_)));
+    }
+    assert!(matches!(
+        &w.bus.announced()[1..],
+        [
+            ControlEvent::Pause { paused: true, .. },
+            ControlEvent::Pause { paused: false, .. }
+        ]
+    ));
+}
+
+#[tokio::test]
+async fn an_idempotency_key_returns_the_first_task_or_refuses_a_different_payload() {
+    let w = world();
+    let keyed = request(json!({"idempotency_key": "order-17", "input": {"n": 1}}));
+    let first = TaskId::from_uuid(uuid::Uuid::now_v7());
+    let created = w.baton.submit(&keyed, first).await.unwrap();
+    assert!(!created.duplicate);
+    let again = w
+        .baton
+        .submit(&keyed, TaskId::from_uuid(uuid::Uuid::now_v7()))
+        .await
+        .unwrap();
+    assert!(again.duplicate);
+    assert_eq!(again.task.id, first);
+    assert_eq!(again.task.idempotency_key.as_deref(), Some("order-17"));
+
+    let changed = request(json!({"idempotency_key": "order-17", "input": {"n": 2}}));
+    let refused = w
+        .baton
+        .submit(&changed, TaskId::from_uuid(uuid::Uuid::now_v7()))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(refused, SubmitError::IdempotencyConflict { task_id, .. } if task_id == first)
+    );
+    let (tenant, project) = acme();
+    let status = w.baton.project_status(&tenant, &project).await.unwrap();
+    assert_eq!(status.total(), 1);
+}
+
+#[tokio::test]
+async fn controls_refuse_out_of_range_arguments() {
+    let w = world();
+    let (tenant, project) = acme();
+    assert!(w.baton.set_limit(&tenant, &project, 0, &OPS).await.is_err());
+    assert!(w.baton.resume(&tenant, &project, &OPS, 0).await.is_err());
+    let silent = Operator {
+        by: "ops",
+        reason: " ",
+    };
+    assert!(w.baton.pause(&tenant, &project, &silent).await.is_err());
+    assert!(w.bus.announced().is_empty());
+}

@@ -1,0 +1,535 @@
+//! Flow control in the task table: project limits, pauses and drains, the ready set (a sparse
+//! index of parked tasks in admission order), and kill switches with their history.
+
+use aws_sdk_dynamodb::types::{AttributeValue, Put, Select, TransactWriteItem};
+use baton_app::{Drain, InfraError, ProjectStatus};
+use baton_domain::{
+    Change, DEFAULT_CONCURRENCY_LIMIT, KillSwitch, Parked, ProjectId, Scope, Task, Tenant, Timer,
+};
+use chrono::{DateTime, Utc};
+
+use crate::dynamo::{
+    DynamoStore, Item, WAKE_SHARDS, batch_get, counter, infra, key, n, parse_pk, project_key, s,
+    sortable, switch_key,
+};
+
+/// The sparse index of parked tasks: partition = project, sort = admission order.
+const READY_INDEX: &str = "by-ready";
+/// A priority turned into a rank that sorts higher priorities first (priorities are -1000..=1000).
+const PRIORITY_OFFSET: i64 = 1000;
+
+fn ready_key(tenant: &Tenant, project: &ProjectId) -> AttributeValue {
+    s(format!("{tenant}#{project}"))
+}
+
+/// The ready set's order: priority (higher first), then due time; the attempt rides along so an
+/// admission can arm the task's timer from the index alone.
+fn ready_rank(task: &Task) -> String {
+    format!(
+        "{:04}#{}#{}",
+        PRIORITY_OFFSET - i64::from(task.priority),
+        sortable(task.due_at),
+        task.attempt
+    )
+}
+
+/// The timer of a ready set entry (the table's `pk` and the index's `ready_rank`).
+fn ready_timer(item: &Item) -> Option<Timer> {
+    let text = |name: &str| item.get(name).and_then(|v| v.as_s().ok());
+    let (tenant, task_id) = parse_pk(text("pk")?)?;
+    let mut rank = text("ready_rank")?.split('#');
+    let _priority = rank.next()?;
+    let due_at = DateTime::parse_from_rfc3339(rank.next()?).ok()?.to_utc();
+    let attempt = rank.next()?.parse().ok()?;
+    Some(Timer {
+        tenant,
+        task_id,
+        attempt,
+        due_at,
+    })
+}
+
+/// The drain's place in the wake index: its own kind, sharded by project.
+fn drain_key(shard: u8) -> AttributeValue {
+    s(format!("DRAIN#{shard}"))
+}
+
+fn drain_shard(tenant: &Tenant, project: &ProjectId) -> u8 {
+    let sum: u32 = format!("{tenant}#{project}").bytes().map(u32::from).sum();
+    (sum % u32::from(WAKE_SHARDS)) as u8
+}
+
+fn parse_project_pk(pk: &str) -> Option<(Tenant, ProjectId)> {
+    let mut parts = pk.strip_prefix("P#")?.splitn(2, '#');
+    let tenant = Tenant::parse(parts.next()?).ok()?;
+    let project = ProjectId::parse(parts.next()?).ok()?;
+    Some((tenant, project))
+}
+
+fn time(item: &Item, name: &str) -> Option<DateTime<Utc>> {
+    let text = item.get(name)?.as_s().ok()?;
+    Some(DateTime::parse_from_rfc3339(text).ok()?.to_utc())
+}
+
+fn drain_of(item: &Item) -> Option<Drain> {
+    Some(Drain {
+        at: time(item, "wake_at")?,
+        last_park: time(item, "last_park")?,
+    })
+}
+
+fn decoded<T: serde::de::DeserializeOwned>(value: AttributeValue) -> Result<T, InfraError> {
+    serde_dynamo::from_attribute_value(value)
+        .map_err(|e| InfraError::new("decode control from DynamoDB", e))
+}
+
+fn encoded(value: &impl serde::Serialize) -> Result<AttributeValue, InfraError> {
+    serde_dynamo::to_attribute_value(value)
+        .map_err(|e| InfraError::new("encode control for DynamoDB", e))
+}
+
+fn switch_of(mut item: Item) -> Result<KillSwitch, InfraError> {
+    let engaged = item.get("engaged").and_then(|v| v.as_bool().ok()).copied();
+    let last = item.remove("last").map(decoded::<Change>).transpose()?;
+    match (engaged, last) {
+        (Some(engaged), Some(last)) => Ok(KillSwitch { engaged, last }),
+        _ => Err(InfraError::new(
+            "decode kill switch",
+            "a switch item without `engaged` or `last`",
+        )),
+    }
+}
+
+impl DynamoStore {
+    /// The project item and both kill switches, strongly consistent, in one BatchGetItem.
+    pub(crate) async fn read_project_status(
+        &self,
+        tenant: &Tenant,
+        project: &ProjectId,
+    ) -> Result<ProjectStatus, InfraError> {
+        let scope = Scope::Project {
+            tenant: tenant.clone(),
+            project: project.clone(),
+        };
+        let keys = vec![
+            project_key(tenant, project),
+            switch_key(&Scope::Global, "SWITCH"),
+            switch_key(&scope, "SWITCH"),
+        ];
+        let mut status = ProjectStatus::default();
+        for mut item in batch_get(&self.client, &self.table, keys, true).await? {
+            let pk = item.get("pk").and_then(|v| v.as_s().ok()).cloned();
+            match pk.as_deref() {
+                Some("KILL#global") => status.global_switch = Some(switch_of(item)?),
+                Some(pk) if pk.starts_with("KILL#") => {
+                    status.project_switch = Some(switch_of(item)?)
+                }
+                _ => {
+                    status.counts = ProjectStatus::counted(|status| {
+                        item.get(&counter(status))
+                            .and_then(|n| n.as_n().ok())
+                            .and_then(|n| n.parse::<i64>().ok())
+                            .map_or(0, |n| u64::try_from(n).unwrap_or(0))
+                    });
+                    status.limit = item
+                        .get("slot_limit")
+                        .and_then(|n| n.as_n().ok())
+                        .and_then(|n| n.parse().ok())
+                        .unwrap_or(DEFAULT_CONCURRENCY_LIMIT);
+                    status.drain = drain_of(&item);
+                    status.paused = item.remove("paused").map(decoded).transpose()?;
+                }
+            }
+        }
+        Ok(status)
+    }
+
+    /// Gives the project a drain (keeping an earlier one's time), then puts the task in the
+    /// ready set and takes it off the sweeper's wake index, if it is still at its version.
+    pub(crate) async fn park_task(&self, task: &Task, parked: Parked) -> Result<bool, InfraError> {
+        let shard = drain_shard(&task.tenant, &task.project);
+        self.client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(project_key(&task.tenant, &task.project)))
+            .update_expression(
+                "SET wake_key = :key, wake_at = if_not_exists(wake_at, :at), last_park = :now",
+            )
+            .expression_attribute_values(":key", drain_key(shard))
+            .expression_attribute_values(
+                ":at",
+                s(sortable(parked.since + baton_app::DRAIN_INTERVAL)),
+            )
+            .expression_attribute_values(":now", s(sortable(parked.since)))
+            .send()
+            .await
+            .map_err(infra("DynamoDB UpdateItem"))?;
+        let update = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(key(&task.tenant, &task.id)))
+            .update_expression(
+                "SET ready_key = :ready, ready_rank = :rank, parked = :parked \
+                 REMOVE wake_key, wake_at",
+            )
+            .condition_expression("#version = :version")
+            .expression_attribute_names("#version", "version")
+            .expression_attribute_values(":version", n(task.version))
+            .expression_attribute_values(":ready", ready_key(&task.tenant, &task.project))
+            .expression_attribute_values(":rank", s(ready_rank(task)))
+            .expression_attribute_values(":parked", encoded(&parked)?)
+            .send()
+            .await;
+        match update {
+            Ok(_) => Ok(true),
+            Err(error)
+                if error
+                    .as_service_error()
+                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
+            {
+                Ok(false)
+            }
+            Err(error) => Err(InfraError::new("DynamoDB UpdateItem", error)),
+        }
+    }
+
+    pub(crate) async fn ready_timers(
+        &self,
+        tenant: &Tenant,
+        project: &ProjectId,
+        limit: usize,
+    ) -> Result<Vec<Timer>, InfraError> {
+        let output = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .index_name(READY_INDEX)
+            .key_condition_expression("ready_key = :ready")
+            .expression_attribute_values(":ready", ready_key(tenant, project))
+            .limit(i32::try_from(limit).unwrap_or(i32::MAX))
+            .send()
+            .await
+            .map_err(infra("DynamoDB Query"))?;
+        Ok(output.items().iter().filter_map(ready_timer).collect())
+    }
+
+    pub(crate) async fn count_ready(
+        &self,
+        tenant: &Tenant,
+        project: &ProjectId,
+    ) -> Result<u64, InfraError> {
+        let mut total = 0;
+        let mut start = None;
+        loop {
+            let output = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .index_name(READY_INDEX)
+                .key_condition_expression("ready_key = :ready")
+                .expression_attribute_values(":ready", ready_key(tenant, project))
+                .select(Select::Count)
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(infra("DynamoDB Query"))?;
+            total += u64::try_from(output.count).unwrap_or(0);
+            start = output.last_evaluated_key;
+            if start.is_none() {
+                return Ok(total);
+            }
+        }
+    }
+
+    pub(crate) async fn read_drain(
+        &self,
+        tenant: &Tenant,
+        project: &ProjectId,
+    ) -> Result<Option<Drain>, InfraError> {
+        let output = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(project_key(tenant, project)))
+            .projection_expression("wake_at, last_park")
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(infra("DynamoDB GetItem"))?;
+        Ok(output.item.as_ref().and_then(drain_of))
+    }
+
+    pub(crate) async fn due_drains(
+        &self,
+        until: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<(Tenant, ProjectId)>, InfraError> {
+        let keys = self.due_wakes(drain_key, until, limit).await?;
+        Ok(keys.iter().filter_map(|pk| parse_project_pk(pk)).collect())
+    }
+
+    pub(crate) async fn move_drain(
+        &self,
+        tenant: &Tenant,
+        project: &ProjectId,
+        at: DateTime<Utc>,
+    ) -> Result<(), InfraError> {
+        let update = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(project_key(tenant, project)))
+            .update_expression("SET wake_at = :at")
+            .condition_expression("attribute_exists(wake_key)")
+            .expression_attribute_values(":at", s(sortable(at)))
+            .send()
+            .await;
+        ignore_failed_condition(update.map(|_| ()))
+    }
+
+    pub(crate) async fn remove_drain(
+        &self,
+        tenant: &Tenant,
+        project: &ProjectId,
+        last_park: DateTime<Utc>,
+    ) -> Result<bool, InfraError> {
+        let update = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(project_key(tenant, project)))
+            .update_expression("REMOVE wake_key, wake_at, last_park")
+            .condition_expression("last_park = :seen")
+            .expression_attribute_values(":seen", s(sortable(last_park)))
+            .send()
+            .await;
+        let removed = update.is_ok();
+        ignore_failed_condition(update.map(|_| ()))?;
+        Ok(removed)
+    }
+
+    pub(crate) async fn write_limit(
+        &self,
+        tenant: &Tenant,
+        project: &ProjectId,
+        limit: u32,
+    ) -> Result<(), InfraError> {
+        self.client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(project_key(tenant, project)))
+            .update_expression("SET slot_limit = :limit")
+            .expression_attribute_values(":limit", n(limit))
+            .send()
+            .await
+            .map_err(infra("DynamoDB UpdateItem"))?;
+        Ok(())
+    }
+
+    pub(crate) async fn write_paused(
+        &self,
+        tenant: &Tenant,
+        project: &ProjectId,
+        paused: Option<&Change>,
+    ) -> Result<(), InfraError> {
+        let update = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(project_key(tenant, project)));
+        let update = match paused {
+            Some(change) => update
+                .update_expression("SET paused = :paused")
+                .expression_attribute_values(":paused", encoded(change)?),
+            None => update.update_expression("REMOVE paused"),
+        };
+        update.send().await.map_err(infra("DynamoDB UpdateItem"))?;
+        Ok(())
+    }
+
+    pub(crate) async fn read_kill_switch(
+        &self,
+        scope: &Scope,
+    ) -> Result<Option<KillSwitch>, InfraError> {
+        let output = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(switch_key(scope, "SWITCH")))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(infra("DynamoDB GetItem"))?;
+        output.item.map(switch_of).transpose()
+    }
+
+    /// Puts the global kill switch, disengaged, unless it exists: what a new stack starts with.
+    /// `true`: it was put now.
+    pub async fn install_global_switch(&self) -> Result<bool, InfraError> {
+        let mut item = switch_key(&Scope::Global, "SWITCH");
+        item.insert("engaged".to_owned(), AttributeValue::Bool(false));
+        let installed = Change {
+            by: "baton".to_owned(),
+            reason: "stack created".to_owned(),
+            at: Utc::now(),
+        };
+        item.insert("last".to_owned(), encoded(&installed)?);
+        let put = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .condition_expression("attribute_not_exists(pk)")
+            .send()
+            .await;
+        match put {
+            Ok(_) => Ok(true),
+            Err(error)
+                if error
+                    .as_service_error()
+                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
+            {
+                Ok(false)
+            }
+            Err(error) => Err(InfraError::new("DynamoDB PutItem", error)),
+        }
+    }
+
+    /// The switch and a history entry, in one transaction.
+    pub(crate) async fn write_kill_switch(
+        &self,
+        scope: &Scope,
+        switch: &KillSwitch,
+    ) -> Result<(), InfraError> {
+        let put = |sk: &str| -> Result<TransactWriteItem, InfraError> {
+            let mut item = switch_key(scope, sk);
+            item.insert("engaged".to_owned(), AttributeValue::Bool(switch.engaged));
+            item.insert("last".to_owned(), encoded(&switch.last)?);
+            let put = Put::builder()
+                .table_name(&self.table)
+                .set_item(Some(item))
+                .build()
+                .map_err(|e| InfraError::new("build kill switch put", e))?;
+            Ok(TransactWriteItem::builder().put(put).build())
+        };
+        let entry = format!(
+            "EV#{}#{}",
+            sortable(switch.last.at),
+            uuid::Uuid::now_v7().simple()
+        );
+        self.client
+            .transact_write_items()
+            .transact_items(put("SWITCH")?)
+            .transact_items(put(&entry)?)
+            .send()
+            .await
+            .map_err(infra("DynamoDB TransactWriteItems"))?;
+        Ok(())
+    }
+
+    pub(crate) async fn read_kill_switch_history(
+        &self,
+        scope: &Scope,
+        limit: usize,
+    ) -> Result<Vec<KillSwitch>, InfraError> {
+        let pk = switch_key(scope, "SWITCH").remove("pk").unwrap_or(s(""));
+        let output = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .key_condition_expression("pk = :pk AND begins_with(sk, :ev)")
+            .expression_attribute_values(":pk", pk)
+            .expression_attribute_values(":ev", s("EV#"))
+            .scan_index_forward(false)
+            .limit(i32::try_from(limit).unwrap_or(i32::MAX))
+            .send()
+            .await
+            .map_err(infra("DynamoDB Query"))?;
+        output
+            .items
+            .unwrap_or_default()
+            .into_iter()
+            .map(switch_of)
+            .collect()
+    }
+}
+
+fn ignore_failed_condition<R: std::fmt::Debug + Send + Sync + 'static>(
+    result: Result<
+        (),
+        aws_sdk_dynamodb::error::SdkError<
+            aws_sdk_dynamodb::operation::update_item::UpdateItemError,
+            R,
+        >,
+    >,
+) -> Result<(), InfraError> {
+    match result {
+        Err(error)
+            if !error
+                .as_service_error()
+                .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
+        {
+            Err(InfraError::new("DynamoDB UpdateItem", error))
+        }
+        _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ready_ranks_sort_higher_priority_first_then_earlier_due() {
+        let task = |priority: i32, due: &str| {
+            let mut task: Task = serde_json::from_value(serde_json::json!({
+                "id": "0190d1b8-8c2b-7cc1-9b7e-5b7c4c6d2f10", "tenant": "acme", "project": "p",
+                "name": "n", "tier": "t", "input": null, "priority": priority,
+                "due_at": due, "timeout_seconds": 60,
+                "retry": {"max_attempts": 3, "backoff_seconds": 5, "max_backoff_seconds": 900},
+                "status": "SCHEDULED", "version": 1, "attempt": 2, "deadline": null,
+                "output": null, "error": null, "reason": null, "correlation_id": "c",
+                "created_at": due, "updated_at": due, "history": []
+            }))
+            .unwrap();
+            task.priority = priority;
+            task
+        };
+        let urgent = ready_rank(&task(1000, "2026-01-02T00:00:00Z"));
+        let early = ready_rank(&task(0, "2026-01-01T00:00:00Z"));
+        let late = ready_rank(&task(0, "2026-01-01T00:00:01Z"));
+        let low = ready_rank(&task(-1000, "2025-01-01T00:00:00Z"));
+        assert!(
+            urgent < early && early < late && late < low,
+            "{urgent} {early} {late} {low}"
+        );
+
+        let mut entry = key(
+            &Tenant::parse("acme").unwrap(),
+            &task(0, "2026-01-01T00:00:00Z").id,
+        );
+        entry.insert("ready_rank".to_owned(), s(early));
+        let timer = ready_timer(&entry).unwrap();
+        assert_eq!(timer.attempt, 2);
+        assert_eq!(timer.due_at.to_rfc3339(), "2026-01-01T00:00:00+00:00");
+    }
+
+    #[test]
+    fn a_project_partition_key_parses_back() {
+        assert_eq!(
+            parse_project_pk("P#acme#reports"),
+            Some((
+                Tenant::parse("acme").unwrap(),
+                ProjectId::parse("reports").unwrap()
+            ))
+        );
+        assert_eq!(parse_project_pk("T#acme#x"), None);
+        assert!(
+            drain_shard(
+                &Tenant::parse("a").unwrap(),
+                &ProjectId::parse("b").unwrap()
+            ) < 4
+        );
+    }
+}
