@@ -277,20 +277,7 @@ impl Sandbox {
 
     /// Deletes one item of the sandbox table, as an operator's mistake or a bad restore would.
     pub async fn delete_item(&self, pk: &str, sk: &str) -> Result<()> {
-        self.dynamodb
-            .delete_item()
-            .table_name(&self.settings.table)
-            .key(
-                "pk",
-                aws_sdk_dynamodb::types::AttributeValue::S(pk.to_owned()),
-            )
-            .key(
-                "sk",
-                aws_sdk_dynamodb::types::AttributeValue::S(sk.to_owned()),
-            )
-            .send()
-            .await?;
-        Ok(())
+        delete_item(&self.dynamodb, &self.settings.table, pk, sk).await
     }
 
     /// Removes every resource the sandbox created.
@@ -420,6 +407,23 @@ async fn receive(
     }
 }
 
+async fn delete_item(
+    dynamodb: &aws_sdk_dynamodb::Client,
+    table: &str,
+    pk: &str,
+    sk: &str,
+) -> Result<()> {
+    let key = |text: &str| aws_sdk_dynamodb::types::AttributeValue::S(text.to_owned());
+    dynamodb
+        .delete_item()
+        .table_name(table)
+        .key("pk", key(pk))
+        .key("sk", key(sk))
+        .send()
+        .await?;
+    Ok(())
+}
+
 /// Receives (and deletes) every EventBridge envelope on a queue now.
 async fn drain(sqs: &aws_sdk_sqs::Client, queue_url: &str) -> Result<Vec<Value>> {
     receive(sqs, queue_url, 0)
@@ -436,6 +440,7 @@ pub struct Stack {
     endpoint: String,
     sqs: aws_sdk_sqs::Client,
     events: aws_sdk_eventbridge::Client,
+    dynamodb: aws_sdk_dynamodb::Client,
     workers: std::sync::Mutex<Vec<(String, String)>>,
 }
 
@@ -463,6 +468,7 @@ impl Stack {
             endpoint,
             sqs: aws_sdk_sqs::Client::new(&sdk),
             events: aws_sdk_eventbridge::Client::new(&sdk),
+            dynamodb: aws_sdk_dynamodb::Client::new(&sdk),
             workers: std::sync::Mutex::new(Vec::new()),
         })
     }
@@ -529,6 +535,11 @@ impl Stack {
             bail!("PutEvents failed: {:?}", output.entries());
         }
         Ok(())
+    }
+
+    /// Deletes one item of the stack's table, as an operator's mistake or a bad restore would.
+    pub async fn delete_item(&self, pk: &str, sk: &str) -> Result<()> {
+        delete_item(&self.dynamodb, self.output("TableName"), pk, sk).await
     }
 
     /// A queue that receives `TaskReady` events of `tier`, like a worker's: a rule on the bus.

@@ -499,3 +499,299 @@ async fn a_websocket_subscriber_sees_its_task_move_and_another_tenant_sees_nothi
     );
     Ok(())
 }
+
+const DISPATCHES: &str = "query($id: ID!) { task(id: $id) { status history { to cause at } } }";
+
+/// When a task was dispatched and when it finished, from its history.
+async fn run_span(stack: &Stack, tenant: &str, id: &str) -> Result<(String, String)> {
+    let task = graphql(stack, tenant, DISPATCHES, json!({"id": id})).await?;
+    let at = |cause: &str| {
+        task["task"]["history"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|entry| entry["cause"] == cause)
+            .and_then(|entry| entry["at"].as_str())
+            .map(str::to_owned)
+            .with_context(|| format!("{cause} in {task}"))
+    };
+    Ok((at("dispatched")?, at("result:succeeded")?))
+}
+
+/// A worker that answers every `TaskReady` of its queue with success after `hold`, until
+/// `count` distinct tasks are answered; `watch` runs between polls.
+async fn answer_slowly<F, Fut>(
+    stack: &Stack,
+    tenant: &str,
+    worker: &WorkerQueue,
+    count: usize,
+    hold: Duration,
+    mut watch: F,
+) -> Result<()>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<()>>,
+{
+    let started = std::time::Instant::now();
+    let mut holding: Vec<(std::time::Instant, Value)> = Vec::new();
+    let mut answered = std::collections::HashSet::new();
+    while answered.len() < count {
+        if started.elapsed() > Duration::from_secs(240) {
+            bail!("only {} of {count} tasks answered", answered.len());
+        }
+        for ready in worker.all_ready().await? {
+            holding.push((std::time::Instant::now() + hold, ready));
+        }
+        let (done, waiting): (Vec<_>, Vec<_>) = holding
+            .into_iter()
+            .partition(|(until, _)| *until <= std::time::Instant::now());
+        holding = waiting;
+        for (_, ready) in done {
+            let outcome = json!({"status": "succeeded", "output": {}});
+            stack
+                .put_event("TaskResult", &result(tenant, &ready, outcome))
+                .await?;
+            answered.insert(ready["task_id"].as_str().unwrap_or_default().to_owned());
+        }
+        watch().await?;
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+    Ok(())
+}
+
+const PROJECT_STATUS: &str = "{ projectStatus(projectId: \"e2e\") { running limit queued paused
+    heldBy total counts { status count } killSwitch { engaged present } } }";
+
+fn count_of(status: &Value, name: &str) -> u64 {
+    status["projectStatus"]["counts"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|c| c["status"] == name)
+        .and_then(|c| c["count"].as_u64())
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn a_project_limited_to_three_never_runs_more_and_a_late_urgent_task_goes_first() -> Result<()>
+{
+    let stack = Stack::deployed().await?;
+    let (tenant, tier) = (unique("acme"), unique("gpu"));
+    let worker = stack.worker_queue(&tier).await?;
+    let limit = graphql(
+        &stack,
+        &tenant,
+        "mutation { setProjectLimit(projectId: \"e2e\", limit: 3, reason: \"e2e\") { limit } }",
+        json!({}),
+    )
+    .await?;
+    assert_eq!(limit["setProjectLimit"]["limit"], 3);
+    // All due at one instant a few seconds ahead, so the urgent one, submitted last, waits with
+    // the others.
+    let due = (chrono::Utc::now() + chrono::Duration::seconds(8)).to_rfc3339();
+    let fields = format!("dueAt: \"{due}\"");
+    let submits = (0..30).map(|_| submit_through_graphql(&stack, &tenant, &tier, &fields));
+    let normal: Vec<String> = futures_util::future::join_all(submits)
+        .await
+        .into_iter()
+        .map(|submitted| submitted.map(|(id, _)| id))
+        .collect::<Result<_>>()?;
+    let urgent_fields = format!("{fields}, priority: 500");
+    let (urgent, _) = submit_through_graphql(&stack, &tenant, &tier, &urgent_fields).await?;
+    assert!(
+        chrono::Utc::now().to_rfc3339() < due,
+        "submitted before they are due"
+    );
+
+    // Watch both the project's counter and the tasks' own states between the worker's polls.
+    let running_tasks = "{ tasks(filter: {projectId: \"e2e\", statuses: [RUNNING]}, first: 100)
+        { edges { node { id } } } }";
+    let most = std::cell::Cell::new(0);
+    answer_slowly(
+        &stack,
+        &tenant,
+        &worker,
+        31,
+        Duration::from_millis(800),
+        || async {
+            let status = graphql(&stack, &tenant, PROJECT_STATUS, json!({})).await?;
+            let counted = status["projectStatus"]["running"].as_u64().unwrap_or(0);
+            let listed = graphql(&stack, &tenant, running_tasks, json!({})).await?;
+            let running = listed["tasks"]["edges"].as_array().map_or(0, Vec::len) as u64;
+            most.set(most.get().max(running).max(counted));
+            if running > 3 || counted > 3 {
+                bail!("{running} tasks running ({counted} counted) at once");
+            }
+            Ok(())
+        },
+    )
+    .await?;
+    assert!(
+        most.get() >= 2,
+        "the limit was used: at most {} seen",
+        most.get()
+    );
+    eventually("all 31 to succeed", PATIENCE, || async {
+        let status = graphql(&stack, &tenant, PROJECT_STATUS, json!({})).await?;
+        Ok((count_of(&status, "SUCCEEDED") == 31).then_some(()))
+    })
+    .await?;
+
+    let mut spans = Vec::new();
+    for id in normal.iter().chain([&urgent]) {
+        spans.push((run_span(&stack, &tenant, id).await?, id == &urgent));
+    }
+    spans.sort();
+    let position = spans.iter().position(|(_, urgent)| *urgent).unwrap();
+    assert!(
+        position < 4,
+        "the urgent task ran {position}th; only the first three may precede it"
+    );
+    stack.teardown().await
+}
+
+#[tokio::test]
+async fn a_project_kill_switch_holds_its_tasks_even_when_deleted_until_disengaged() -> Result<()> {
+    let stack = Stack::deployed().await?;
+    let (tenant, tier) = (unique("acme"), unique("gpu"));
+    let worker = stack.worker_queue(&tier).await?;
+    // The project exists (its switch is created with its first task) before it is stopped.
+    let (first, _) = submit_through_graphql(&stack, &tenant, &tier, "input: {n: 0}").await?;
+    let ready = worker.next_ready(PATIENCE).await?;
+    assert_eq!(ready["task_id"].as_str(), Some(first.as_str()));
+
+    let engage = "mutation { engageKillSwitch(scope: {projectId: \"e2e\"}, reason: \"bad deploy\")
+        { engaged present lastChange { by reason } } }";
+    let engaged = graphql(&stack, &tenant, engage, json!({})).await?;
+    assert_eq!(engaged["engageKillSwitch"]["engaged"], true);
+    assert_eq!(
+        engaged["engageKillSwitch"]["lastChange"]["reason"],
+        "bad deploy"
+    );
+    let (held, _) = submit_through_graphql(&stack, &tenant, &tier, "input: {n: 1}").await?;
+    let parked = "query($id: ID!) { task(id: $id) { status parked { gate } } }";
+    eventually("the task to be parked", PATIENCE, || async {
+        let task = graphql(&stack, &tenant, parked, json!({"id": held})).await?;
+        Ok((task["task"]["parked"]["gate"] == "PROJECT_KILL_SWITCH").then_some(()))
+    })
+    .await?;
+
+    stack
+        .delete_item(&format!("KILL#{tenant}#e2e"), "SWITCH")
+        .await?;
+    let status = graphql(&stack, &tenant, PROJECT_STATUS, json!({})).await?;
+    assert_eq!(
+        status["projectStatus"]["killSwitch"],
+        json!({"engaged": true, "present": false})
+    );
+    assert_eq!(status["projectStatus"]["heldBy"], "PROJECT_KILL_SWITCH");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(
+        worker.all_ready().await?.is_empty(),
+        "a missing switch stops dispatch"
+    );
+    assert_eq!(task(&stack, &tenant, &held).await?["status"], "SCHEDULED");
+
+    let disengage = "mutation { disengageKillSwitch(scope: {projectId: \"e2e\"}, reason: \"fixed\")
+        { engaged history { engaged change { reason } } } }";
+    let released = graphql(&stack, &tenant, disengage, json!({})).await?;
+    assert_eq!(released["disengageKillSwitch"]["engaged"], false);
+    let ready = worker.next_ready(PATIENCE).await?;
+    assert_eq!(ready["task_id"].as_str(), Some(held.as_str()));
+    let history = graphql(
+        &stack,
+        &tenant,
+        "{ killSwitch(scope: {projectId: \"e2e\"}) { history { engaged change { reason } } } }",
+        json!({}),
+    )
+    .await?;
+    assert_eq!(
+        history["killSwitch"]["history"],
+        json!([{"engaged": false, "change": {"reason": "fixed"}},
+               {"engaged": true, "change": {"reason": "bad deploy"}}])
+    );
+    stack.teardown().await
+}
+
+#[tokio::test]
+async fn a_paused_project_parks_its_due_tasks_and_resume_drains_them_at_the_given_rate()
+-> Result<()> {
+    let stack = Stack::deployed().await?;
+    let (tenant, tier) = (unique("acme"), unique("gpu"));
+    let worker = stack.worker_queue(&tier).await?;
+    let pause = "mutation { pauseProject(projectId: \"e2e\", reason: \"maintenance\")
+        { paused pause { reason } } }";
+    let paused = graphql(&stack, &tenant, pause, json!({})).await?;
+    assert_eq!(paused["pauseProject"]["pause"]["reason"], "maintenance");
+    let mut ids = Vec::new();
+    for n in 0..6 {
+        let input = format!("input: {{n: {n}}}");
+        ids.push(
+            submit_through_graphql(&stack, &tenant, &tier, &input)
+                .await?
+                .0,
+        );
+    }
+    let status = eventually("six parked tasks", PATIENCE, || async {
+        let status = graphql(&stack, &tenant, PROJECT_STATUS, json!({})).await?;
+        Ok((status["projectStatus"]["queued"] == 6).then_some(status))
+    })
+    .await?;
+    assert_eq!(status["projectStatus"]["heldBy"], "PAUSED");
+    assert!(
+        worker.all_ready().await?.is_empty(),
+        "nothing runs while paused"
+    );
+
+    let resume = "mutation { resumeProject(projectId: \"e2e\", reason: \"done\", ratePerSecond: 2)
+        { paused } }";
+    let resumed = graphql(&stack, &tenant, resume, json!({})).await?;
+    assert_eq!(resumed["resumeProject"]["paused"], false);
+    answer_slowly(&stack, &tenant, &worker, 6, Duration::ZERO, || async {
+        Ok(())
+    })
+    .await?;
+    let mut starts = Vec::new();
+    for id in &ids {
+        let (start, _) = eventually("a finished task", PATIENCE, || async {
+            Ok(run_span(&stack, &tenant, id).await.ok())
+        })
+        .await?;
+        starts.push(chrono::DateTime::parse_from_rfc3339(&start)?);
+    }
+    starts.sort();
+    let spread = starts[5] - starts[0];
+    // Two per second: the six start over at least two seconds, not at once.
+    assert!(
+        spread >= chrono::Duration::milliseconds(1900),
+        "six resumed tasks started within {spread}"
+    );
+    stack.teardown().await
+}
+
+#[tokio::test]
+async fn concurrent_graphql_submits_with_one_idempotency_key_create_one_task() -> Result<()> {
+    let stack = Stack::deployed().await?;
+    let (tenant, tier) = (unique("acme"), unique("gpu"));
+    let fields = "input: {order: 17}, idempotencyKey: \"order-17\"";
+    let submits = (0..5).map(|_| submit_through_graphql(&stack, &tenant, &tier, fields));
+    let ids: std::collections::BTreeSet<String> = futures_util::future::join_all(submits)
+        .await
+        .into_iter()
+        .map(|submitted| submitted.map(|(id, _)| id))
+        .collect::<Result<_>>()?;
+    assert_eq!(ids.len(), 1, "{ids:?}");
+
+    let mutation =
+        "mutation($tier: String!) { submitTask(input: {projectId: \"e2e\", name: \"gql\",
+        tier: $tier, input: {order: 18}, idempotencyKey: \"order-17\"}) { id } }";
+    let refused = graphql_response(&stack, &tenant, mutation, json!({"tier": tier})).await?;
+    assert_eq!(code(&refused), "IDEMPOTENCY_CONFLICT");
+    assert_eq!(
+        refused["errors"][0]["extensions"]["existingTaskId"].as_str(),
+        ids.first().map(String::as_str)
+    );
+    let status = graphql(&stack, &tenant, PROJECT_STATUS, json!({})).await?;
+    assert_eq!(status["projectStatus"]["total"], 1);
+    stack.teardown().await
+}

@@ -247,3 +247,66 @@ async fn concurrent_submits_with_one_idempotency_key_create_one_task() -> Result
     assert_eq!(status.total(), 1);
     sandbox.teardown().await
 }
+
+/// A project with limit 1 whose slot is held by `holder` (Running) while `waiting` is parked.
+async fn one_slot_taken(sandbox: &Sandbox) -> Result<(Task, Task)> {
+    sandbox
+        .baton
+        .set_limit(&acme(), &project("reports"), 1, &OPS)
+        .await?;
+    let holder = submit(sandbox, "reports", json!({"timeout_seconds": 30})).await?;
+    fire_due(sandbox).await?;
+    let waiting = submit(sandbox, "reports", json!({})).await?;
+    fire_due(sandbox).await?;
+    assert_eq!(reload(sandbox, &holder).await?.status, Status::Running);
+    assert_eq!(gate_of(sandbox, &waiting).await?, Some(Gate::Capacity));
+    Ok((holder, waiting))
+}
+
+#[tokio::test]
+async fn a_slot_held_by_a_task_whose_result_never_comes_is_recovered_after_its_timeout()
+-> Result<()> {
+    let sandbox = Sandbox::new().await?;
+    let (holder, waiting) = one_slot_taken(&sandbox).await?;
+    sandbox.clock.advance(chrono::Duration::seconds(31));
+    let report = baton_fn_sweeper::handle(&sandbox.baton).await?;
+    assert_eq!(report.timed_out, 1, "{report:?}");
+    let admitted = sandbox.due_timers().await?;
+    assert!(timer_ids(&admitted).contains(&waiting.id.to_string()));
+    baton_fn_on_due::handle(&sandbox.baton, sqs_batch(&admitted)).await;
+    assert_eq!(reload(&sandbox, &waiting).await?.status, Status::Running);
+    let timed_out = reload(&sandbox, &holder).await?;
+    assert_eq!(timed_out.error.map(|e| e.code).as_deref(), Some("TIMEOUT"));
+    sandbox.teardown().await
+}
+
+#[tokio::test]
+async fn the_sweeper_admits_what_a_crash_between_release_and_admission_left_waiting() -> Result<()>
+{
+    let sandbox = Sandbox::new().await?;
+    let (holder, waiting) = one_slot_taken(&sandbox).await?;
+    // The release commits through the store alone, as if the process died right after it.
+    let store = baton_aws::DynamoStore::new(
+        aws_sdk_dynamodb::Client::new(&baton_tests::emulator().await),
+        &sandbox.settings.table,
+    );
+    let running = reload(&sandbox, &holder).await?;
+    let success = baton_domain::Command::Complete {
+        attempt: 1,
+        outcome: baton_domain::Outcome::Succeeded { output: json!({}) },
+    };
+    let Ok(baton_domain::Decision::Apply(done)) =
+        baton_domain::decide(&running, &success, sandbox.baton.now())
+    else {
+        panic!("a result applies to a running task");
+    };
+    baton_app::TaskStore::commit(&store, &running, &done.task, None).await?;
+    assert!(sandbox.due_timers().await?.is_empty(), "nobody admitted");
+
+    sandbox.clock.advance(baton_app::DRAIN_INTERVAL);
+    let report = baton_fn_sweeper::handle(&sandbox.baton).await?;
+    assert_eq!(report.admitted, 1, "{report:?}");
+    fire_due(&sandbox).await?;
+    assert_eq!(reload(&sandbox, &waiting).await?.status, Status::Running);
+    sandbox.teardown().await
+}

@@ -343,6 +343,18 @@ impl TaskStore for MemoryStore {
         }
     }
 
+    async fn unpark(&self, timer: &Timer, wake: Wake) -> Result<bool, InfraError> {
+        let mut tasks = self.tasks.lock().unwrap();
+        match tasks.get_mut(&(timer.tenant.clone(), timer.task_id)) {
+            Some((task, stored_wake)) if task.parked.is_some() && task.attempt == timer.attempt => {
+                task.parked = None;
+                *stored_wake = Some(wake);
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
     async fn ready(
         &self,
         tenant: &Tenant,

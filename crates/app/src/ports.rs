@@ -286,6 +286,10 @@ pub trait TaskStore: Send + Sync {
     /// Puts `task` (still at its version) in its project's ready set, ordered by priority then
     /// due time, after making sure the project has a drain. `false`: the task has moved.
     async fn park(&self, task: &Task, parked: Parked) -> Result<bool, InfraError>;
+    /// Takes the task of `timer` (still on its attempt) out of its project's ready set so it may
+    /// start: its timer is armed next, and `wake` lets the sweeper arm it again should that be
+    /// lost. `false`: it was not waiting there (another admission took it first).
+    async fn unpark(&self, timer: &Timer, wake: Wake) -> Result<bool, InfraError>;
     /// The timers of the first `limit` tasks of a project's ready set, in admission order.
     async fn ready(
         &self,

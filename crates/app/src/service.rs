@@ -401,8 +401,9 @@ impl Baton {
     }
 
     /// Lets tasks of a project's ready set start, as many as it has free slots, at most `rate`
-    /// per second: arms their timers so `on-due` dispatches them through the gate. Answers how
-    /// many it armed.
+    /// per second: takes each out of the ready set (so no other admission arms it too) and arms
+    /// its timer, so `on-due` dispatches it through the gate (a task refused again is parked
+    /// again). Answers how many it armed.
     pub async fn admit(
         &self,
         tenant: &Tenant,
@@ -427,15 +428,29 @@ impl Baton {
         if status.drain.is_none() || wanted == 0 {
             return Ok(0);
         }
-        let timers = self.store.ready(tenant, project, wanted as usize).await?;
-        for (i, timer) in timers.iter().enumerate() {
-            let delay = Duration::milliseconds(i as i64 * 1000 / i64::from(rate));
-            self.timers.arm(timer, delay).await?;
+        // Read past the wanted count: an entry another admission has just taken may still show.
+        let wanted = wanted as usize;
+        let candidates = self.store.ready(tenant, project, wanted * 2).await?;
+        let now = self.now();
+        let mut admitted = 0;
+        for timer in candidates {
+            if admitted == wanted {
+                break;
+            }
+            let delay = Duration::milliseconds(admitted as i64 * 1000 / i64::from(rate));
+            let backstop = Wake {
+                kind: WakeKind::Check,
+                at: now + delay + TIMER_GRACE,
+            };
+            if self.store.unpark(&timer, backstop).await? {
+                self.timers.arm(&timer, delay).await?;
+                admitted += 1;
+            }
         }
-        if !timers.is_empty() {
-            info!(%tenant, %project, admitted = timers.len(), rate, "admitted from the ready set");
+        if admitted > 0 {
+            info!(%tenant, %project, admitted, rate, "admitted from the ready set");
         }
-        Ok(timers.len())
+        Ok(admitted)
     }
 
     /// Sets a project's concurrency limit; a raised limit admits waiting tasks at once.

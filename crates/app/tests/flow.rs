@@ -119,7 +119,22 @@ async fn a_full_project_parks_due_tasks_and_a_released_slot_admits_the_highest_p
     };
     w.run(&tasks[1], failure).await;
     assert_eq!(w.armed_since(before), [tasks[2].id], "then by due time");
-    assert_eq!(w.baton.queued(&tenant, &project).await.unwrap(), 2);
+    assert_eq!(
+        w.baton.queued(&tenant, &project).await.unwrap(),
+        1,
+        "an admitted task leaves the ready set, so no other admission arms it"
+    );
+    // The slot still looks free until tasks[2] starts: the next admission arms only what waits.
+    let before = w.timers.armed().len();
+    w.baton.admit(&tenant, &project, 10).await.unwrap();
+    assert_eq!(w.armed_since(before), [tasks[3].id]);
+    assert!(matches!(w.dispatch(&tasks[2]).await, Handled::Applied(_)));
+    assert_eq!(
+        w.dispatch(&tasks[3]).await,
+        Handled::Parked(Gate::Capacity),
+        "refused again, it waits again"
+    );
+    assert_eq!(w.baton.queued(&tenant, &project).await.unwrap(), 1);
 }
 
 #[tokio::test]

@@ -94,7 +94,7 @@ pub(crate) fn wake_key(kind: WakeKind, shard: u8) -> AttributeValue {
     AttributeValue::S(format!("{kind}#{shard}"))
 }
 
-fn wake_attributes(id: &TaskId, wake: Wake) -> [(String, AttributeValue); 2] {
+pub(crate) fn wake_attributes(id: &TaskId, wake: Wake) -> [(String, AttributeValue); 2] {
     [
         (
             "wake_key".to_owned(),
@@ -716,6 +716,10 @@ impl TaskStore for DynamoStore {
 
     async fn park(&self, task: &Task, parked: Parked) -> Result<bool, InfraError> {
         self.park_task(task, parked).await
+    }
+
+    async fn unpark(&self, timer: &Timer, wake: Wake) -> Result<bool, InfraError> {
+        self.take_from_ready_set(timer, wake).await
     }
 
     async fn ready(

@@ -2,7 +2,7 @@
 //! index of parked tasks in admission order), and kill switches with their history.
 
 use aws_sdk_dynamodb::types::{AttributeValue, Put, Select, TransactWriteItem};
-use baton_app::{Drain, InfraError, ProjectStatus};
+use baton_app::{Drain, InfraError, ProjectStatus, Wake};
 use baton_domain::{
     Change, DEFAULT_CONCURRENCY_LIMIT, KillSwitch, Parked, ProjectId, Scope, Task, Tenant, Timer,
 };
@@ -10,7 +10,7 @@ use chrono::{DateTime, Utc};
 
 use crate::dynamo::{
     DynamoStore, Item, WAKE_SHARDS, batch_get, counter, infra, key, n, parse_pk, project_key, s,
-    sortable, switch_key,
+    sortable, switch_key, wake_attributes,
 };
 
 /// The sparse index of parked tasks: partition = project, sort = admission order.
@@ -192,6 +192,31 @@ impl DynamoStore {
             }
             Err(error) => Err(InfraError::new("DynamoDB UpdateItem", error)),
         }
+    }
+
+    pub(crate) async fn take_from_ready_set(
+        &self,
+        timer: &Timer,
+        wake: Wake,
+    ) -> Result<bool, InfraError> {
+        let [(_, wake_key), (_, wake_at)] = wake_attributes(&timer.task_id, wake);
+        let update = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(key(&timer.tenant, &timer.task_id)))
+            .update_expression(
+                "REMOVE ready_key, ready_rank, parked SET wake_key = :key, wake_at = :at",
+            )
+            .condition_expression("attribute_exists(ready_key) AND attempt = :attempt")
+            .expression_attribute_values(":attempt", n(timer.attempt))
+            .expression_attribute_values(":key", wake_key)
+            .expression_attribute_values(":at", wake_at)
+            .send()
+            .await;
+        let taken = update.is_ok();
+        ignore_failed_condition(update.map(|_| ()))?;
+        Ok(taken)
     }
 
     pub(crate) async fn ready_timers(

@@ -1,5 +1,6 @@
 //! `sweeper`: run every minute by a schedule. Arms timers for tasks entering the timer window,
-//! re-arms timers that were lost, and times out attempts past their deadline.
+//! re-arms timers that were lost, times out attempts past their deadline (giving back their
+//! slots), and drains projects whose parked tasks no released slot has admitted.
 
 use baton_app::{Baton, InfraError, SweepReport};
 
