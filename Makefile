@@ -37,10 +37,12 @@ unit:
 sdl:
 	BATON_UPDATE_SDL=1 cargo test --quiet -p baton-graphql --test sdl
 
-## token: mint a bearer token for the local stage, e.g. `make token TENANT=acme`
+## token: mint a bearer token for the local stage, e.g. `make token TENANT=acme` (`ADMIN=1`: with
+## the baton:admin scope, for the global kill switch)
 TENANT ?= acme
+ADMIN ?=
 token:
-	@source localstack/env.sh && cargo run --quiet -p baton-graphql --bin baton-token -- $(TENANT)
+	@source localstack/env.sh && cargo run --quiet -p baton-graphql --bin baton-token -- $(TENANT) $(if $(ADMIN),--admin)
 
 emulator: $(VENV)/.installed
 	./localstack/start.sh

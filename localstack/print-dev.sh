@@ -11,7 +11,7 @@ API=$(output HttpApiId)
 BUS=$(output BusName)
 URL="$AWS_ENDPOINT_URL/_aws/execute-api/$API/\$default/graphql"
 WS="${AWS_ENDPOINT_URL/http/ws}/_aws/execute-api/$(output WebSocketApiId)/$(output WebSocketStage)"
-TOKEN=$(cd "$ROOT" && cargo run --quiet -p baton-graphql --bin baton-token -- acme)
+TOKEN=$(cd "$ROOT" && cargo run --quiet -p baton-graphql --bin baton-token -- acme developer --admin)
 cat <<MSG
 
 Baton is running in the emulator (stack $STACK).
@@ -21,7 +21,8 @@ Baton is running in the emulator (stack $STACK).
   Subscriptions (graphql-transport-ws; send the token in connection_init):
     $WS
 
-  A bearer token for tenant acme (12 hours; \`make token TENANT=other\` mints more):
+  A bearer token for tenant acme with the baton:admin scope (12 hours; \`make token TENANT=other\`
+  mints more):
     TOKEN=$TOKEN
 
   Submit a task over GraphQL:
@@ -33,7 +34,7 @@ Baton is running in the emulator (stack $STACK).
     source localstack/env.sh
     aws events put-events --entries '[{"EventBusName":"$BUS","Source":"acme.app","DetailType":"SubmitTask","Detail":"{\\"tenant\\":\\"acme\\",\\"project\\":\\"demo\\",\\"name\\":\\"hello\\",\\"tier\\":\\"gpu\\"}"}]'
 
-  Function logs (one log group per function: submit, on-due, on-result, cancel, rollback, sweeper, graphql, notifier):
+  Function logs (one log group per function: submit, on-due, on-result, cancel, rollback, sweeper, graphql, notifier, setup):
     aws logs filter-log-events --log-group-name /aws/lambda/$STACK-on-due --query 'events[].message' --output text
   Emulator log: .build/ministack.log
 

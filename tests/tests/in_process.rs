@@ -308,10 +308,15 @@ async fn the_sweeper_times_out_an_attempt_past_its_deadline() -> Result<()> {
 const SECRET: &[u8] = b"in-process-secret";
 
 fn token(tenant: &str) -> String {
+    token_as(tenant, false)
+}
+
+/// A token of `tenant`, with the operators' scope when `admin`.
+fn token_as(tenant: &str, admin: bool) -> String {
     let caller = baton_app::Caller {
         tenant: Tenant::parse(tenant).unwrap(),
         subject: "ada".to_owned(),
-        admin: false,
+        admin,
     };
     baton_graphql::auth::mint(SECRET, "baton-test", "baton", &caller, Duration::hours(1))
 }
@@ -767,6 +772,66 @@ async fn a_project_lists_newest_first_in_pages_and_filters_by_status() -> Result
         listed(&after),
         [ids[0].clone()],
         "the cancelled one is skipped"
+    );
+    sandbox.teardown().await
+}
+
+#[tokio::test]
+async fn only_operators_turn_the_global_switch_and_project_controls_show_in_project_status()
+-> Result<()> {
+    let sandbox = Sandbox::new().await?;
+    let (gateway, _) = gateway(&sandbox).await;
+    let ask = |token: String, query: &str| {
+        let body = json!({ "query": query });
+        post(
+            &gateway,
+            "apigw-v2-post-graphql.json",
+            Some(format!("Bearer {token}")),
+            body,
+        )
+    };
+    let engage_global =
+        "mutation { engageKillSwitch(scope: {global: true}, reason: \"incident\") { engaged } }";
+    let (_, refused) = ask(token("acme"), engage_global).await?;
+    assert_eq!(code(&refused), "FORBIDDEN", "{refused}");
+    let (_, engaged) = ask(token_as("acme", true), engage_global).await?;
+    assert_eq!(
+        engaged["data"]["engageKillSwitch"]["engaged"], true,
+        "{engaged}"
+    );
+    let (_, ambiguous) = ask(
+        token("acme"),
+        "{ killSwitch(scope: {global: true, projectId: \"p\"}) { engaged } }",
+    )
+    .await?;
+    assert_eq!(code(&ambiguous), "INVALID_INPUT");
+    let (_, zero) = ask(
+        token("acme"),
+        "mutation { setProjectLimit(projectId: \"reports\", limit: 0, reason: \"x\") { limit } }",
+    )
+    .await?;
+    assert_eq!(zero["errors"][0]["extensions"]["field"], "limit", "{zero}");
+
+    submit(&sandbox, "acme", json!({})).await?;
+    let (_, paused) = ask(
+        token("acme"),
+        "mutation { pauseProject(projectId: \"reports\", reason: \"upgrade\") { paused } }",
+    )
+    .await?;
+    assert_eq!(paused["data"]["pauseProject"]["paused"], true, "{paused}");
+    let (_, status) = ask(
+        token("acme"),
+        "{ projectStatus(projectId: \"reports\") { running limit queued paused heldBy
+            pause { by reason } killSwitch { present engaged }
+            globalKillSwitch { engaged lastChange { by reason } } } }",
+    )
+    .await?;
+    assert_eq!(
+        status["data"]["projectStatus"],
+        json!({"running": 0, "limit": 10, "queued": 0, "paused": true, "heldBy": "PAUSED",
+            "pause": {"by": "ada", "reason": "upgrade"},
+            "killSwitch": {"present": true, "engaged": false},
+            "globalKillSwitch": {"engaged": true, "lastChange": {"by": "ada", "reason": "incident"}}}),
     );
     sandbox.teardown().await
 }
