@@ -8,8 +8,8 @@ use chrono::{DateTime, Utc};
 
 use crate::{error, internal, invalid, parse_project};
 
-/// How many history entries a kill switch lists unless asked for more.
-const HISTORY_PAGE: i32 = 20;
+/// The most history entries of a kill switch one query lists.
+const MAX_HISTORY: i32 = 100;
 
 /// What keeps a due task from starting.
 #[derive(Enum, Clone, Copy, PartialEq, Eq)]
@@ -143,11 +143,12 @@ impl KillSwitch {
         ctx: &Context<'_>,
         #[graphql(default = 20, desc = "How many, 1 to 100.")] first: i32,
     ) -> async_graphql::Result<Vec<KillSwitchChange>> {
-        let first = if (1..=100).contains(&first) {
-            first
-        } else {
-            HISTORY_PAGE
-        };
+        if !(1..=MAX_HISTORY).contains(&first) {
+            return Err(invalid(
+                "first",
+                format!("first must be 1 to {MAX_HISTORY}"),
+            ));
+        }
         let history = ctx
             .data_unchecked::<Baton>()
             .kill_switch_history(&self.scope, first as usize)

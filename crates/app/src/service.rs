@@ -187,15 +187,7 @@ impl Baton {
                     duplicate: false,
                 })
             }
-            Created::Exists(existing) => {
-                if existing.version == 1 {
-                    self.perform(&Effects::of(&existing), now).await?;
-                }
-                Ok(Submitted {
-                    task: *existing,
-                    duplicate: true,
-                })
-            }
+            Created::Exists(existing) => self.resubmitted(*existing, now).await,
             Created::KeyUsed {
                 task_id,
                 fingerprint,
@@ -205,10 +197,7 @@ impl Baton {
                     return Err(SubmitError::IdempotencyConflict { key, task_id });
                 }
                 match self.store.get(&task.tenant, &task_id).await? {
-                    Some(existing) => Ok(Submitted {
-                        task: existing,
-                        duplicate: true,
-                    }),
+                    Some(existing) => self.resubmitted(existing, now).await,
                     None => Err(InfraError::new(
                         "submit",
                         format!("idempotency key `{key}` names task {task_id}, which is missing"),
@@ -217,6 +206,22 @@ impl Baton {
                 }
             }
         }
+    }
+
+    /// The answer to a repeated submission: the stored task, with its submission effects repeated
+    /// if it has not moved since (the first run may have stopped before them).
+    async fn resubmitted(
+        &self,
+        existing: Task,
+        now: DateTime<Utc>,
+    ) -> Result<Submitted, SubmitError> {
+        if existing.version == 1 {
+            self.perform(&Effects::of(&existing), now).await?;
+        }
+        Ok(Submitted {
+            task: existing,
+            duplicate: true,
+        })
     }
 
     /// Runs `command` against a task: load → decide → commit → perform. A lost write race is
