@@ -31,12 +31,12 @@ const WAKE_INDEX: &str = "by-wake";
 /// A transaction that meets another on the project item is tried again this many times.
 const TRANSACTION_ATTEMPTS: u32 = 6;
 /// How long an idempotency key is kept: a repeat within this window returns the first task.
-pub const IDEMPOTENCY_RETENTION: chrono::Duration = chrono::Duration::hours(24);
+const IDEMPOTENCY_RETENTION: chrono::Duration = chrono::Duration::hours(24);
 
 /// Tasks in one DynamoDB table: item `pk = T#{tenant}#{id}`, `sk = TASK`, holding the task, its
 /// history, and the keys of the project, wake and ready indexes. Each project has an item
 /// `pk = P#{tenant}#{project}`, `sk = PROJECT` whose counters (`n_{STATUS}`) every transition moves
-/// in the same transaction as the task's write, and which holds the project's limit (`cap`), pause
+/// in the same transaction as the task's write, and which holds the project's limit (`slot_limit`), pause
 /// and drain. Kill switches are items `pk = KILL#global` and `KILL#{tenant}#{project}`,
 /// `sk = SWITCH`, with their history beside them (`sk = EV#...`); idempotency keys are items
 /// `pk = I#{tenant}#{key}`, `sk = KEY`, expiring after [`IDEMPOTENCY_RETENTION`].
@@ -61,7 +61,7 @@ fn pk(tenant: &Tenant, id: &TaskId) -> String {
 }
 
 /// The key `pk`, `sk` of an item.
-pub(crate) fn item_key(pk: String, sk: &str) -> Item {
+fn item_key(pk: String, sk: &str) -> Item {
     HashMap::from([
         ("pk".to_owned(), AttributeValue::S(pk)),
         ("sk".to_owned(), AttributeValue::S(sk.to_owned())),
