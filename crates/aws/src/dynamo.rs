@@ -36,8 +36,8 @@ const IDEMPOTENCY_RETENTION: chrono::Duration = chrono::Duration::hours(24);
 /// Tasks in one DynamoDB table: item `pk = T#{tenant}#{id}`, `sk = TASK`, holding the task, its
 /// history, and the keys of the project, wake and ready indexes. Each project has an item
 /// `pk = P#{tenant}#{project}`, `sk = PROJECT` whose counters (`n_{STATUS}`) every transition moves
-/// in the same transaction as the task's write, and which holds the project's limit (`slot_limit`), pause
-/// and drain. Kill switches are items `pk = KILL#global` and `KILL#{tenant}#{project}`,
+/// in the same transaction as the task's write, and which holds the project's limit
+/// (`slot_limit`), pause and drain. Kill switches are items `pk = KILL#global` and `KILL#{tenant}#{project}`,
 /// `sk = SWITCH`, with their history beside them (`sk = EV#...`); idempotency keys are items
 /// `pk = I#{tenant}#{key}`, `sk = KEY`, expiring after [`IDEMPOTENCY_RETENTION`].
 #[derive(Debug, Clone)]
