@@ -3,7 +3,7 @@ SHELL := /bin/bash
 VENV := .venv
 DEV_STACK ?= baton-local
 
-.PHONY: dev test lint check-domain unit sdl token emulator stop undeploy clean
+.PHONY: dev test lint template check-domain unit sdl token package emulator stop undeploy clean
 
 ## dev: start the emulator if none answers, build and deploy every function as stage `local`
 dev: $(VENV)/.installed
@@ -12,13 +12,17 @@ dev: $(VENV)/.installed
 	./localstack/print-dev.sh $(DEV_STACK)
 
 ## test: formatting, lints, the domain purity check, unit tests, then the emulator tests
-test: $(VENV)/.installed lint check-domain unit
+test: $(VENV)/.installed lint template check-domain unit
 	./localstack/test.sh
 
 ## lint: rustfmt and clippy, warnings are errors
 lint:
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets --quiet -- -D warnings
+
+## template: lint infra/template.yaml with cfn-lint (pinned in localstack/requirements.txt)
+template: $(VENV)/.installed
+	$(VENV)/bin/cfn-lint infra/template.yaml
 
 ## check-domain: the domain and application crates must not depend on AWS or Lambda
 check-domain:

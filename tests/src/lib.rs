@@ -537,6 +537,50 @@ impl Stack {
         Ok(())
     }
 
+    /// An attribute of a queue of the stack, by the output key of its URL.
+    pub async fn queue_attribute(
+        &self,
+        output: &str,
+        name: aws_sdk_sqs::types::QueueAttributeName,
+    ) -> Result<String> {
+        let attributes = self
+            .sqs
+            .get_queue_attributes()
+            .queue_url(self.output(output))
+            .attribute_names(name.clone())
+            .send()
+            .await?;
+        attributes
+            .attributes()
+            .and_then(|a| a.get(&name))
+            .cloned()
+            .with_context(|| format!("{output} has no {name}"))
+    }
+
+    /// Every rule on the stack's bus: its event pattern and the ARNs it targets.
+    pub async fn rules(&self) -> Result<Vec<(Value, Vec<String>)>> {
+        let bus = self.output("BusName");
+        let listed = self.events.list_rules().event_bus_name(bus).send().await?;
+        let mut rules = Vec::new();
+        for rule in listed.rules() {
+            let pattern = serde_json::from_str(rule.event_pattern().unwrap_or("{}"))?;
+            let targets = self
+                .events
+                .list_targets_by_rule()
+                .rule(rule.name().unwrap_or_default())
+                .event_bus_name(bus)
+                .send()
+                .await?;
+            let arns = targets
+                .targets()
+                .iter()
+                .map(|t| t.arn().to_owned())
+                .collect();
+            rules.push((pattern, arns));
+        }
+        Ok(rules)
+    }
+
     /// Deletes one item of the stack's table, as an operator's mistake or a bad restore would.
     pub async fn delete_item(&self, pk: &str, sk: &str) -> Result<()> {
         delete_item(&self.dynamodb, self.output("TableName"), pk, sk).await

@@ -795,3 +795,69 @@ async fn concurrent_graphql_submits_with_one_idempotency_key_create_one_task() -
     assert_eq!(status["projectStatus"]["total"], 1);
     stack.teardown().await
 }
+
+#[tokio::test]
+async fn every_queue_has_its_dlq_and_every_event_the_code_consumes_is_routed_to_its_queue()
+-> Result<()> {
+    use aws_sdk_sqs::types::QueueAttributeName;
+    let stack = Stack::deployed().await?;
+    for queue in ["Submit", "Result", "Cancel", "Rollback", "Due", "Notify"] {
+        let redrive = stack
+            .queue_attribute(
+                &format!("{queue}QueueUrl"),
+                QueueAttributeName::RedrivePolicy,
+            )
+            .await?;
+        let redrive: Value = serde_json::from_str(&redrive)?;
+        let dlq = stack
+            .queue_attribute(&format!("{queue}DlqUrl"), QueueAttributeName::QueueArn)
+            .await?;
+        assert_eq!(
+            redrive["deadLetterTargetArn"].as_str(),
+            Some(dlq.as_str()),
+            "{queue}"
+        );
+    }
+    let rules = stack.rules().await?;
+    let routed = |detail_type: &str| -> Vec<String> {
+        rules
+            .iter()
+            .filter(|(pattern, _)| {
+                pattern["detail-type"]
+                    .as_array()
+                    .is_some_and(|types| types.iter().any(|t| t == detail_type))
+                    && pattern["source"]
+                        .as_array()
+                        .is_none_or(|s| s.iter().any(|s| s != "baton"))
+            })
+            .flat_map(|(_, targets)| targets.clone())
+            .collect()
+    };
+    let inbound = [
+        ("SubmitTask", "Submit"),
+        ("TaskResult", "Result"),
+        ("CancelTask", "Cancel"),
+        ("RollbackRequested", "Rollback"),
+    ];
+    for (detail_type, queue) in inbound {
+        let arn = stack
+            .queue_attribute(&format!("{queue}QueueUrl"), QueueAttributeName::QueueArn)
+            .await?;
+        assert_eq!(routed(detail_type), [arn], "{detail_type}");
+    }
+    let notify = stack
+        .queue_attribute("NotifyQueueUrl", QueueAttributeName::QueueArn)
+        .await?;
+    for kind in baton_domain::EventKind::ALL {
+        let detail_type = kind.detail_type();
+        let to_notifier = rules.iter().any(|(pattern, targets)| {
+            pattern["source"] == json!(["baton"])
+                && pattern["detail-type"]
+                    .as_array()
+                    .is_some_and(|types| types.iter().any(|t| t == detail_type))
+                && targets.contains(&notify)
+        });
+        assert!(to_notifier, "{detail_type} does not reach the notifier");
+    }
+    Ok(())
+}

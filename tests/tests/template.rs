@@ -1,0 +1,160 @@
+//! The template against the code, without deploying it: every function in it has a crate with a
+//! handler and is packaged by the deploy script, every role is least privilege (no wildcard
+//! action or resource), and every DLQ and function has its alarm.
+
+use std::collections::BTreeSet;
+
+use serde_norway::Value;
+
+const ROOT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
+
+fn template() -> Value {
+    let text = std::fs::read_to_string(format!("{ROOT}/infra/template.yaml")).unwrap();
+    serde_norway::from_str(&text).unwrap()
+}
+
+fn resources(template: &Value, kind: &str) -> Vec<(String, Value)> {
+    template["Resources"]
+        .as_mapping()
+        .unwrap()
+        .iter()
+        .filter(|(_, resource)| resource["Type"].as_str() == Some(kind))
+        .map(|(name, resource)| (name.as_str().unwrap().to_owned(), resource.clone()))
+        .collect()
+}
+
+/// The text under a CloudFormation short-form tag (`!Sub x` → `x`), or a plain string.
+fn text(value: &Value) -> Option<&str> {
+    match value {
+        Value::Tagged(tagged) => tagged.value.as_str(),
+        other => other.as_str(),
+    }
+}
+
+/// A function's short name, from `FunctionName: !Sub ${AWS::StackName}-{name}`.
+fn function_name(function: &Value) -> String {
+    let name = text(&function["Properties"]["FunctionName"]).unwrap();
+    name.strip_prefix("${AWS::StackName}-").unwrap().to_owned()
+}
+
+fn functions() -> Vec<(String, String, Value)> {
+    resources(&template(), "AWS::Serverless::Function")
+        .into_iter()
+        .map(|(logical, function)| (logical, function_name(&function), function))
+        .collect()
+}
+
+/// Every string in a value, tags unwrapped, lists flattened.
+fn strings(value: &Value) -> Vec<String> {
+    match value {
+        Value::Sequence(items) => items.iter().flat_map(strings).collect(),
+        Value::Tagged(tagged) => strings(&tagged.value),
+        Value::String(s) => vec![s.clone()],
+        _ => Vec::new(),
+    }
+}
+
+#[test]
+fn every_function_in_the_template_has_a_crate_with_a_handler_and_is_packaged() {
+    let deploy = std::fs::read_to_string(format!("{ROOT}/localstack/deploy.sh")).unwrap();
+    let listed: BTreeSet<String> = deploy
+        .lines()
+        .find_map(|line| line.strip_prefix("FUNCTIONS=("))
+        .unwrap()
+        .trim_end_matches(')')
+        .split_whitespace()
+        .map(str::to_owned)
+        .collect();
+    let mut names = BTreeSet::new();
+    for (logical, name, function) in functions() {
+        let dir = format!("{ROOT}/functions/{name}");
+        let manifest = std::fs::read_to_string(format!("{dir}/Cargo.toml"))
+            .unwrap_or_else(|_| panic!("{logical}: no crate functions/{name}"));
+        assert!(
+            manifest.contains(&format!("name = \"baton-fn-{name}\"")),
+            "{logical}: functions/{name} is not the crate baton-fn-{name}"
+        );
+        let lib = std::fs::read_to_string(format!("{dir}/src/lib.rs")).unwrap();
+        assert!(
+            lib.contains("pub async fn handle("),
+            "{logical}: no handler"
+        );
+        assert!(std::path::Path::new(&format!("{dir}/src/main.rs")).exists());
+        let key = strings(&function["Properties"]["CodeUri"]["Key"]).join(" ");
+        assert!(
+            key.contains(&format!("{name}.zip")),
+            "{logical}: code key {key}"
+        );
+        names.insert(name);
+    }
+    let crates: BTreeSet<String> = std::fs::read_dir(format!("{ROOT}/functions"))
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert_eq!(names, crates, "every function crate is deployed");
+    assert_eq!(
+        names, listed,
+        "deploy.sh packages exactly the template's functions"
+    );
+}
+
+#[test]
+fn every_role_allows_only_named_actions_on_named_resources() {
+    for (logical, name, function) in functions() {
+        let policies = function["Properties"]["Policies"].as_sequence().unwrap();
+        let statements = policies
+            .iter()
+            .flat_map(|policy| policy["Statement"].as_sequence().unwrap());
+        let mut actions = BTreeSet::new();
+        for statement in statements {
+            assert_eq!(statement["Effect"].as_str(), Some("Allow"), "{logical}");
+            for action in strings(&statement["Action"]) {
+                assert!(!action.contains('*'), "{logical}: wildcard action {action}");
+                actions.insert(action);
+            }
+            let resources = strings(&statement["Resource"]);
+            assert!(
+                !resources.is_empty(),
+                "{logical}: a statement without resources"
+            );
+            for resource in resources {
+                assert_ne!(resource, "*", "{logical}: any resource");
+                assert!(
+                    !resource.ends_with(":*") && !resource.contains(":*:"),
+                    "{logical}: wildcard resource {resource}"
+                );
+            }
+        }
+        // Only on-due dispatches, and only a dispatch checks the kill switches.
+        assert_eq!(
+            actions.contains("dynamodb:ConditionCheckItem"),
+            name == "on-due",
+            "{logical}"
+        );
+        assert!(!actions.contains("dynamodb:Scan"), "{logical}: scans");
+    }
+}
+
+#[test]
+fn every_dlq_and_every_function_has_an_alarm() {
+    let template = template();
+    let alarmed: BTreeSet<String> = resources(&template, "AWS::CloudWatch::Alarm")
+        .iter()
+        .flat_map(|(_, alarm)| {
+            let dimensions = alarm["Properties"]["Dimensions"].as_sequence().unwrap();
+            dimensions
+                .iter()
+                .flat_map(|d| strings(&d["Value"]))
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    for (logical, _) in resources(&template, "AWS::SQS::Queue") {
+        if logical.ends_with("DLQ") {
+            let name = format!("{logical}.QueueName");
+            assert!(alarmed.contains(&name), "{logical} has no alarm");
+        }
+    }
+    for (logical, _, _) in functions() {
+        assert!(alarmed.contains(&logical), "{logical} has no errors alarm");
+    }
+}
