@@ -41,6 +41,11 @@ unit:
 sdl:
 	BATON_UPDATE_SDL=1 cargo test --quiet -p baton-graphql --test sdl
 
+## package: build every function for Lambda on arm64 (cargo-lambda) into .build/package/{function}.zip
+package: $(VENV)/.installed
+	$(VENV)/bin/pip install --quiet -r infra/package-requirements.txt
+	./infra/package.sh
+
 ## token: mint a bearer token for the local stage, e.g. `make token TENANT=acme` (`ADMIN=1`: with
 ## the baton:admin scope, for the global kill switch)
 TENANT ?= acme

@@ -9,7 +9,8 @@ source "$(dirname "$0")/env.sh"
 STACK="${1:?usage: deploy.sh STACK STAGE}"
 STAGE="${2:?usage: deploy.sh STACK STAGE}"
 BUCKET="${BATON_CODE_BUCKET:-baton-code}"
-FUNCTIONS=(submit on-due on-result cancel rollback sweeper graphql notifier setup)
+# The function list (one name per line) is shared with infra/package.sh.
+mapfile -t FUNCTIONS <"$ROOT/infra/functions"
 case "$(uname -m)" in aarch64|arm64) ARCH=arm64 ;; *) ARCH=x86_64 ;; esac
 
 echo "building bootstraps (dev profile)"

@@ -1,6 +1,6 @@
 //! The template against the code, without deploying it: every function in it has a crate with a
-//! handler and is packaged by the deploy script, every role is least privilege (no wildcard
-//! action or resource), and every DLQ and function has its alarm.
+//! handler and is in the list the deploy and package scripts build, every role is least privilege
+//! (no wildcard action or resource), and every DLQ and function has its alarm.
 
 use std::collections::BTreeSet;
 
@@ -56,15 +56,9 @@ fn strings(value: &Value) -> Vec<String> {
 
 #[test]
 fn every_function_in_the_template_has_a_crate_with_a_handler_and_is_packaged() {
-    let deploy = std::fs::read_to_string(format!("{ROOT}/localstack/deploy.sh")).unwrap();
-    let listed: BTreeSet<String> = deploy
-        .lines()
-        .find_map(|line| line.strip_prefix("FUNCTIONS=("))
-        .unwrap()
-        .trim_end_matches(')')
-        .split_whitespace()
-        .map(str::to_owned)
-        .collect();
+    // The list both the local deploy and `make package` build.
+    let list = std::fs::read_to_string(format!("{ROOT}/infra/functions")).unwrap();
+    let listed: BTreeSet<String> = list.split_whitespace().map(str::to_owned).collect();
     let mut names = BTreeSet::new();
     for (logical, name, function) in functions() {
         let dir = format!("{ROOT}/functions/{name}");
@@ -94,7 +88,7 @@ fn every_function_in_the_template_has_a_crate_with_a_handler_and_is_packaged() {
     assert_eq!(names, crates, "every function crate is deployed");
     assert_eq!(
         names, listed,
-        "deploy.sh packages exactly the template's functions"
+        "infra/functions lists exactly the template's functions"
     );
 }
 
