@@ -85,11 +85,18 @@ async fn submit_through_graphql(
     Ok((field("id")?, field("status")?))
 }
 
+/// A fresh tenant, a fresh tier, and a worker queue of that tier: each test's own corner of the
+/// shared stack.
+async fn fresh_worker(stack: &Stack) -> Result<(String, String, WorkerQueue)> {
+    let (tenant, tier) = (unique("acme"), unique("gpu"));
+    let worker = stack.worker_queue(&tier).await?;
+    Ok((tenant, tier, worker))
+}
+
 /// A task of a fresh tenant and tier submitted through the bus, once its first `TaskReady` reaches
 /// the tier's worker queue: `(tenant, worker queue, TaskReady detail)`.
 async fn ready_task(stack: &Stack, extra: Value) -> Result<(String, WorkerQueue, Value)> {
-    let (tenant, tier) = (unique("acme"), unique("gpu"));
-    let worker = stack.worker_queue(&tier).await?;
+    let (tenant, tier, worker) = fresh_worker(stack).await?;
     stack
         .put_event("SubmitTask", &submission(&tenant, &tier, extra))
         .await?;
@@ -166,8 +173,7 @@ async fn a_task_driven_by_events_goes_submit_ready_result_succeeded_with_each_tr
 #[tokio::test]
 async fn a_task_submitted_through_graphql_runs_to_success() -> Result<()> {
     let stack = Stack::deployed().await?;
-    let (tenant, tier) = (unique("acme"), unique("gpu"));
-    let worker = stack.worker_queue(&tier).await?;
+    let (tenant, tier, worker) = fresh_worker(&stack).await?;
     let (id, status) = submit_through_graphql(&stack, &tenant, &tier, "input: {a: 1}").await?;
     assert_eq!(status, "SCHEDULED");
 
@@ -271,8 +277,7 @@ async fn a_failed_attempt_is_retried_after_backoff_and_then_succeeds() -> Result
 #[tokio::test]
 async fn a_task_cancelled_before_its_due_time_is_never_dispatched() -> Result<()> {
     let stack = Stack::deployed().await?;
-    let (tenant, tier) = (unique("acme"), unique("gpu"));
-    let worker = stack.worker_queue(&tier).await?;
+    let (tenant, tier, worker) = fresh_worker(&stack).await?;
     let (id, _) = submit_through_graphql(&stack, &tenant, &tier, "delaySeconds: 8").await?;
     stack
         .put_event(
@@ -576,8 +581,7 @@ fn count_of(status: &Value, name: &str) -> u64 {
 async fn a_project_limited_to_three_never_runs_more_and_a_late_urgent_task_goes_first() -> Result<()>
 {
     let stack = Stack::deployed().await?;
-    let (tenant, tier) = (unique("acme"), unique("gpu"));
-    let worker = stack.worker_queue(&tier).await?;
+    let (tenant, tier, worker) = fresh_worker(&stack).await?;
     let limit = graphql(
         &stack,
         &tenant,
@@ -653,8 +657,7 @@ async fn a_project_limited_to_three_never_runs_more_and_a_late_urgent_task_goes_
 #[tokio::test]
 async fn a_project_kill_switch_holds_its_tasks_even_when_deleted_until_disengaged() -> Result<()> {
     let stack = Stack::deployed().await?;
-    let (tenant, tier) = (unique("acme"), unique("gpu"));
-    let worker = stack.worker_queue(&tier).await?;
+    let (tenant, tier, worker) = fresh_worker(&stack).await?;
     // The project exists (its switch is created with its first task) before it is stopped.
     let (first, _) = submit_through_graphql(&stack, &tenant, &tier, "input: {n: 0}").await?;
     let ready = worker.next_ready(PATIENCE).await?;
@@ -717,8 +720,7 @@ async fn a_project_kill_switch_holds_its_tasks_even_when_deleted_until_disengage
 async fn a_paused_project_parks_its_due_tasks_and_resume_drains_them_at_the_given_rate()
 -> Result<()> {
     let stack = Stack::deployed().await?;
-    let (tenant, tier) = (unique("acme"), unique("gpu"));
-    let worker = stack.worker_queue(&tier).await?;
+    let (tenant, tier, worker) = fresh_worker(&stack).await?;
     let pause = "mutation { pauseProject(projectId: \"e2e\", reason: \"maintenance\")
         { paused pause { reason } } }";
     let paused = graphql(&stack, &tenant, pause, json!({})).await?;

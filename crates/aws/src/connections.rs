@@ -1,5 +1,3 @@
-use std::collections::HashMap;
-
 use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::types::AttributeValue;
@@ -7,9 +5,7 @@ use baton_app::{Caller, Connection, Connections, InfraError, Subscription, Watch
 use baton_domain::Tenant;
 use chrono::{DateTime, Utc};
 
-use crate::dynamo::batch_get;
-
-type Item = HashMap<String, AttributeValue>;
+use crate::dynamo::{Item, batch_get, item_key, s, written};
 
 /// A subscription's attribute on its connection item: `sub:{id}`, the subscription as JSON.
 const SUBSCRIPTION: &str = "sub:";
@@ -40,15 +36,8 @@ impl DynamoConnections {
     }
 }
 
-fn s(value: impl Into<String>) -> AttributeValue {
-    AttributeValue::S(value.into())
-}
-
 fn connection_key(id: &str) -> Item {
-    HashMap::from([
-        ("pk".to_owned(), s(format!("C#{id}"))),
-        ("sk".to_owned(), s("CONN")),
-    ])
+    item_key(format!("C#{id}"), "CONN")
 }
 
 fn watch_key(tenant: &Tenant, watch: &Watch) -> Item {
@@ -56,7 +45,7 @@ fn watch_key(tenant: &Tenant, watch: &Watch) -> Item {
         Watch::Task(id) => format!("W#{tenant}#T#{id}"),
         Watch::Project(project) => format!("W#{tenant}#P#{project}"),
     };
-    HashMap::from([("pk".to_owned(), s(pk)), ("sk".to_owned(), s("WATCH"))])
+    item_key(pk, "WATCH")
 }
 
 fn epoch(at: DateTime<Utc>) -> AttributeValue {
@@ -68,16 +57,6 @@ where
     E: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     move |error| InfraError::new(operation, error)
-}
-
-fn is_condition_failure<E, R>(error: &aws_sdk_dynamodb::error::SdkError<E, R>) -> bool
-where
-    E: aws_sdk_dynamodb::error::ProvideErrorMetadata,
-{
-    error
-        .as_service_error()
-        .and_then(|e| e.code())
-        .is_some_and(|code| code == "ConditionalCheckFailedException")
 }
 
 fn parse_connection(id: &str, item: &Item) -> Result<Connection, InfraError> {
@@ -164,11 +143,7 @@ impl Connections for DynamoConnections {
             .expression_attribute_values(":subject", s(caller.subject.clone()))
             .send()
             .await;
-        match result {
-            Ok(_) => Ok(true),
-            Err(error) if is_condition_failure(&error) => Ok(false),
-            Err(error) => Err(InfraError::new("DynamoDB UpdateItem", error)),
-        }
+        written("DynamoDB UpdateItem", result)
     }
 
     async fn connection(&self, id: &str) -> Result<Option<Connection>, InfraError> {
@@ -206,10 +181,8 @@ impl Connections for DynamoConnections {
             .expression_attribute_values(":tenant", s(tenant.to_string()))
             .send()
             .await;
-        match result {
-            Ok(_) => {}
-            Err(error) if is_condition_failure(&error) => return Ok(false),
-            Err(error) => return Err(InfraError::new("DynamoDB UpdateItem", error)),
+        if !written("DynamoDB UpdateItem", result)? {
+            return Ok(false);
         }
         self.client
             .update_item()

@@ -61,7 +61,7 @@ fn pk(tenant: &Tenant, id: &TaskId) -> String {
 }
 
 /// The key `pk`, `sk` of an item.
-fn item_key(pk: String, sk: &str) -> Item {
+pub(crate) fn item_key(pk: String, sk: &str) -> Item {
     HashMap::from([
         ("pk".to_owned(), AttributeValue::S(pk)),
         ("sk".to_owned(), AttributeValue::S(sk.to_owned())),
@@ -139,17 +139,43 @@ pub(crate) fn project_key(tenant: &Tenant, project: &ProjectId) -> Item {
     item_key(format!("P#{tenant}#{project}"), "PROJECT")
 }
 
-/// The key of a kill switch, or with `sk` another item of its partition.
-pub(crate) fn switch_key(scope: &Scope, sk: &str) -> Item {
-    let pk = match scope {
+/// The partition of a kill switch: the switch itself and its history.
+pub(crate) fn switch_pk(scope: &Scope) -> String {
+    match scope {
         Scope::Global => "KILL#global".to_owned(),
         Scope::Project { tenant, project } => format!("KILL#{tenant}#{project}"),
-    };
-    item_key(pk, sk)
+    }
+}
+
+/// The key of a kill switch, or with `sk` another item of its partition.
+pub(crate) fn switch_key(scope: &Scope, sk: &str) -> Item {
+    item_key(switch_pk(scope), sk)
 }
 
 pub(crate) fn counter(status: Status) -> String {
     format!("n_{}", status.as_str())
+}
+
+/// Whether a conditional write was applied: `Ok(false)` when its condition failed, an
+/// infrastructure error for anything else.
+pub(crate) fn written<O, E, R>(
+    operation: &'static str,
+    result: Result<O, SdkError<E, R>>,
+) -> Result<bool, InfraError>
+where
+    E: aws_sdk_dynamodb::error::ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    R: std::fmt::Debug + Send + Sync + 'static,
+{
+    match result {
+        Ok(_) => Ok(true),
+        Err(error)
+            if error.as_service_error().and_then(|e| e.code())
+                == Some("ConditionalCheckFailedException") =>
+        {
+            Ok(false)
+        }
+        Err(error) => Err(InfraError::new(operation, error)),
+    }
 }
 
 pub(crate) fn s(text: impl Into<String>) -> AttributeValue {
@@ -701,17 +727,7 @@ impl TaskStore for DynamoStore {
             }
             None => update.update_expression("REMOVE wake_key, wake_at"),
         };
-        match update.send().await {
-            Ok(_) => Ok(true),
-            Err(error)
-                if error
-                    .as_service_error()
-                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
-            {
-                Ok(false)
-            }
-            Err(error) => Err(InfraError::new("DynamoDB UpdateItem", error)),
-        }
+        written("DynamoDB UpdateItem", update.send().await)
     }
 
     async fn park(&self, task: &Task, parked: Parked) -> Result<bool, InfraError> {

@@ -10,7 +10,7 @@ use chrono::{DateTime, Utc};
 
 use crate::dynamo::{
     DynamoStore, Item, WAKE_SHARDS, batch_get, counter, infra, key, n, parse_pk, project_key, s,
-    sortable, switch_key, wake_attributes,
+    sortable, switch_key, switch_pk, wake_attributes, written,
 };
 
 /// The sparse index of parked tasks: partition = project, sort = admission order.
@@ -181,17 +181,7 @@ impl DynamoStore {
             .expression_attribute_values(":parked", encoded(&parked)?)
             .send()
             .await;
-        match update {
-            Ok(_) => Ok(true),
-            Err(error)
-                if error
-                    .as_service_error()
-                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
-            {
-                Ok(false)
-            }
-            Err(error) => Err(InfraError::new("DynamoDB UpdateItem", error)),
-        }
+        written("DynamoDB UpdateItem", update)
     }
 
     pub(crate) async fn take_from_ready_set(
@@ -214,9 +204,7 @@ impl DynamoStore {
             .expression_attribute_values(":at", wake_at)
             .send()
             .await;
-        let taken = update.is_ok();
-        ignore_failed_condition(update.map(|_| ()))?;
-        Ok(taken)
+        written("DynamoDB UpdateItem", update)
     }
 
     pub(crate) async fn ready_timers(
@@ -310,7 +298,8 @@ impl DynamoStore {
             .expression_attribute_values(":at", s(sortable(at)))
             .send()
             .await;
-        ignore_failed_condition(update.map(|_| ()))
+        written("DynamoDB UpdateItem", update)?;
+        Ok(())
     }
 
     pub(crate) async fn remove_drain(
@@ -329,9 +318,7 @@ impl DynamoStore {
             .expression_attribute_values(":seen", s(sortable(last_park)))
             .send()
             .await;
-        let removed = update.is_ok();
-        ignore_failed_condition(update.map(|_| ()))?;
-        Ok(removed)
+        written("DynamoDB UpdateItem", update)
     }
 
     pub(crate) async fn write_limit(
@@ -408,17 +395,7 @@ impl DynamoStore {
             .condition_expression("attribute_not_exists(pk)")
             .send()
             .await;
-        match put {
-            Ok(_) => Ok(true),
-            Err(error)
-                if error
-                    .as_service_error()
-                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
-            {
-                Ok(false)
-            }
-            Err(error) => Err(InfraError::new("DynamoDB PutItem", error)),
-        }
+        written("DynamoDB PutItem", put)
     }
 
     /// The switch and a history entry, in one transaction.
@@ -458,13 +435,12 @@ impl DynamoStore {
         scope: &Scope,
         limit: usize,
     ) -> Result<Vec<KillSwitch>, InfraError> {
-        let pk = switch_key(scope, "SWITCH").remove("pk").unwrap_or(s(""));
         let output = self
             .client
             .query()
             .table_name(&self.table)
             .key_condition_expression("pk = :pk AND begins_with(sk, :ev)")
-            .expression_attribute_values(":pk", pk)
+            .expression_attribute_values(":pk", s(switch_pk(scope)))
             .expression_attribute_values(":ev", s("EV#"))
             .scan_index_forward(false)
             .limit(i32::try_from(limit).unwrap_or(i32::MAX))
@@ -477,27 +453,6 @@ impl DynamoStore {
             .into_iter()
             .map(switch_of)
             .collect()
-    }
-}
-
-fn ignore_failed_condition<R: std::fmt::Debug + Send + Sync + 'static>(
-    result: Result<
-        (),
-        aws_sdk_dynamodb::error::SdkError<
-            aws_sdk_dynamodb::operation::update_item::UpdateItemError,
-            R,
-        >,
-    >,
-) -> Result<(), InfraError> {
-    match result {
-        Err(error)
-            if !error
-                .as_service_error()
-                .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
-        {
-            Err(InfraError::new("DynamoDB UpdateItem", error))
-        }
-        _ => Ok(()),
     }
 }
 
