@@ -190,7 +190,7 @@ impl ProjectStatus {
 pub struct StatusCount {
     /// The status.
     pub status: crate::TaskStatus,
-    /// How many of the project's tasks are in it.
+    /// How many tasks are in it.
     pub count: u64,
 }
 

@@ -5,6 +5,7 @@
 
 pub mod auth;
 mod flow;
+mod graph;
 pub mod limits;
 pub mod live;
 mod types;
@@ -22,6 +23,7 @@ use tracing::error;
 
 pub use baton_app::Caller;
 pub use flow::{KillSwitch, KillSwitchScope, ProjectStatus};
+pub use graph::{Lineage, LineageDirection, Provenance, RollbackPreview};
 pub use limits::{LIMITS, Limits};
 pub use types::{HistoryEntry, SubmitTaskInput, Task, TaskConnection, TaskStatus};
 
@@ -201,6 +203,55 @@ impl QueryRoot {
         flow::kill_switch(ctx, caller(ctx)?, &scope).await
     }
 
+    /// How one of the caller's tasks produced its last result (null when its worker sent no
+    /// provenance); `NOT_FOUND` when the caller has no such task.
+    async fn provenance(
+        &self,
+        ctx: &Context<'_>,
+        task_id: ID,
+    ) -> async_graphql::Result<Option<Provenance>> {
+        graph::provenance(ctx, &task_id).await
+    }
+
+    /// The graph around a task: what it was built from (`UPSTREAM`) or what was built from it
+    /// (`DOWNSTREAM`), `depth` levels (1 to 100), at most 5000 tasks.
+    async fn lineage(
+        &self,
+        ctx: &Context<'_>,
+        task_id: ID,
+        #[graphql(default_with = "LineageDirection::Downstream")] direction: LineageDirection,
+        #[graphql(default = 10)] depth: i32,
+    ) -> async_graphql::Result<Lineage> {
+        graph::lineage(ctx, &task_id, direction, depth).await
+    }
+
+    /// What `requestRollback` would touch: the succeeded tasks it would roll back, the
+    /// unfinished ones it would cancel, their projects and tokens. Changes nothing.
+    async fn rollback_preview(
+        &self,
+        ctx: &Context<'_>,
+        task_id: ID,
+    ) -> async_graphql::Result<RollbackPreview> {
+        graph::rollback_preview(ctx, &task_id).await
+    }
+
+    /// The caller's tasks whose result names `model` in its provenance, newest result first:
+    /// "everything produced by model X since T".
+    #[graphql(complexity = "first.clamp(1, MAX_PAGE) as usize * child_complexity")]
+    async fn produced_by(
+        &self,
+        ctx: &Context<'_>,
+        model: String,
+        #[graphql(desc = "Only results committed at or after this time.")] since: Option<
+            DateTime<Utc>,
+        >,
+        #[graphql(desc = "Only results committed before this time.")] until: Option<DateTime<Utc>>,
+        #[graphql(default = 20, desc = "Page size, 1 to 100.")] first: i32,
+        #[graphql(desc = "The `endCursor` of the previous page.")] after: Option<String>,
+    ) -> async_graphql::Result<TaskConnection> {
+        graph::produced_by(ctx, model, since, until, first, after).await
+    }
+
     /// Every transition of one of the caller's tasks, oldest first.
     async fn task_history(
         &self,
@@ -240,6 +291,7 @@ impl MutationRoot {
                     }),
                 )
             }
+            Err(SubmitError::Dependency(refused)) => Err(graph::dependency_error(refused)),
             Err(SubmitError::IdempotencyConflict { key, task_id }) => Err(error(
                 "IDEMPOTENCY_CONFLICT",
                 format!("idempotency key `{key}` was used by task {task_id} with another payload"),
@@ -281,6 +333,20 @@ impl MutationRoot {
                 Err(error("INTERNAL", "unexpected outcome"))
             }
         }
+    }
+
+    /// Rolls back a succeeded task and everything built on it: the task and every succeeded
+    /// descendant become ROLLED_BACK (tainted), unfinished descendants are cancelled, and a
+    /// `TaskRolledBack` event is published for each so workers can compensate. The walk goes on
+    /// through the queue after this returns the task. A rolled-back task is returned unchanged;
+    /// an unfinished or failed one answers `INVALID_TRANSITION`.
+    async fn request_rollback(
+        &self,
+        ctx: &Context<'_>,
+        task_id: ID,
+        reason: Option<String>,
+    ) -> async_graphql::Result<Task> {
+        graph::request_rollback(ctx, &task_id, reason).await
     }
 
     /// Stops every dispatch in scope at once: due tasks stay Scheduled until it is disengaged;

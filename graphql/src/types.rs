@@ -149,6 +149,35 @@ impl Task {
     async fn idempotency_key(&self) -> Option<&str> {
         self.0.idempotency_key.as_deref()
     }
+
+    /// The tasks that must succeed before it starts.
+    async fn depends_on(&self) -> Vec<ID> {
+        ids(&self.0.depends_on)
+    }
+
+    /// The tasks that depend on it.
+    async fn dependents(&self) -> Vec<ID> {
+        ids(&self.0.dependents)
+    }
+
+    /// How its last result was produced, as its worker reported it.
+    async fn provenance(&self) -> Option<crate::graph::Provenance> {
+        crate::graph::Provenance::of(&self.0)
+    }
+
+    /// Whether it was rolled back (its output must not be trusted).
+    async fn tainted(&self) -> bool {
+        self.0.taint.is_some()
+    }
+
+    /// The rollback that reached it, and through which dependency.
+    async fn taint(&self) -> Option<crate::graph::Taint> {
+        self.0.taint.as_ref().map(Into::into)
+    }
+}
+
+fn ids(ids: &[baton_domain::TaskId]) -> Vec<ID> {
+    ids.iter().map(|id| ID(id.to_string())).collect()
 }
 
 /// Every transition of `task`, oldest first.
@@ -261,6 +290,9 @@ pub struct SubmitTaskInput {
     /// returns the task the first submission created; with different input it fails with
     /// `IDEMPOTENCY_CONFLICT`. 1 to 128 characters.
     pub idempotency_key: Option<String>,
+    /// Tasks (yours, at most 32) that must succeed before this one starts; it is PENDING until
+    /// then, and cancelled if one of them fails or is cancelled.
+    pub depends_on: Option<Vec<ID>>,
 }
 
 impl From<SubmitTaskInput> for SubmitRequest {
@@ -282,6 +314,9 @@ impl From<SubmitTaskInput> for SubmitRequest {
             }),
             correlation_id: input.correlation_id,
             idempotency_key: input.idempotency_key,
+            depends_on: input
+                .depends_on
+                .map(|ids| ids.into_iter().map(|id| id.0).collect()),
         }
     }
 }

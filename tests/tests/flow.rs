@@ -294,6 +294,7 @@ async fn the_sweeper_admits_what_a_crash_between_release_and_admission_left_wait
     let success = baton_domain::Command::Complete {
         attempt: 1,
         outcome: baton_domain::Outcome::Succeeded { output: json!({}) },
+        provenance: None,
     };
     let Ok(baton_domain::Decision::Apply(done)) =
         baton_domain::decide(&running, &success, sandbox.baton.now())

@@ -2,14 +2,18 @@
 //! command through load → decide → commit → perform. No AWS here either: adapters live in
 //! `baton-aws`, in-memory ones in [`memory`].
 
+mod graph;
 pub mod memory;
 mod ports;
 mod service;
 
+pub use graph::{
+    Direction, GraphError, Lineage, MAX_GRAPH_NODES, MAX_LINEAGE_DEPTH, RollbackPreview,
+};
 pub use ports::{
     Caller, Clock, Commit, Connection, Connections, Created, Delivery, Drain, EventBus, InfraError,
-    Page, ProjectStatus, Push, Subscription, SystemClock, TaskQuery, TaskStore, TimerQueue, Wake,
-    WakeKind, Watch,
+    ModelQuery, Page, ProjectStatus, Push, Subscription, SystemClock, TaskQuery, TaskStore,
+    TimerQueue, Wake, WakeKind, Watch,
 };
 pub use service::{
     ADMIT_RATE, Baton, ControlError, DRAIN_INTERVAL, Handled, MAX_ADMIT_RATE, MAX_TIMER_DELAY,

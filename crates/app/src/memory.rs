@@ -6,15 +6,15 @@ use std::sync::Mutex;
 
 use async_trait::async_trait;
 use baton_domain::{
-    Change, ControlEvent, DEFAULT_CONCURRENCY_LIMIT, Effects, Event, Idempotency, KillSwitch,
-    Parked, ProjectId, Scope, Status, Task, TaskId, Tenant, Timer,
+    Cascade, Change, ControlEvent, DEFAULT_CONCURRENCY_LIMIT, Effects, Event, Idempotency,
+    KillSwitch, Parked, ProjectId, Scope, Status, Task, TaskId, Tenant, Timer,
 };
 use chrono::{DateTime, Duration, Utc};
 
 use crate::ports::{
     Caller, Clock, Commit, Connection, Connections, Created, Delivery, Drain, EventBus, InfraError,
-    Page, ProjectStatus, Push, Subscription, TaskQuery, TaskStore, TimerQueue, Wake, WakeKind,
-    Watch,
+    ModelQuery, Page, ProjectStatus, Push, Subscription, TaskQuery, TaskStore, TimerQueue, Wake,
+    WakeKind, Watch,
 };
 use crate::service::DRAIN_INTERVAL;
 
@@ -85,9 +85,20 @@ impl MemoryStore {
         *self.lose_commit_responses.lock().unwrap() = n;
     }
 
-    /// Just before the next commit, another writer stores `task`, so that commit loses the race.
+    /// Just before the next commit or create, another writer stores `task`, so that commit (or
+    /// a create that read `task` as a dependency) loses the race.
     pub fn race_next_commit(&self, task: Task) {
         *self.rival.lock().unwrap() = Some(task);
+    }
+
+    /// Stores the rival set by [`MemoryStore::race_next_commit`], if any.
+    fn let_rival_win(&self, tasks: &mut BTreeMap<Key, (Task, Option<Wake>)>) {
+        if let Some(rival) = self.rival.lock().unwrap().take()
+            && let Some((replaced, _)) =
+                tasks.insert((rival.tenant.clone(), rival.id), (rival.clone(), None))
+        {
+            self.count(&rival, Some(replaced.status), rival.status);
+        }
     }
 
     /// Deletes a kill switch, as an operator's mistake or a bad restore would.
@@ -189,11 +200,21 @@ impl TaskStore for MemoryStore {
         task: &Task,
         wake: Option<Wake>,
         idempotency: Option<&Idempotency>,
+        dependencies: &[Task],
     ) -> Result<Created, InfraError> {
         let mut tasks = self.tasks.lock().unwrap();
+        self.let_rival_win(&mut tasks);
         let key = (task.tenant.clone(), task.id);
         if let Some((existing, _)) = tasks.get(&key) {
             return Ok(Created::Exists(Box::new(existing.clone())));
+        }
+        let moved = dependencies.iter().any(|read| {
+            tasks
+                .get(&(read.tenant.clone(), read.id))
+                .is_none_or(|(stored, _)| stored.version != read.version)
+        });
+        if moved {
+            return Ok(Created::DependencyMoved);
         }
         if let Some(idempotency) = idempotency {
             let mut keys = self.keys.lock().unwrap();
@@ -205,6 +226,11 @@ impl TaskStore for MemoryStore {
                 });
             }
             keys.insert(used, (task.id, idempotency.fingerprint.clone()));
+        }
+        for dependency in dependencies {
+            if let Some((stored, _)) = tasks.get_mut(&(dependency.tenant.clone(), dependency.id)) {
+                stored.dependents.push(task.id);
+            }
         }
         tasks.insert(key, (task.clone(), wake));
         self.count(task, None, task.status);
@@ -236,6 +262,33 @@ impl TaskStore for MemoryStore {
             .map(|(task, _)| task.clone()))
     }
 
+    async fn get_many(&self, tenant: &Tenant, ids: &[TaskId]) -> Result<Vec<Task>, InfraError> {
+        let tasks = self.tasks.lock().unwrap();
+        Ok(ids
+            .iter()
+            .filter_map(|id| tasks.get(&(tenant.clone(), *id)))
+            .map(|(task, _)| task.clone())
+            .collect())
+    }
+
+    async fn produced_by(&self, query: &ModelQuery) -> Result<Page, InfraError> {
+        let tasks = self.tasks.lock().unwrap();
+        let mut matching: Vec<&Task> = tasks
+            .values()
+            .map(|(task, _)| task)
+            .filter(|task| query.matches(task))
+            .collect();
+        matching.sort_by_key(|task| std::cmp::Reverse((task.produced_at(), task.id)));
+        let start = query.after.map_or(0, |after| {
+            matching
+                .iter()
+                .position(|task| task.id == after)
+                .map_or(0, |i| i + 1)
+        });
+        let page = matching.into_iter().skip(start).cloned().collect();
+        Ok(Page::of_first(page, query.first))
+    }
+
     async fn commit(
         &self,
         current: &Task,
@@ -248,15 +301,14 @@ impl TaskStore for MemoryStore {
             .flatten();
         let mut tasks = self.tasks.lock().unwrap();
         let key = (current.tenant.clone(), current.id);
-        if let Some(rival) = self.rival.lock().unwrap().take()
-            && let Some((replaced, _)) = tasks.insert(key.clone(), (rival.clone(), None))
-        {
-            self.count(&rival, Some(replaced.status), rival.status);
-        }
+        self.let_rival_win(&mut tasks);
         let Some((stored, _)) = tasks.get(&key) else {
             return Ok(Commit::Conflict(None));
         };
-        if (stored.status, stored.version) != (current.status, current.version) {
+        let dependents = |task: &Task| task.dependents.len();
+        if (stored.status, stored.version, dependents(stored))
+            != (current.status, current.version, dependents(current))
+        {
             return Ok(Commit::Conflict(Some(Box::new(stored.clone()))));
         }
         if let Some(gate) = gate {
@@ -485,6 +537,7 @@ impl TaskStore for MemoryStore {
 pub struct MemoryBus {
     events: Mutex<Vec<Event>>,
     controls: Mutex<Vec<ControlEvent>>,
+    cascades: Mutex<Vec<Cascade>>,
 }
 
 impl MemoryBus {
@@ -497,6 +550,11 @@ impl MemoryBus {
     pub fn announced(&self) -> Vec<ControlEvent> {
         self.controls.lock().unwrap().clone()
     }
+
+    /// The cascades sent since the last call, oldest first: what the queue would deliver next.
+    pub fn take_cascades(&self) -> Vec<Cascade> {
+        std::mem::take(&mut *self.cascades.lock().unwrap())
+    }
 }
 
 #[async_trait]
@@ -508,6 +566,11 @@ impl EventBus for MemoryBus {
 
     async fn announce(&self, event: &ControlEvent) -> Result<(), InfraError> {
         self.controls.lock().unwrap().push(event.clone());
+        Ok(())
+    }
+
+    async fn cascade(&self, cascade: &Cascade) -> Result<(), InfraError> {
+        self.cascades.lock().unwrap().push(cascade.clone());
         Ok(())
     }
 }

@@ -2,8 +2,8 @@ use std::error::Error;
 
 use async_trait::async_trait;
 use baton_domain::{
-    Change, ControlEvent, DEFAULT_CONCURRENCY_LIMIT, Event, Gate, Idempotency, KillSwitch, Parked,
-    ProjectId, Scope, Status, Task, TaskId, Tenant, Tier, Timer,
+    Cascade, Change, ControlEvent, DEFAULT_CONCURRENCY_LIMIT, Event, Gate, Idempotency, KillSwitch,
+    Parked, ProjectId, Scope, Status, Task, TaskId, Tenant, Tier, Timer,
 };
 use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
@@ -64,6 +64,9 @@ pub enum Created {
         /// The fingerprint of that task's submission.
         fingerprint: String,
     },
+    /// A dependency moved after it was read (it is no longer at the version read): nothing was
+    /// written; read the dependencies again.
+    DependencyMoved,
 }
 
 /// The outcome of a conditional write.
@@ -130,6 +133,37 @@ impl TaskQuery {
     /// Whether only the key range (project, time) filters, so every key read is a task returned.
     pub fn filters_by_key_only(&self) -> bool {
         self.statuses.is_empty() && self.tier.is_none()
+    }
+}
+
+/// Which tasks `produced_by` lists: those whose result names `model` in its provenance.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelQuery {
+    /// Owner.
+    pub tenant: Tenant,
+    /// The model, exactly as the workers report it.
+    pub model: String,
+    /// Only results committed at or after this time.
+    pub since: Option<DateTime<Utc>>,
+    /// Only results committed before this time.
+    pub until: Option<DateTime<Utc>>,
+    /// At most this many.
+    pub first: usize,
+    /// Continue after this task (newest result first).
+    pub after: Option<TaskId>,
+}
+
+impl ModelQuery {
+    /// Whether `task`'s result is one this query lists (apart from paging).
+    pub fn matches(&self, task: &Task) -> bool {
+        let model = task.provenance.as_ref().and_then(|p| p.model.as_deref());
+        let Some(at) = task.produced_at() else {
+            return false;
+        };
+        task.tenant == self.tenant
+            && model == Some(self.model.as_str())
+            && self.since.is_none_or(|since| at >= since)
+            && self.until.is_none_or(|until| at < until)
     }
 }
 
@@ -247,16 +281,24 @@ pub trait TaskStore: Send + Sync {
     /// Creates `task` unless a task with its id exists or `idempotency`'s key is taken. A task of
     /// a project new to the store creates the project with its limit and its kill switch
     /// (disengaged) in the same write; a project that exists never gets a switch back this way.
+    /// `dependencies` are the task's dependencies as read: each gets the task among its
+    /// dependents in the same write, if it is still at the version read.
     async fn create(
         &self,
         task: &Task,
         wake: Option<Wake>,
         idempotency: Option<&Idempotency>,
+        dependencies: &[Task],
     ) -> Result<Created, InfraError>;
     /// Reads one task.
     async fn get(&self, tenant: &Tenant, id: &TaskId) -> Result<Option<Task>, InfraError>;
+    /// Reads tasks of one tenant, strongly consistent, in no particular order; missing ones are
+    /// left out.
+    async fn get_many(&self, tenant: &Tenant, ids: &[TaskId]) -> Result<Vec<Task>, InfraError>;
+    /// Tasks whose result names a model, newest result first.
+    async fn produced_by(&self, query: &ModelQuery) -> Result<Page, InfraError>;
     /// Writes `next` (its history entry included) if the stored task still has `current`'s
-    /// status and version. A dispatch (Scheduled → Running) also takes a slot of the project,
+    /// status, version and dependents (a new dependent is added without a transition). A dispatch (Scheduled → Running) also takes a slot of the project,
     /// and only if it is below its limit, not paused, and both kill switches exist disengaged;
     /// every move out of Running gives its slot back.
     async fn commit(
@@ -359,6 +401,10 @@ pub trait EventBus: Send + Sync {
     async fn publish(&self, events: &[Event]) -> Result<(), InfraError>;
     /// Announces that an operator turned a control.
     async fn announce(&self, event: &ControlEvent) -> Result<(), InfraError>;
+    /// Sends a cascade's command to each dependent through the queue of the function that
+    /// handles it (`CancelTask`, `RollbackRequested`), so a walk of any size goes on one edge
+    /// per message.
+    async fn cascade(&self, cascade: &Cascade) -> Result<(), InfraError>;
 }
 
 /// Delayed delivery of due timers to `on-due`.

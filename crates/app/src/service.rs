@@ -1,9 +1,9 @@
 use std::sync::Arc;
 
 use baton_domain::{
-    Change, Command, ControlEvent, Decision, Effects, Event, Gate, InvalidSubmission, KillSwitch,
-    MAX_CONCURRENCY_LIMIT, Parked, ProjectId, Rejection, Scope, Status, SubmitRequest, Task,
-    TaskId, Tenant, Timer, decide,
+    Change, Command, ControlEvent, Decision, DependencyError, Effects, Event, Gate,
+    InvalidSubmission, KillSwitch, MAX_CONCURRENCY_LIMIT, Parked, ProjectId, Rejection, Scope,
+    Status, Step, SubmitRequest, Task, TaskId, Tenant, Timer, check_dependencies, decide,
 };
 use chrono::{DateTime, Duration, Utc};
 use tracing::{info, warn};
@@ -71,6 +71,9 @@ pub enum SubmitError {
     /// The submission is wrong; retrying will not help.
     #[error("invalid submission: {0}")]
     Invalid(#[from] InvalidSubmission),
+    /// The dependencies are unknown, finished without success, or would form a cycle.
+    #[error("invalid dependencies: {0}")]
+    Dependency(#[from] DependencyError),
     /// The idempotency key belongs to another submission with a different payload.
     #[error("idempotency key `{key}` was used by task {task_id} with a different payload")]
     IdempotencyConflict {
@@ -136,7 +139,7 @@ pub struct SweepReport {
 /// The application service: every entry point of Baton goes through it.
 #[derive(Clone)]
 pub struct Baton {
-    store: Arc<dyn TaskStore>,
+    pub(crate) store: Arc<dyn TaskStore>,
     bus: Arc<dyn EventBus>,
     timers: Arc<dyn TimerQueue>,
     clock: Arc<dyn Clock>,
@@ -165,7 +168,8 @@ impl Baton {
 
     /// Validates and creates a task with id `id`. Submitting the same id again returns the stored
     /// task (and repeats its submission effects if it has not moved since), so a redelivered
-    /// submission creates nothing twice.
+    /// submission creates nothing twice. A task with dependencies starts Pending unless they
+    /// have all succeeded; each dependency lists it among its dependents in the same write.
     pub async fn submit(
         &self,
         request: &SubmitRequest,
@@ -174,11 +178,46 @@ impl Baton {
         let now = self.now();
         let new = request.validate(now)?;
         let idempotency = new.idempotency.clone();
-        let task = Task::submitted(new, id, now);
-        let created = self
-            .store
-            .create(&task, wake_for(&task, now), idempotency.as_ref())
-            .await?;
+        let tenant = new.tenant.clone();
+        for _ in 0..MAX_RACES {
+            let dependencies = self.store.get_many(&tenant, &new.depends_on).await?;
+            let status = match check_dependencies(id, &new.depends_on, &dependencies) {
+                Ok(status) => status,
+                // A redelivered submission answers with its task, whatever became of the
+                // dependencies since.
+                Err(refused) => match self.store.get(&tenant, &id).await? {
+                    Some(existing) => return self.resubmitted(existing, now).await,
+                    None => return Err(refused.into()),
+                },
+            };
+            let task = Task::submitted(new.clone(), id, now, status);
+            let created = self
+                .store
+                .create(
+                    &task,
+                    wake_for(&task, now),
+                    idempotency.as_ref(),
+                    &dependencies,
+                )
+                .await?;
+            if created != Created::DependencyMoved {
+                return self.created(task, created, idempotency, now).await;
+            }
+        }
+        Err(InfraError::new(
+            "submit",
+            format!("the dependencies of task {id} kept changing"),
+        )
+        .into())
+    }
+
+    async fn created(
+        &self,
+        task: Task,
+        created: Created,
+        idempotency: Option<baton_domain::Idempotency>,
+        now: DateTime<Utc>,
+    ) -> Result<Submitted, SubmitError> {
         match created {
             Created::Created => {
                 self.perform(&Effects::of(&task), now).await?;
@@ -205,6 +244,11 @@ impl Baton {
                     .into()),
                 }
             }
+            Created::DependencyMoved => Err(InfraError::new(
+                "submit",
+                format!("the dependencies of task {} moved", task.id),
+            )
+            .into()),
         }
     }
 
@@ -240,7 +284,7 @@ impl Baton {
     }
 
     /// [`Baton::execute`] on a task already read from the store.
-    async fn execute_on(
+    pub(crate) async fn execute_on(
         &self,
         mut current: Task,
         command: &Command,
@@ -626,6 +670,32 @@ impl Baton {
         }
         if let Some((tenant, project)) = &effects.admit {
             self.admit_released(tenant, project).await?;
+        }
+        if let Some(cascade) = &effects.cascade {
+            match cascade.step {
+                Step::Release => self.release(&cascade.tenant, &cascade.dependents).await?,
+                Step::Cancel { .. } | Step::Rollback { .. } => self.bus.cascade(cascade).await?,
+            }
+        }
+        Ok(())
+    }
+
+    /// After a dependency succeeded: starts each of `dependents` that is Pending and whose
+    /// dependencies have all succeeded. Two dependencies succeeding at once may both get here;
+    /// the release is one conditional write, so only one of them moves the task.
+    async fn release(&self, tenant: &Tenant, dependents: &[TaskId]) -> Result<(), InfraError> {
+        for child in self.store.get_many(tenant, dependents).await? {
+            if child.status != Status::Pending {
+                continue;
+            }
+            let dependencies = self.store.get_many(tenant, &child.depends_on).await?;
+            let command = Command::Release {
+                dependencies: dependencies.iter().map(|d| (d.id, d.status)).collect(),
+            };
+            let id = child.id;
+            let handled = Box::pin(self.execute_on(child, &command)).await?;
+            let released = matches!(handled, Handled::Applied(_));
+            info!(task_id = %id, %tenant, released, "dependencies checked");
         }
         Ok(())
     }

@@ -3,9 +3,9 @@
 mod common;
 
 use baton_app::{Handled, MAX_TIMER_DELAY, SweepReport, TIMER_GRACE, WakeKind};
-use baton_domain::{Command, EventKind, Outcome, Rejection, Status, TaskError, TaskId};
+use baton_domain::{Command, EventKind, Rejection, Status, TaskId};
 use chrono::Duration;
-use common::{request, success, world};
+use common::{failure, request, success, world};
 use serde_json::json;
 
 #[tokio::test]
@@ -110,15 +110,7 @@ async fn a_result_that_loses_the_race_to_cancel_is_acknowledged_as_a_lost_race()
 async fn a_failed_attempt_is_retried_after_backoff_then_fails_for_good() {
     let w = world();
     let task = w.submit(json!({})).await;
-    let fail = |attempt| Command::Complete {
-        attempt,
-        outcome: Outcome::Failed {
-            error: TaskError {
-                code: "E".into(),
-                message: "m".into(),
-            },
-        },
-    };
+    let fail = failure;
     w.run(&task, Command::Dispatch { attempt: 1 }).await;
     let Handled::Applied(retry) = w.run(&task, fail(1)).await else {
         panic!()

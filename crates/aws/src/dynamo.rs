@@ -9,7 +9,8 @@ use aws_sdk_dynamodb::types::{
     ReturnValuesOnConditionCheckFailure, TransactWriteItem, Update,
 };
 use baton_app::{
-    Commit, Created, Drain, InfraError, Page, ProjectStatus, TaskQuery, TaskStore, Wake, WakeKind,
+    Commit, Created, Drain, InfraError, ModelQuery, Page, ProjectStatus, TaskQuery, TaskStore,
+    Wake, WakeKind,
 };
 use baton_domain::{
     Change, DEFAULT_CONCURRENCY_LIMIT, Gate, Idempotency, KillSwitch, Parked, ProjectId, Scope,
@@ -27,6 +28,8 @@ const MAX_BATCH_GET: usize = 100;
 const PROJECT_INDEX: &str = "by-project";
 /// The sparse index of tasks the sweeper must look at, by time (keys only).
 const WAKE_INDEX: &str = "by-wake";
+/// The sparse index of results by the model that produced them, newest first (keys only).
+const MODEL_INDEX: &str = "by-model";
 
 /// A transaction that meets another on the project item is tried again this many times.
 const TRANSACTION_ATTEMPTS: u32 = 6;
@@ -39,7 +42,9 @@ const IDEMPOTENCY_RETENTION: chrono::Duration = chrono::Duration::hours(24);
 /// in the same transaction as the task's write, and which holds the project's limit
 /// (`slot_limit`), pause and drain. Kill switches are items `pk = KILL#global` and `KILL#{tenant}#{project}`,
 /// `sk = SWITCH`, with their history beside them (`sk = EV#...`); idempotency keys are items
-/// `pk = I#{tenant}#{key}`, `sk = KEY`, expiring after [`IDEMPOTENCY_RETENTION`].
+/// `pk = I#{tenant}#{key}`, `sk = KEY`, expiring after [`IDEMPOTENCY_RETENTION`]. A task lists its
+/// dependencies and its dependents on its own item, so a graph is walked with GetItem and
+/// BatchGetItem alone; a result's model files it in the `by-model` index.
 #[derive(Debug, Clone)]
 pub struct DynamoStore {
     pub(crate) client: Client,
@@ -120,7 +125,21 @@ fn to_item(task: &Task, wake: Option<Wake>) -> Result<Item, InfraError> {
     if let Some(wake) = wake {
         item.extend(wake_attributes(&task.id, wake));
     }
+    let model = task.provenance.as_ref().and_then(|p| p.model.as_deref());
+    if let (Some(model), Some(at)) = (model, task.produced_at()) {
+        item.insert("model_key".to_owned(), s(model_key(&task.tenant, model)));
+        item.insert("model_at".to_owned(), s(model_at(at, &task.id)));
+    }
     Ok(item)
+}
+
+fn model_key(tenant: &Tenant, model: &str) -> String {
+    format!("{tenant}#{model}")
+}
+
+/// The `by-model` sort key: the result's time, then the id, so equal times keep an order.
+fn model_at(at: DateTime<Utc>, id: &TaskId) -> String {
+    format!("{}#{id}", sortable(at))
 }
 
 fn from_item(item: Item) -> Result<Task, InfraError> {
@@ -349,6 +368,25 @@ fn claim_key(table: &str, task: &Task, idempotency: &Idempotency) -> Result<Writ
     ))
 }
 
+/// A dependency lists a new dependent, if it is still at the version its check read.
+fn add_dependent(table: &str, dependency: &Task, child: &TaskId) -> Result<Write, InfraError> {
+    Ok(Write::Update(
+        Update::builder()
+            .table_name(table)
+            .set_key(Some(key(&dependency.tenant, &dependency.id)))
+            .update_expression(
+                "SET dependents = list_append(if_not_exists(dependents, :none), :child)",
+            )
+            .condition_expression("#version = :version")
+            .expression_attribute_names("#version", "version")
+            .expression_attribute_values(":version", n(dependency.version))
+            .expression_attribute_values(":none", AttributeValue::L(Vec::new()))
+            .expression_attribute_values(":child", AttributeValue::L(vec![s(child.to_string())]))
+            .build()
+            .map_err(built("build dependent update"))?,
+    ))
+}
+
 impl DynamoStore {
     /// Runs a transaction of `writes`. A cancellation by a failed condition is answered with its
     /// reasons; one caused by a concurrent transaction on the same items (the project item is
@@ -451,13 +489,15 @@ impl DynamoStore {
         Ok(found)
     }
 
-    async fn get_many(&self, ids: &[(Tenant, TaskId)]) -> Result<Vec<Task>, InfraError> {
-        let keys = ids.iter().map(|(tenant, id)| key(tenant, id)).collect();
-        batch_get(&self.client, &self.table, keys, true)
-            .await?
-            .into_iter()
-            .map(from_item)
-            .collect()
+    async fn read_many(&self, ids: &[(Tenant, TaskId)]) -> Result<Vec<Task>, InfraError> {
+        let mut tasks = Vec::with_capacity(ids.len());
+        for chunk in ids.chunks(MAX_BATCH_GET) {
+            let keys = chunk.iter().map(|(tenant, id)| key(tenant, id)).collect();
+            for item in batch_get(&self.client, &self.table, keys, true).await? {
+                tasks.push(from_item(item)?);
+            }
+        }
+        Ok(tasks)
     }
 }
 
@@ -506,6 +546,7 @@ impl TaskStore for DynamoStore {
         task: &Task,
         wake: Option<Wake>,
         idempotency: Option<&Idempotency>,
+        dependencies: &[Task],
     ) -> Result<Created, InfraError> {
         let item = to_item(task, wake)?;
         // Most tasks join a project that exists; the first one creates it and its kill switch.
@@ -523,6 +564,10 @@ impl TaskStore for DynamoStore {
             ];
             if let Some(idempotency) = idempotency {
                 writes.push(claim_key(&self.table, task, idempotency)?);
+            }
+            let first_dependency = writes.len();
+            for dependency in dependencies {
+                writes.push(add_dependent(&self.table, dependency, &task.id)?);
             }
             if new_project {
                 writes.push(install_project_switch(&self.table, task)?);
@@ -551,6 +596,11 @@ impl TaskStore for DynamoStore {
                     )),
                 };
             }
+            if (first_dependency..first_dependency + dependencies.len())
+                .any(|i| cancelled.failed(i))
+            {
+                return Ok(Created::DependencyMoved);
+            }
             // The project's condition failed: it is new after all, or was created meanwhile.
             new_project = !new_project;
         }
@@ -573,16 +623,84 @@ impl TaskStore for DynamoStore {
         output.item.map(from_item).transpose()
     }
 
+    async fn get_many(&self, tenant: &Tenant, ids: &[TaskId]) -> Result<Vec<Task>, InfraError> {
+        let mut unique: Vec<(Tenant, TaskId)> = Vec::with_capacity(ids.len());
+        for id in ids {
+            if !unique.iter().any(|(_, seen)| seen == id) {
+                unique.push((tenant.clone(), *id));
+            }
+        }
+        self.read_many(&unique).await
+    }
+
+    async fn produced_by(&self, query: &ModelQuery) -> Result<Page, InfraError> {
+        let model_key = model_key(&query.tenant, &query.model);
+        let lowest = query.since.map_or_else(|| "0".to_owned(), sortable);
+        let mut highest = query.until.map_or_else(|| "~".to_owned(), sortable);
+        if let Some(after) = &query.after {
+            let Some(at) = self
+                .get(&query.tenant, after)
+                .await?
+                .and_then(|task| task.produced_at())
+            else {
+                return Ok(Page::of_first(Vec::new(), query.first));
+            };
+            // Up to the cursor's own entry, which is skipped below.
+            highest = highest.min(model_at(at, after));
+        }
+        let mut tasks = Vec::new();
+        let mut start = None;
+        while tasks.len() <= query.first {
+            let output = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .index_name(MODEL_INDEX)
+                .key_condition_expression(
+                    "model_key = :model AND model_at BETWEEN :lowest AND :highest",
+                )
+                .expression_attribute_values(":model", s(model_key.clone()))
+                .expression_attribute_values(":lowest", s(lowest.clone()))
+                .expression_attribute_values(":highest", s(highest.clone()))
+                .scan_index_forward(false)
+                .limit((query.first + 1 - tasks.len()).min(MAX_BATCH_GET) as i32)
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(infra("DynamoDB Query"))?;
+            let ids: Vec<(Tenant, TaskId)> = task_keys(output.items())
+                .filter(|(_, id)| Some(id) != query.after.as_ref())
+                .collect();
+            let mut page = self.read_many(&ids).await?;
+            page.retain(|task| query.matches(task));
+            page.sort_by_key(|task| std::cmp::Reverse((task.produced_at(), task.id)));
+            tasks.extend(page);
+            start = output.last_evaluated_key;
+            if start.is_none() {
+                break;
+            }
+        }
+        Ok(Page::of_first(tasks, query.first))
+    }
+
     async fn commit(
         &self,
         current: &Task,
         next: &Task,
         wake: Option<Wake>,
     ) -> Result<Commit, InfraError> {
-        let values = HashMap::from([
+        let mut values = HashMap::from([
             (":status".to_owned(), s(current.status.as_str())),
             (":version".to_owned(), n(current.version)),
         ]);
+        // A new dependent joins the list without a transition: a write that read the list
+        // before must not drop it.
+        let dependents = if current.dependents.is_empty() {
+            "attribute_not_exists(dependents)"
+        } else {
+            values.insert(":dependents".to_owned(), n(current.dependents.len()));
+            "size(dependents) = :dependents"
+        };
         let dispatch = current.status == Status::Scheduled && next.status == Status::Running;
         let how = if dispatch {
             ProjectWrite::Dispatch
@@ -592,7 +710,7 @@ impl TaskStore for DynamoStore {
         let mut writes = vec![
             self.put_task(
                 to_item(next, wake)?,
-                "#status = :status AND #version = :version",
+                &format!("#status = :status AND #version = :version AND {dependents}"),
                 Some(values),
             )?,
             count(&self.table, next, Some(current.status), next.status, how)?,
@@ -676,7 +794,7 @@ impl TaskStore for DynamoStore {
                 .await
                 .map_err(infra("DynamoDB Query"))?;
             let ids: Vec<(Tenant, TaskId)> = task_keys(output.items()).collect();
-            let mut page = self.get_many(&ids).await?;
+            let mut page = self.read_many(&ids).await?;
             page.retain(|task| query.matches(task));
             page.sort_by_key(|task| std::cmp::Reverse(task.id));
             tasks.extend(page);

@@ -2,7 +2,9 @@ use async_trait::async_trait;
 use aws_sdk_eventbridge::Client;
 use aws_sdk_eventbridge::types::PutEventsRequestEntry;
 use baton_app::{EventBus, InfraError};
-use baton_domain::{ControlEvent, Event};
+use baton_domain::{Cascade, ControlEvent, Event, Step};
+
+use crate::inbound::{RollbackRequest, TaskRequest};
 
 /// The `source` of every event Baton publishes.
 pub const SOURCE: &str = "baton";
@@ -89,5 +91,42 @@ impl EventBus for EventBridgeBus {
     async fn announce(&self, event: &ControlEvent) -> Result<(), InfraError> {
         let entry = self.entry(event.detail_type(), event, event.resource())?;
         self.put(vec![entry]).await
+    }
+
+    async fn cascade(&self, cascade: &Cascade) -> Result<(), InfraError> {
+        let entries = cascade
+            .dependents
+            .iter()
+            .map(|&task_id| {
+                let resource = format!("baton:task:{task_id}");
+                let tenant = cascade.tenant.clone();
+                match &cascade.step {
+                    Step::Cancel { reason } => {
+                        let request = TaskRequest {
+                            tenant,
+                            task_id,
+                            reason: Some(reason.clone()),
+                        };
+                        self.entry("CancelTask", &request, resource)
+                    }
+                    Step::Rollback { reason, taint } => {
+                        let request = RollbackRequest {
+                            tenant,
+                            task_id,
+                            reason: Some(reason.clone()),
+                            root: Some(taint.root),
+                            via: taint.via,
+                            request: Some(taint.request.clone()),
+                        };
+                        self.entry("RollbackRequested", &request, resource)
+                    }
+                    Step::Release => Err(InfraError::new(
+                        "cascade",
+                        "a release is run where the dependency succeeded, not sent",
+                    )),
+                }
+            })
+            .collect::<Result<_, _>>()?;
+        self.put(entries).await
     }
 }

@@ -2,9 +2,11 @@
 //! message body (the EventBridge envelope), parsed into domain commands.
 
 use aws_lambda_events::eventbridge::EventBridgeEvent;
-use baton_domain::{Command, EventKind, Outcome, ProjectId, SubmitRequest, TaskId, Tenant, Timer};
-use serde::Deserialize;
+use baton_domain::{
+    Command, EventKind, Outcome, ProjectId, Provenance, SubmitRequest, Taint, TaskId, Tenant, Timer,
+};
 use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 
 /// A message that can never be processed: it is failed, so after `maxReceiveCount` deliveries it
 /// is parked in the queue's DLQ for inspection.
@@ -118,10 +120,14 @@ pub struct TaskResult {
     /// `status: succeeded` with `output`, or `status: failed` with `error {code, message}`.
     #[serde(flatten)]
     pub outcome: Outcome,
+    /// How the result was produced; committed with it.
+    #[serde(default)]
+    pub provenance: Option<Provenance>,
 }
 
-/// `CancelTask` and `RollbackRequested`: a request to stop or undo a task.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+/// `CancelTask`: a request to stop a task (from a client, or from Baton when a dependency did not
+/// succeed).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TaskRequest {
     /// The task's owner.
@@ -133,19 +139,70 @@ pub struct TaskRequest {
     pub reason: Option<String>,
 }
 
+/// `RollbackRequested`: a request to undo a succeeded task and everything built on it. Baton
+/// sends one to each dependent of a rolled-back task, naming the rollback's root, the dependency
+/// it came through and the request it belongs to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RollbackRequest {
+    /// The task's owner.
+    pub tenant: Tenant,
+    /// The task.
+    pub task_id: TaskId,
+    /// Why; recorded on every task it reaches.
+    #[serde(default)]
+    pub reason: Option<String>,
+    /// The task the rollback was requested on (default: this one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub root: Option<TaskId>,
+    /// The dependency it reached this task through (none on the root).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub via: Option<TaskId>,
+    /// The request's id (default: the event's id). A second request on a rolled-back task
+    /// changes nothing; a redelivery of the same one repeats its effects.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request: Option<String>,
+}
+
+impl RollbackRequest {
+    /// The rollback command this request asks for; `event_id` names the request if it does not.
+    pub fn command(self, event_id: &str) -> Addressed {
+        let taint = Taint {
+            root: self.root.unwrap_or(self.task_id),
+            via: self.via,
+            request: self.request.unwrap_or_else(|| event_id.to_owned()),
+        };
+        let reason = self
+            .reason
+            .unwrap_or_else(|| "rollback requested".to_owned());
+        (
+            self.tenant,
+            self.task_id,
+            Command::Rollback { reason, taint },
+        )
+    }
+}
+
 /// A command addressed to one task.
 pub type Addressed = (Tenant, TaskId, Command);
 
-impl From<TaskResult> for Addressed {
-    fn from(result: TaskResult) -> Self {
-        (
-            result.tenant,
-            result.task_id,
+impl TaskResult {
+    /// The completion this result reports; provenance out of bounds is refused.
+    pub fn command(self) -> Result<Addressed, Malformed> {
+        if let Some(provenance) = &self.provenance {
+            provenance.check().map_err(|reason| {
+                Malformed::new("INVALID_DETAIL", format!("TaskResult: {reason}"))
+            })?;
+        }
+        Ok((
+            self.tenant,
+            self.task_id,
             Command::Complete {
-                attempt: result.attempt,
-                outcome: result.outcome,
+                attempt: self.attempt,
+                outcome: self.outcome,
+                provenance: self.provenance,
             },
-        )
+        ))
     }
 }
 
@@ -154,14 +211,6 @@ impl TaskRequest {
     pub fn cancel(self) -> Addressed {
         let reason = self.reason.unwrap_or_else(|| "cancel requested".to_owned());
         (self.tenant, self.task_id, Command::Cancel { reason })
-    }
-
-    /// The rollback command this request asks for.
-    pub fn rollback(self) -> Addressed {
-        let reason = self
-            .reason
-            .unwrap_or_else(|| "rollback requested".to_owned());
-        (self.tenant, self.task_id, Command::Rollback { reason })
     }
 }
 
@@ -200,16 +249,62 @@ mod tests {
             json!({"tenant": "acme", "task_id": "019a0000-0000-7000-8000-000000000001",
                    "attempt": 2, "status": "failed", "error": {"code": "E", "message": "m"}}),
         );
-        let (tenant, _, command) =
-            Addressed::from(envelope::<TaskResult>(&body, "TaskResult").unwrap().detail);
+        let (tenant, _, command) = envelope::<TaskResult>(&body, "TaskResult")
+            .unwrap()
+            .detail
+            .command()
+            .unwrap();
         assert_eq!(tenant.as_str(), "acme");
         assert!(matches!(
             command,
             Command::Complete {
                 attempt: 2,
-                outcome: Outcome::Failed { .. }
+                outcome: Outcome::Failed { .. },
+                provenance: None,
             }
         ));
+    }
+
+    #[test]
+    fn a_result_carries_its_provenance_and_bad_provenance_is_refused() {
+        let result = |provenance: serde_json::Value| {
+            let body = wrap(
+                "TaskResult",
+                json!({"tenant": "acme", "task_id": "019a0000-0000-7000-8000-000000000001",
+                       "attempt": 1, "status": "succeeded", "output": 1, "provenance": provenance}),
+            );
+            envelope::<TaskResult>(&body, "TaskResult").and_then(|result| result.detail.command())
+        };
+        let (_, _, command) = result(json!({"model": "m-1", "tokens_in": 3})).unwrap();
+        let Command::Complete { provenance, .. } = command else {
+            panic!("{command:?}");
+        };
+        assert_eq!(provenance.unwrap().model.as_deref(), Some("m-1"));
+        let err = result(json!({"model": ""})).unwrap_err();
+        assert_eq!(err.code, "INVALID_DETAIL");
+        assert!(err.reason.contains("provenance.model"), "{err}");
+        assert_eq!(
+            result(json!({"colour": 1})).unwrap_err().code,
+            "INVALID_DETAIL"
+        );
+    }
+
+    #[test]
+    fn a_rollback_request_is_named_by_its_event_unless_it_names_itself() {
+        let task = "019a0000-0000-7000-8000-000000000002";
+        let body = wrap(
+            "RollbackRequested",
+            json!({"tenant": "acme", "task_id": task}),
+        );
+        let request = envelope::<RollbackRequest>(&body, "RollbackRequested").unwrap();
+        let (_, id, command) = request.detail.command("event-1");
+        let Command::Rollback { taint, .. } = command else {
+            panic!("{command:?}");
+        };
+        assert_eq!(
+            (taint.root, taint.via, taint.request.as_str()),
+            (id, None, "event-1")
+        );
     }
 
     #[test]

@@ -4,10 +4,10 @@
 
 use std::collections::BTreeSet;
 
-use baton_aws::inbound::{TaskRequest, TaskResult, envelope};
+use baton_aws::inbound::{RollbackRequest, TaskRequest, TaskResult, envelope};
 use baton_domain::{
     Change, Command, ControlEvent, Decision, Event, EventKind, Gate, Outcome, Parked, ProjectId,
-    Scope, SubmitRequest, Task, TaskError, TaskId, Tenant, decide,
+    Provenance, Scope, Status, SubmitRequest, Taint, Task, TaskError, TaskId, Tenant, decide,
 };
 use chrono::{Duration, Utc};
 use serde_json::{Value, json};
@@ -57,9 +57,14 @@ fn every_inbound_example_parses_with_the_real_parser() {
         .detail
         .validate(Utc::now())
         .expect("the SubmitTask example is valid");
-    envelope::<TaskResult>(&read("TaskResult.example.json"), "TaskResult").unwrap();
+    envelope::<TaskResult>(&read("TaskResult.example.json"), "TaskResult")
+        .unwrap()
+        .detail
+        .command()
+        .expect("the TaskResult example's provenance is valid");
     envelope::<TaskRequest>(&read("CancelTask.example.json"), "CancelTask").unwrap();
-    envelope::<TaskRequest>(&read("RollbackRequested.example.json"), "RollbackRequested").unwrap();
+    envelope::<RollbackRequest>(&read("RollbackRequested.example.json"), "RollbackRequested")
+        .unwrap();
     for inbound in [
         "SubmitTask",
         "TaskResult",
@@ -94,6 +99,19 @@ fn every_outbound_event_matches_its_schema_and_example() {
         request.validate(Utc::now()).unwrap(),
         TaskId::from_uuid(uuid::Uuid::now_v7()),
         Utc::now(),
+        Status::Scheduled,
+    );
+    let dependency = TaskId::from_uuid(uuid::Uuid::now_v7());
+    let pending = Task {
+        status: Status::Pending,
+        depends_on: vec![dependency],
+        ..submitted.clone()
+    };
+    let released = step(
+        &pending,
+        Command::Release {
+            dependencies: vec![(dependency, Status::Succeeded)],
+        },
     );
     let running = step(&submitted, Command::Dispatch { attempt: 1 });
     let error = TaskError {
@@ -105,6 +123,7 @@ fn every_outbound_event_matches_its_schema_and_example() {
         outcome: Outcome::Failed {
             error: error.clone(),
         },
+        provenance: None,
     };
     let retrying = step(&running, failed(1));
     let failed_for_good = step(
@@ -116,16 +135,31 @@ fn every_outbound_event_matches_its_schema_and_example() {
         Command::Complete {
             attempt: 1,
             outcome: Outcome::Succeeded { output: json!(1) },
+            provenance: Some(Provenance {
+                model: Some("m".into()),
+                tokens_in: Some(3),
+                ..Provenance::default()
+            }),
         },
     );
+    let taint = Taint {
+        root: dependency,
+        via: Some(dependency),
+        request: "r1".into(),
+    };
+    let rollback = Command::Rollback {
+        reason: "r".into(),
+        taint: taint.clone(),
+    };
     let tasks = [
-        submitted.clone(),
+        pending,
+        released,
         running,
         succeeded.clone(),
         failed_for_good,
         retrying.clone(),
         step(&submitted, Command::Cancel { reason: "r".into() }),
-        step(&succeeded, Command::Rollback { reason: "r".into() }),
+        step(&succeeded, rollback),
     ];
     let waiting = Task {
         parked: Some(Parked {
@@ -145,6 +179,24 @@ fn every_outbound_event_matches_its_schema_and_example() {
         let detail_type = event.kind.detail_type();
         assert_documented(detail_type, &serde_json::to_value(event).unwrap());
     }
+    // What Baton sends to dependents while it walks a graph fits the inbound contracts.
+    let cascaded = RollbackRequest {
+        tenant: submitted.tenant.clone(),
+        task_id: submitted.id,
+        reason: Some("r".into()),
+        root: Some(taint.root),
+        via: taint.via,
+        request: Some(taint.request),
+    };
+    let detail = serde_json::to_value(&cascaded).unwrap();
+    assert_fits("RollbackRequested", &detail, "a cascaded RollbackRequested");
+    let cancel = TaskRequest {
+        tenant: submitted.tenant.clone(),
+        task_id: submitted.id,
+        reason: Some("dependency failed".into()),
+    };
+    let detail = serde_json::to_value(&cancel).unwrap();
+    assert_fits("CancelTask", &detail, "a cascaded CancelTask");
 }
 
 /// A real event fits its schema, and so does its example.

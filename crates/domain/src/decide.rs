@@ -1,6 +1,7 @@
 use chrono::{DateTime, Duration, Utc};
 
 use crate::event::Event;
+use crate::graph::{Cascade, Provenance, Reach, Taint, cancelled_by_rollback};
 use crate::ids::{ProjectId, TaskId, Tenant};
 use crate::task::{HistoryEntry, Outcome, Status, Task, TaskError};
 
@@ -18,6 +19,8 @@ pub enum Command {
         attempt: u32,
         /// What happened.
         outcome: Outcome,
+        /// How the result was produced, as the worker reported it.
+        provenance: Option<Provenance>,
     },
     /// `attempt` ran past its deadline.
     TimeOut {
@@ -29,10 +32,18 @@ pub enum Command {
         /// Why.
         reason: String,
     },
-    /// Undo a succeeded task.
+    /// Undo a succeeded task. Reaching a dependent of a rolled-back task (`taint.via` set), it
+    /// rolls back a succeeded one and cancels an unfinished one.
     Rollback {
         /// Why.
         reason: String,
+        /// Which rollback this is, and through which dependency it came.
+        taint: Taint,
+    },
+    /// A dependency succeeded: start a Pending task once every dependency has.
+    Release {
+        /// The status of each of the task's dependencies, read after that success.
+        dependencies: Vec<(TaskId, Status)>,
     },
 }
 
@@ -45,6 +56,7 @@ impl Command {
             Command::TimeOut { .. } => "timeout",
             Command::Cancel { .. } => "cancel",
             Command::Rollback { .. } => "rollback",
+            Command::Release { .. } => "release",
         }
     }
 
@@ -63,6 +75,7 @@ impl Command {
             Command::TimeOut { .. } => "timeout",
             Command::Cancel { .. } => "cancelled",
             Command::Rollback { .. } => "rolled_back",
+            Command::Release { .. } => "released",
         }
     }
 }
@@ -89,6 +102,8 @@ pub struct Effects {
     pub timer: Option<Timer>,
     /// The project whose slot the task gave back, so the next task of its ready set may start.
     pub admit: Option<(Tenant, ProjectId)>,
+    /// What the task's move asks of its dependents.
+    pub cascade: Option<Box<Cascade>>,
 }
 
 impl Effects {
@@ -108,6 +123,7 @@ impl Effects {
                 .last()
                 .is_some_and(|entry| entry.from == Some(Status::Running))
                 .then(|| (task.tenant.clone(), task.project.clone())),
+            cascade: Cascade::of(task).map(Box::new),
         }
     }
 }
@@ -158,10 +174,19 @@ pub enum Rejection {
         /// The running attempt's deadline.
         deadline: DateTime<Utc>,
     },
+    /// A release came while some dependencies have not succeeded yet.
+    #[error("{} dependencies have not succeeded yet", open.len())]
+    DependenciesOpen {
+        /// Those dependencies.
+        open: Vec<TaskId>,
+    },
 }
 
 /// Decides what `command` does to `task` at `now`. Pure: the same arguments give the same answer.
 pub fn decide(task: &Task, command: &Command, now: DateTime<Utc>) -> Result<Decision, Rejection> {
+    if let Command::Rollback { reason, taint } = command {
+        return roll_back(task, command, reason, taint, now);
+    }
     if already_applied(task, command) {
         return Ok(Decision::AlreadyApplied(Effects::of(task)));
     }
@@ -191,16 +216,31 @@ pub fn decide(task: &Task, command: &Command, now: DateTime<Utc>) -> Result<Deci
                 next.deadline = Some(now + Duration::seconds(task.timeout_seconds.into()));
             }))
         }
-        (Command::Complete { attempt, outcome }, Status::Running) => {
+        (
+            Command::Complete {
+                attempt,
+                outcome,
+                provenance,
+            },
+            Status::Running,
+        ) => {
             current_attempt(*attempt)?;
+            let recorded = |next: &mut Task| {
+                if provenance.is_some() {
+                    next.provenance = provenance.clone();
+                }
+            };
             Ok(match outcome {
                 Outcome::Succeeded { output } => {
                     apply(task, Status::Succeeded, command, now, |next| {
                         next.output = Some(output.clone());
                         next.deadline = None;
+                        recorded(next);
                     })
                 }
-                Outcome::Failed { error } => fail_attempt(task, command, error.clone(), now),
+                Outcome::Failed { error } => {
+                    fail_attempt(task, command, error.clone(), now, recorded)
+                }
             })
         }
         (Command::TimeOut { attempt }, Status::Running) => {
@@ -215,7 +255,7 @@ pub fn decide(task: &Task, command: &Command, now: DateTime<Utc>) -> Result<Deci
                             task.attempt, task.timeout_seconds
                         ),
                     };
-                    Ok(fail_attempt(task, command, error, now))
+                    Ok(fail_attempt(task, command, error, now, |_| {}))
                 }
             }
         }
@@ -234,12 +274,69 @@ pub fn decide(task: &Task, command: &Command, now: DateTime<Utc>) -> Result<Deci
                 next.deadline = None;
             }))
         }
-        (Command::Rollback { reason }, Status::Succeeded) => {
-            Ok(apply(task, Status::RolledBack, command, now, |next| {
-                next.reason = Some(reason.clone());
+        (Command::Release { dependencies }, Status::Pending) => {
+            let open: Vec<TaskId> = task
+                .depends_on
+                .iter()
+                .filter(|id| !dependencies.contains(&(**id, Status::Succeeded)))
+                .copied()
+                .collect();
+            if !open.is_empty() {
+                return Err(Rejection::DependenciesOpen { open });
+            }
+            Ok(apply(task, Status::Scheduled, command, now, |next| {
+                next.due_at = task.due_at.max(now);
             }))
         }
-        (Command::Cancel { .. } | Command::Rollback { .. }, _) => Err(invalid()),
+        (Command::Cancel { .. } | Command::Release { .. } | Command::Rollback { .. }, _) => {
+            Err(invalid())
+        }
+    }
+}
+
+/// A rollback: a succeeded task is rolled back (tainted); reaching a dependent of a rolled-back
+/// task, it cancels an unfinished one and leaves a finished one alone. A repeat of the same
+/// request (the same taint) repeats the effects, in case the first run stopped before them;
+/// another request on a task it reached before changes nothing.
+fn roll_back(
+    task: &Task,
+    command: &Command,
+    reason: &str,
+    taint: &Taint,
+    now: DateTime<Utc>,
+) -> Result<Decision, Rejection> {
+    let invalid = Rejection::InvalidTransition {
+        status: task.status,
+        command: command.name(),
+    };
+    let same_request = match task.status {
+        Status::RolledBack => task.taint.as_ref() == Some(taint),
+        Status::Cancelled => taint
+            .via
+            .is_some_and(|via| task.reason.as_deref() == Some(&cancelled_by_rollback(via))),
+        _ => false,
+    };
+    if same_request {
+        return Ok(Decision::AlreadyApplied(Effects::of(task)));
+    }
+    match (Reach::of(task.status), taint.via) {
+        (Reach::RollBack, _) => Ok(apply(task, Status::RolledBack, command, now, |next| {
+            next.reason = Some(reason.to_owned());
+            next.taint = Some(taint.clone());
+        })),
+        (Reach::Cancel, Some(via)) => {
+            let cancel = Command::Cancel {
+                reason: cancelled_by_rollback(via),
+            };
+            Ok(apply(task, Status::Cancelled, &cancel, now, |next| {
+                next.reason = Some(cancelled_by_rollback(via));
+                next.deadline = None;
+            }))
+        }
+        (Reach::Untouched, _) if task.status == Status::RolledBack || taint.via.is_some() => {
+            Ok(Decision::AlreadyApplied(Effects::default()))
+        }
+        (Reach::Cancel | Reach::Untouched, _) => Err(invalid),
     }
 }
 
@@ -251,6 +348,7 @@ fn already_applied(task: &Task, command: &Command) -> bool {
         Command::Complete {
             attempt,
             outcome: Outcome::Succeeded { .. },
+            ..
         } => task.status == Status::Succeeded && task.attempt == *attempt,
         Command::Complete { attempt, .. } | Command::TimeOut { attempt } => {
             let failed_attempt = match task.status {
@@ -261,12 +359,22 @@ fn already_applied(task: &Task, command: &Command) -> bool {
             failed_attempt == *attempt && last_cause == Some(command.cause())
         }
         Command::Cancel { .. } => task.status == Status::Cancelled,
-        Command::Rollback { .. } => task.status == Status::RolledBack,
+        Command::Release { .. } => {
+            task.status == Status::Scheduled && last_cause == Some(command.cause())
+        }
+        // Decided by `roll_back`.
+        Command::Rollback { .. } => false,
     }
 }
 
 /// A failed attempt: retried after backoff while attempts remain, else the task fails.
-fn fail_attempt(task: &Task, command: &Command, error: TaskError, now: DateTime<Utc>) -> Decision {
+fn fail_attempt(
+    task: &Task,
+    command: &Command,
+    error: TaskError,
+    now: DateTime<Utc>,
+    recorded: impl FnOnce(&mut Task),
+) -> Decision {
     if task.attempt < task.retry.max_attempts {
         let due_at = now + task.retry.backoff(&task.id, task.attempt);
         apply(task, Status::Scheduled, command, now, |next| {
@@ -274,11 +382,13 @@ fn fail_attempt(task: &Task, command: &Command, error: TaskError, now: DateTime<
             next.due_at = due_at;
             next.deadline = None;
             next.error = Some(error);
+            recorded(next);
         })
     } else {
         apply(task, Status::Failed, command, now, |next| {
             next.deadline = None;
             next.error = Some(error);
+            recorded(next);
         })
     }
 }

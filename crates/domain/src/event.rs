@@ -3,14 +3,17 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::flow::Parked;
+use crate::graph::{Provenance, Taint};
 use crate::ids::{ProjectId, TaskId, Tenant, Tier};
 use crate::task::{Status, Task, TaskError};
 
 /// The kinds of event Baton publishes on its bus.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum EventKind {
-    /// A task was accepted and is scheduled.
+    /// A task was accepted: scheduled, or pending while it waits for dependencies.
     Submitted,
+    /// Every dependency of a pending task has succeeded: it is scheduled.
+    Released,
     /// An attempt may start now: a worker of the task's tier should run it.
     Ready,
     /// The task succeeded.
@@ -30,8 +33,9 @@ pub enum EventKind {
 
 impl EventKind {
     /// Every kind, in lifecycle order.
-    pub const ALL: [EventKind; 8] = [
+    pub const ALL: [EventKind; 9] = [
         EventKind::Submitted,
+        EventKind::Released,
         EventKind::Ready,
         EventKind::Succeeded,
         EventKind::Failed,
@@ -45,6 +49,7 @@ impl EventKind {
     pub fn detail_type(self) -> &'static str {
         match self {
             EventKind::Submitted => "TaskSubmitted",
+            EventKind::Released => "TaskReleased",
             EventKind::Ready => "TaskReady",
             EventKind::Succeeded => "TaskSucceeded",
             EventKind::Failed => "TaskFailed",
@@ -89,7 +94,7 @@ pub struct Event {
     /// `TaskReady`: when the attempt times out.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub deadline: Option<DateTime<Utc>>,
-    /// `TaskSubmitted`, `TaskRetrying`: when the next attempt is due.
+    /// `TaskSubmitted`, `TaskReleased`, `TaskRetrying`: when the next attempt is due.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub due_at: Option<DateTime<Utc>>,
     /// `TaskSucceeded`, `TaskRolledBack`: the task's output.
@@ -104,14 +109,26 @@ pub struct Event {
     /// `TaskParked`: what keeps it waiting, and since when.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub parked: Option<Parked>,
+    /// `TaskSubmitted`, `TaskReleased`: the tasks it waited for.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub depends_on: Vec<TaskId>,
+    /// `TaskSucceeded`, `TaskRolledBack`: how the result was produced, so a compensating worker
+    /// knows what to undo.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub provenance: Option<Provenance>,
+    /// `TaskRolledBack`: the rollback that reached it, and through which dependency.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub taint: Option<Taint>,
 }
 
 impl Event {
     /// The event that announces `task`'s current state, if that state is announced.
     pub fn announcing(task: &Task) -> Option<Event> {
+        let released = task.history.last().is_some_and(|e| e.cause == "released");
         let kind = match task.status {
+            Status::Pending | Status::Scheduled if task.version == 1 => EventKind::Submitted,
             Status::Pending => return None,
-            Status::Scheduled if task.version == 1 => EventKind::Submitted,
+            Status::Scheduled if released => EventKind::Released,
             Status::Scheduled => EventKind::Retrying,
             Status::Running => EventKind::Ready,
             Status::Succeeded => EventKind::Succeeded,
@@ -134,7 +151,12 @@ impl Event {
             correlation_id: task.correlation_id.clone(),
             input: has(&[EventKind::Ready]).then(|| task.input.clone()),
             deadline: task.deadline.filter(|_| has(&[EventKind::Ready])),
-            due_at: has(&[EventKind::Submitted, EventKind::Retrying]).then_some(task.due_at),
+            due_at: has(&[
+                EventKind::Submitted,
+                EventKind::Released,
+                EventKind::Retrying,
+            ])
+            .then_some(task.due_at),
             output: task
                 .output
                 .clone()
@@ -148,6 +170,16 @@ impl Event {
                 .clone()
                 .filter(|_| has(&[EventKind::Cancelled, EventKind::RolledBack])),
             parked: None,
+            depends_on: if has(&[EventKind::Submitted, EventKind::Released]) {
+                task.depends_on.clone()
+            } else {
+                Vec::new()
+            },
+            provenance: task
+                .provenance
+                .clone()
+                .filter(|_| has(&[EventKind::Succeeded, EventKind::RolledBack])),
+            taint: task.taint.clone().filter(|_| has(&[EventKind::RolledBack])),
         })
     }
 

@@ -4,6 +4,7 @@
 mod decide;
 mod event;
 mod flow;
+mod graph;
 mod ids;
 mod submission;
 mod task;
@@ -13,6 +14,10 @@ pub use event::{Event, EventKind};
 pub use flow::{
     Change, ControlEvent, DEFAULT_CONCURRENCY_LIMIT, Gate, KillSwitch, MAX_CONCURRENCY_LIMIT,
     Parked, Scope,
+};
+pub use graph::{
+    Artifact, Cascade, DependencyError, MAX_ARTIFACTS, MAX_DEPENDENCIES, MAX_DEPENDENTS,
+    Provenance, Reach, Step, Taint, cancelled_by_rollback, check_dependencies,
 };
 pub use ids::{IdError, ProjectId, TaskId, Tenant, Tier};
 pub use submission::{

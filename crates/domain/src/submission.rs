@@ -4,6 +4,7 @@ use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::graph::MAX_DEPENDENCIES;
 use crate::ids::{ProjectId, TaskId, Tenant, Tier};
 use crate::task::{HistoryEntry, RetryPolicy, Status, Task};
 
@@ -56,6 +57,9 @@ pub struct SubmitRequest {
     /// the first one created; with a different payload it is refused. 1 to 128 characters.
     #[serde(default)]
     pub idempotency_key: Option<String>,
+    /// Ids of tasks (same tenant) that must succeed before this one starts; at most 32.
+    #[serde(default)]
+    pub depends_on: Option<Vec<String>>,
 }
 
 /// The retry part of a submission.
@@ -123,6 +127,8 @@ pub struct NewTask {
     pub correlation_id: Option<String>,
     /// The idempotency key, if the submitter gave one.
     pub idempotency: Option<Idempotency>,
+    /// The tasks that must succeed first.
+    pub depends_on: Vec<TaskId>,
 }
 
 /// An idempotency key and the fingerprint of the payload it was first used with.
@@ -232,6 +238,7 @@ impl SubmitRequest {
                 fingerprint: self.fingerprint(),
             })
         });
+        let depends_on = self.dependencies(&mut check);
 
         match (tenant, project, tier, name, check.0.is_empty()) {
             (Some(tenant), Some(project), Some(tier), Some(name), true) => Ok(NewTask {
@@ -246,9 +253,32 @@ impl SubmitRequest {
                 retry,
                 correlation_id: self.correlation_id.clone(),
                 idempotency,
+                depends_on,
             }),
             _ => Err(InvalidSubmission(check.0)),
         }
+    }
+
+    /// The dependencies as task ids: at most [`MAX_DEPENDENCIES`], each once.
+    fn dependencies(&self, check: &mut Checker) -> Vec<TaskId> {
+        let listed = self.depends_on.as_deref().unwrap_or_default();
+        if listed.len() > MAX_DEPENDENCIES {
+            check.fail(
+                "depends_on",
+                format!("must list at most {MAX_DEPENDENCIES} tasks"),
+            );
+            return Vec::new();
+        }
+        let mut ids: Vec<TaskId> = Vec::with_capacity(listed.len());
+        for (i, id) in listed.iter().enumerate() {
+            let field = format!("depends_on[{i}]");
+            match TaskId::parse(id) {
+                Ok(id) if ids.contains(&id) => check.fail(&field, format!("lists {id} twice")),
+                Ok(id) => ids.push(id),
+                Err(e) => check.fail(&field, e.to_string()),
+            }
+        }
+        ids
     }
 
     /// SHA-256 of the submission as canonical JSON (struct fields in declaration order, object
@@ -339,7 +369,10 @@ impl SubmitRequest {
 
 impl Task {
     /// The task a validated submission creates: Scheduled, version 1, attempt 1.
-    pub fn submitted(new: NewTask, id: TaskId, now: DateTime<Utc>) -> Task {
+    ///
+    /// `status` is Scheduled, or Pending while dependencies are open (see
+    /// [`crate::check_dependencies`]).
+    pub fn submitted(new: NewTask, id: TaskId, now: DateTime<Utc>, status: Status) -> Task {
         let correlation_id = new.correlation_id.unwrap_or_else(|| id.to_string());
         let idempotency_key = new.idempotency.map(|idempotency| idempotency.key);
         Task {
@@ -353,7 +386,7 @@ impl Task {
             due_at: new.due_at,
             timeout_seconds: new.timeout_seconds,
             retry: new.retry,
-            status: Status::Scheduled,
+            status,
             version: 1,
             attempt: 1,
             deadline: None,
@@ -366,13 +399,17 @@ impl Task {
             history: vec![HistoryEntry {
                 version: 1,
                 from: None,
-                to: Status::Scheduled,
+                to: status,
                 at: now,
                 cause: "submitted".to_owned(),
                 attempt: 1,
             }],
             parked: None,
             idempotency_key,
+            depends_on: new.depends_on,
+            dependents: Vec::new(),
+            provenance: None,
+            taint: None,
         }
     }
 }
@@ -487,6 +524,33 @@ mod tests {
     }
 
     #[test]
+    fn dependencies_are_task_ids_each_listed_once_and_at_most_32() {
+        let id = "019a0000-0000-7000-8000-000000000001";
+        let mut listed = valid();
+        listed["depends_on"] = json!([id]);
+        let new = request(listed).validate(now()).unwrap();
+        assert_eq!(new.depends_on, [TaskId::parse(id).unwrap()]);
+        let mut wrong = valid();
+        wrong["depends_on"] = json!([id, "nope", id]);
+        let fields: Vec<String> = request(wrong)
+            .validate(now())
+            .unwrap_err()
+            .0
+            .into_iter()
+            .map(|e| format!("{}: {}", e.field, e.message))
+            .collect();
+        assert_eq!(fields.len(), 2, "{fields:?}");
+        assert!(fields[0].starts_with("depends_on[1]"), "{fields:?}");
+        assert_eq!(fields[1], format!("depends_on[2]: lists {id} twice"));
+        let mut many = valid();
+        many["depends_on"] = json!(vec![id; MAX_DEPENDENCIES + 1]);
+        assert_eq!(
+            request(many).validate(now()).unwrap_err().0[0].field,
+            "depends_on"
+        );
+    }
+
+    #[test]
     fn unknown_fields_are_refused_when_parsing() {
         let mut odd = valid();
         odd["colour"] = json!("red");
@@ -496,7 +560,8 @@ mod tests {
     #[test]
     fn a_submitted_task_is_scheduled_at_version_one_with_one_history_entry() {
         let id = TaskId::from_uuid(uuid::Uuid::now_v7());
-        let task = Task::submitted(request(valid()).validate(now()).unwrap(), id, now());
+        let new = request(valid()).validate(now()).unwrap();
+        let task = Task::submitted(new, id, now(), Status::Scheduled);
         assert_eq!(
             (task.status, task.version, task.attempt),
             (Status::Scheduled, 1, 1)

@@ -3,6 +3,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::flow::Parked;
+use crate::graph::{Provenance, Taint};
 use crate::ids::{ProjectId, TaskId, Tenant, Tier, fnv1a};
 
 /// Where a task is in its lifecycle. Moves only forward; the last four absorb every command but
@@ -193,4 +194,27 @@ pub struct Task {
     /// The key the submitter gave so that a repeated submission returns this task.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub idempotency_key: Option<String>,
+    /// The tasks that must succeed before it starts (same tenant).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub depends_on: Vec<TaskId>,
+    /// The tasks that depend on it, in the order they were submitted.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dependents: Vec<TaskId>,
+    /// How the last result was produced, as its worker reported it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provenance: Option<Provenance>,
+    /// Set when it was rolled back: which rollback reached it and through which dependency.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub taint: Option<Taint>,
+}
+
+impl Task {
+    /// When its last result was committed (the time its provenance is filed under).
+    pub fn produced_at(&self) -> Option<DateTime<Utc>> {
+        self.history
+            .iter()
+            .rev()
+            .find(|entry| entry.cause.starts_with("result:"))
+            .map(|entry| entry.at)
+    }
 }

@@ -2,7 +2,7 @@
 
 use baton_domain::{
     Command, Decision, Effects, Event, EventKind, Outcome, Rejection, RetryPolicy, Status,
-    SubmitRequest, Task, TaskError, TaskId, decide,
+    SubmitRequest, Taint, Task, TaskError, TaskId, decide,
 };
 use chrono::{DateTime, Duration, Utc};
 use proptest::prelude::*;
@@ -20,7 +20,41 @@ fn submitted(max_attempts: u32) -> Task {
     }))
     .unwrap();
     let id = TaskId::from_uuid(uuid::Uuid::now_v7());
-    Task::submitted(request.validate(t0()).unwrap(), id, t0())
+    Task::submitted(request.validate(t0()).unwrap(), id, t0(), Status::Scheduled)
+}
+
+/// A rollback requested on `task` itself, as request `request`.
+fn rollback(task: &Task, request: &str) -> Command {
+    Command::Rollback {
+        reason: "bad output".into(),
+        taint: Taint {
+            root: task.id,
+            via: None,
+            request: request.into(),
+        },
+    }
+}
+
+/// A rollback that reaches a task through its dependency `via`.
+fn rollback_via(via: TaskId) -> Command {
+    Command::Rollback {
+        reason: "bad output".into(),
+        taint: Taint {
+            root: via,
+            via: Some(via),
+            request: "r1".into(),
+        },
+    }
+}
+
+fn success(attempt: u32) -> Command {
+    Command::Complete {
+        attempt,
+        outcome: Outcome::Succeeded {
+            output: json!(attempt),
+        },
+        provenance: None,
+    }
 }
 
 fn applied(task: &Task, command: Command, now: DateTime<Utc>) -> Task {
@@ -44,16 +78,7 @@ fn in_status(status: Status) -> Task {
     let later = t0() + Duration::minutes(1);
     let scheduled = submitted(3);
     let running = || applied(&scheduled, Command::Dispatch { attempt: 1 }, later);
-    let succeeded = || {
-        applied(
-            &running(),
-            Command::Complete {
-                attempt: 1,
-                outcome: Outcome::Succeeded { output: json!(1) },
-            },
-            later,
-        )
-    };
+    let succeeded = || applied(&running(), success(1), later);
     match status {
         Status::Pending => Task {
             status: Status::Pending,
@@ -70,16 +95,17 @@ fn in_status(status: Status) -> Task {
                 Command::Complete {
                     attempt: 1,
                     outcome: failure(),
+                    provenance: None,
                 },
                 later,
             )
         }
         Status::Cancelled => applied(&scheduled, Command::Cancel { reason: "x".into() }, later),
-        Status::RolledBack => applied(
-            &succeeded(),
-            Command::Rollback { reason: "x".into() },
-            later,
-        ),
+        Status::RolledBack => {
+            let succeeded = succeeded();
+            let command = rollback(&succeeded, "x");
+            applied(&succeeded, command, later)
+        }
     }
 }
 
@@ -87,6 +113,7 @@ fn in_status(status: Status) -> Task {
 enum Expect {
     To(Status),
     AlreadyApplied,
+    Unchanged,
     Invalid,
 }
 
@@ -94,25 +121,40 @@ enum Expect {
 fn every_status_and_command_has_a_defined_outcome() {
     use Expect::*;
     use Status::*;
-    let commands = [
-        Command::Dispatch { attempt: 1 },
-        Command::Complete {
-            attempt: 1,
-            outcome: Outcome::Succeeded { output: json!(1) },
-        },
-        Command::Complete {
-            attempt: 1,
-            outcome: failure(),
-        },
-        Command::TimeOut { attempt: 1 },
-        Command::Cancel { reason: "r".into() },
-        Command::Rollback { reason: "r".into() },
-    ];
-    // Columns: dispatch, success, failure, timeout, cancel, rollback.
-    let table: [(Status, [Expect; 6]); 7] = [
+    let upstream = TaskId::from_uuid(uuid::Uuid::now_v7());
+    let commands = |task: &Task| {
+        [
+            Command::Dispatch { attempt: 1 },
+            success(1),
+            Command::Complete {
+                attempt: 1,
+                outcome: failure(),
+                provenance: None,
+            },
+            Command::TimeOut { attempt: 1 },
+            Command::Cancel { reason: "r".into() },
+            rollback(task, "r"),
+            rollback_via(upstream),
+            Command::Release {
+                dependencies: Vec::new(),
+            },
+        ]
+    };
+    // Columns: dispatch, success, failure, timeout, cancel, rollback, rollback reaching it
+    // through a dependency, release. `Unchanged`: recognised, and nothing to repeat.
+    let table: [(Status, [Expect; 8]); 7] = [
         (
             Pending,
-            [Invalid, Invalid, Invalid, Invalid, To(Cancelled), Invalid],
+            [
+                Invalid,
+                Invalid,
+                Invalid,
+                Invalid,
+                To(Cancelled),
+                Invalid,
+                To(Cancelled),
+                To(Scheduled),
+            ],
         ),
         (
             Scheduled,
@@ -120,6 +162,8 @@ fn every_status_and_command_has_a_defined_outcome() {
                 To(Running),
                 Invalid,
                 Invalid,
+                Invalid,
+                To(Cancelled),
                 Invalid,
                 To(Cancelled),
                 Invalid,
@@ -134,6 +178,8 @@ fn every_status_and_command_has_a_defined_outcome() {
                 To(Scheduled),
                 To(Cancelled),
                 Invalid,
+                To(Cancelled),
+                Invalid,
             ],
         ),
         (
@@ -145,19 +191,41 @@ fn every_status_and_command_has_a_defined_outcome() {
                 Invalid,
                 Invalid,
                 To(RolledBack),
+                To(RolledBack),
+                Invalid,
             ],
         ),
         (
             Failed,
-            [Invalid, Invalid, AlreadyApplied, Invalid, Invalid, Invalid],
+            [
+                Invalid,
+                Invalid,
+                AlreadyApplied,
+                Invalid,
+                Invalid,
+                Invalid,
+                Unchanged,
+                Invalid,
+            ],
         ),
         (
             Cancelled,
-            [Invalid, Invalid, Invalid, Invalid, AlreadyApplied, Invalid],
+            [
+                Invalid,
+                Invalid,
+                Invalid,
+                Invalid,
+                AlreadyApplied,
+                Invalid,
+                Unchanged,
+                Invalid,
+            ],
         ),
         (
             RolledBack,
-            [Invalid, Invalid, Invalid, Invalid, Invalid, AlreadyApplied],
+            [
+                Invalid, Invalid, Invalid, Invalid, Invalid, Unchanged, Unchanged, Invalid,
+            ],
         ),
     ];
     assert_eq!(
@@ -169,9 +237,10 @@ fn every_status_and_command_has_a_defined_outcome() {
     let now = t0() + Duration::hours(1);
     for (status, row) in &table {
         let task = in_status(*status);
-        for (command, expected) in commands.iter().zip(row) {
+        for (command, expected) in commands(&task).iter().zip(row) {
             let actual = match decide(&task, command, now) {
                 Ok(Decision::Apply(transition)) => To(transition.task.status),
+                Ok(Decision::AlreadyApplied(effects)) if effects == Effects::default() => Unchanged,
                 Ok(Decision::AlreadyApplied(_)) => AlreadyApplied,
                 Err(Rejection::InvalidTransition { .. }) => Invalid,
                 other => panic!("{status:?} × {command:?}: unexpected {other:?}"),
@@ -200,6 +269,7 @@ fn a_result_for_an_old_attempt_is_stale() {
         Command::Complete {
             attempt: 1,
             outcome: failure(),
+            provenance: None,
         },
         later,
     );
@@ -208,10 +278,7 @@ fn a_result_for_an_old_attempt_is_stale() {
         Command::Dispatch { attempt: 2 },
         later + Duration::hours(1),
     );
-    let late = Command::Complete {
-        attempt: 1,
-        outcome: Outcome::Succeeded { output: json!(1) },
-    };
+    let late = success(1);
     assert_eq!(
         decide(&rerunning, &late, later + Duration::hours(1)),
         Err(Rejection::StaleAttempt {
@@ -262,6 +329,7 @@ fn the_retry_carries_the_error_and_a_timer_for_the_next_attempt() {
         &Command::Complete {
             attempt: 1,
             outcome: failure(),
+            provenance: None,
         },
         t0(),
     ) else {
@@ -290,22 +358,26 @@ fn the_ready_event_carries_tier_input_and_the_identity_fields() {
 fn any_command() -> impl Strategy<Value = Command> {
     prop_oneof![
         (1u32..4).prop_map(|attempt| Command::Dispatch { attempt }),
+        (1u32..4).prop_map(success),
         (1u32..4).prop_map(|attempt| Command::Complete {
             attempt,
-            outcome: Outcome::Succeeded {
-                output: json!(attempt)
-            }
-        }),
-        (1u32..4).prop_map(|attempt| Command::Complete {
-            attempt,
-            outcome: failure()
+            outcome: failure(),
+            provenance: None,
         }),
         (1u32..4).prop_map(|attempt| Command::TimeOut { attempt }),
         Just(Command::Cancel {
             reason: "stop".into()
         }),
         Just(Command::Rollback {
-            reason: "bad".into()
+            reason: "bad".into(),
+            taint: Taint {
+                root: TaskId::from_uuid(uuid::Uuid::nil()),
+                via: Some(TaskId::from_uuid(uuid::Uuid::nil())),
+                request: "r1".into(),
+            }
+        }),
+        Just(Command::Release {
+            dependencies: Vec::new()
         }),
     ]
 }
@@ -344,7 +416,9 @@ proptest! {
                     task = next;
                 }
                 Ok(Decision::AlreadyApplied(effects)) => {
-                    prop_assert_eq!(effects, Effects::of(&before));
+                    // The effects are repeated, or there is nothing to repeat (a rollback that
+                    // reaches a task another rollback or a failure finished already).
+                    prop_assert!(effects == Effects::of(&before) || effects == Effects::default());
                 }
                 Ok(Decision::NotYetDue(timer)) => {
                     prop_assert_eq!(before.status, Status::Scheduled);

@@ -1,5 +1,6 @@
-//! `cancel`: a `CancelTask` event. Any unfinished task → Cancelled, and `TaskCancelled` so a worker
-//! running it can stop.
+//! `cancel`: a `CancelTask` event, from a client or from Baton when a dependency failed or was
+//! cancelled. Any unfinished task → Cancelled, and `TaskCancelled` so a worker running it can stop;
+//! then one `CancelTask` per dependent, so the cancel reaches everything that waited on it.
 
 use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent};
 use baton_app::Baton;

@@ -1,5 +1,7 @@
-//! `on-result`: a worker's `TaskResult`. Running → Succeeded, or Scheduled again after backoff
-//! while attempts remain, else Failed. A result for an old attempt is rejected as stale.
+//! `on-result`: a worker's `TaskResult`. Running → Succeeded (with the result's provenance, in
+//! the same write), or Scheduled again after backoff while attempts remain, else Failed. A result
+//! for an old attempt is rejected as stale. A success releases the dependents whose dependencies
+//! have all succeeded; a failure sends a cancel to each dependent.
 
 use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent};
 use baton_app::Baton;
@@ -10,7 +12,7 @@ use baton_aws::lambda::{execute, for_each_message};
 pub async fn handle(baton: &Baton, event: SqsEvent) -> SqsBatchResponse {
     for_each_message(event, |message| async move {
         let result = envelope::<TaskResult>(body(&message)?, "TaskResult")?;
-        execute(baton, result.detail.into()).await
+        execute(baton, result.detail.command()?).await
     })
     .await
 }

@@ -1,16 +1,18 @@
-//! `rollback`: a `RollbackRequested` event. Succeeded → RolledBack, and `TaskRolledBack` carrying
-//! the output so workers can compensate.
+//! `rollback`: a `RollbackRequested` event, from a client or from Baton walking a graph.
+//! Succeeded → RolledBack (tainted), and `TaskRolledBack` carrying the output and provenance so
+//! workers can compensate; then one `RollbackRequested` per dependent, so a graph of any size is
+//! walked one edge per message. Reaching an unfinished dependent, it cancels it.
 
 use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent};
 use baton_app::Baton;
-use baton_aws::inbound::{TaskRequest, body, envelope};
+use baton_aws::inbound::{RollbackRequest, body, envelope};
 use baton_aws::lambda::{execute, for_each_message};
 
 /// Handles a batch of `RollbackRequested` events.
 pub async fn handle(baton: &Baton, event: SqsEvent) -> SqsBatchResponse {
     for_each_message(event, |message| async move {
-        let request = envelope::<TaskRequest>(body(&message)?, "RollbackRequested")?;
-        execute(baton, request.detail.rollback()).await
+        let request = envelope::<RollbackRequest>(body(&message)?, "RollbackRequested")?;
+        execute(baton, request.detail.command(&request.id)).await
     })
     .await
 }

@@ -29,6 +29,10 @@ pub async fn handle(baton: &Baton, event: SqsEvent) -> SqsBatchResponse {
                 "INVALID_SUBMISSION",
                 invalid.to_string(),
             ))),
+            Err(SubmitError::Dependency(refused)) => Err(MessageError::Malformed(Malformed::new(
+                "INVALID_DEPENDENCY",
+                format!("{}: {refused}", refused.code()),
+            ))),
             Err(conflict @ SubmitError::IdempotencyConflict { .. }) => {
                 Err(MessageError::Malformed(Malformed::new(
                     "IDEMPOTENCY_CONFLICT",

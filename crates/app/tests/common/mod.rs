@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use baton_app::memory::{ManualClock, MemoryBus, MemoryStore, MemoryTimers};
 use baton_app::{Baton, Handled};
-use baton_domain::{Command, EventKind, Outcome, SubmitRequest, Task, TaskId};
+use baton_domain::{Command, EventKind, Outcome, SubmitRequest, Task, TaskError, TaskId};
 use chrono::{DateTime, Utc};
 use serde_json::json;
 
@@ -69,6 +69,28 @@ impl World {
             .unwrap()
     }
 
+    /// Delivers every cascade sent so far to its dependents, as the `cancel` and `rollback`
+    /// functions do, until none is left; answers how many commands it delivered.
+    pub async fn pump(&self) -> usize {
+        let mut delivered = 0;
+        loop {
+            let cascades = self.bus.take_cascades();
+            if cascades.is_empty() {
+                return delivered;
+            }
+            for cascade in cascades {
+                let command = cascade.step.command().expect("sent through the queue");
+                for child in &cascade.dependents {
+                    self.baton
+                        .execute(&cascade.tenant, child, &command)
+                        .await
+                        .unwrap();
+                    delivered += 1;
+                }
+            }
+        }
+    }
+
     pub fn kinds(&self) -> Vec<EventKind> {
         self.bus.published().iter().map(|e| e.kind).collect()
     }
@@ -80,5 +102,19 @@ pub fn success(attempt: u32) -> Command {
         outcome: Outcome::Succeeded {
             output: json!({"ok": true}),
         },
+        provenance: None,
+    }
+}
+
+pub fn failure(attempt: u32) -> Command {
+    Command::Complete {
+        attempt,
+        outcome: Outcome::Failed {
+            error: TaskError {
+                code: "E".into(),
+                message: "m".into(),
+            },
+        },
+        provenance: None,
     }
 }
