@@ -588,9 +588,14 @@ impl Stack {
 
     /// A queue that receives `TaskReady` events of `tier`, like a worker's: a rule on the bus.
     pub async fn worker_queue(&self, tier: &str) -> Result<WorkerQueue> {
-        let name = unique("worker");
+        self.listener(json!({"detail-type": ["TaskReady"], "detail": {"tier": [tier]}}))
+            .await
+    }
+
+    /// A queue that receives the events on the stack's bus that match `pattern` (a rule).
+    pub async fn listener(&self, pattern: Value) -> Result<WorkerQueue> {
+        let name = unique("listener");
         let url = create_queue(&self.sqs, &name).await?;
-        let pattern = json!({"detail-type": ["TaskReady"], "detail": {"tier": [tier]}});
         subscribe(
             &self.sqs,
             &self.events,
@@ -637,7 +642,7 @@ impl Stack {
     }
 }
 
-/// A test worker's queue of `TaskReady` events.
+/// A test worker's queue of `TaskReady` events, or a listener's of any events a rule matches.
 pub struct WorkerQueue {
     sqs: aws_sdk_sqs::Client,
     url: String,
@@ -653,7 +658,7 @@ impl WorkerQueue {
         .await
     }
 
-    /// Every `TaskReady` detail waiting now.
+    /// Every `TaskReady` detail (or matched event's detail) waiting now.
     pub async fn all_ready(&self) -> Result<Vec<Value>> {
         let envelopes = drain(&self.sqs, &self.url).await?;
         Ok(envelopes.into_iter().map(|e| e["detail"].clone()).collect())

@@ -616,7 +616,9 @@ async fn a_project_limited_to_three_never_runs_more_and_a_late_urgent_task_goes_
         &tenant,
         &worker,
         31,
-        Duration::from_millis(800),
+        // Long enough for on-due to park all 31 before the first slot frees, even while the
+        // other tests load the emulator.
+        Duration::from_millis(1500),
         || async {
             let status = graphql(&stack, &tenant, PROJECT_STATUS, json!({})).await?;
             let counted = status["projectStatus"]["running"].as_u64().unwrap_or(0);
@@ -862,4 +864,245 @@ async fn every_queue_has_its_dlq_and_every_event_the_code_consumes_is_routed_to_
         assert!(to_notifier, "{detail_type} does not reach the notifier");
     }
     Ok(())
+}
+
+/// Submits a task of `tier` in project `graph` after `depends_on`, through GraphQL; answers its id.
+async fn submit_after(
+    stack: &Stack,
+    tenant: &str,
+    tier: &str,
+    depends_on: &[&str],
+) -> Result<String> {
+    let mutation =
+        "mutation($tier: String!, $after: [ID!]) { submitTask(input: {projectId: \"graph\",
+        name: \"step\", tier: $tier, dependsOn: $after, retry: {maxAttempts: 1}}) { id } }";
+    let submitted = graphql(
+        stack,
+        tenant,
+        mutation,
+        json!({"tier": tier, "after": depends_on}),
+    )
+    .await?;
+    submitted["submitTask"]["id"]
+        .as_str()
+        .map(str::to_owned)
+        .with_context(|| format!("no id in {submitted}"))
+}
+
+/// The next `n` `TaskReady` details on `worker` (several may arrive in one receive).
+async fn next_ready(worker: &WorkerQueue, n: usize) -> Result<Vec<Value>> {
+    let deadline = std::time::Instant::now() + PATIENCE;
+    let mut ready = Vec::new();
+    while ready.len() < n {
+        if std::time::Instant::now() > deadline {
+            bail!("timed out with {} of {n} TaskReady events", ready.len());
+        }
+        ready.extend(worker.all_ready().await?);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Ok(ready)
+}
+
+/// Answers a `TaskReady` with `outcome`, with provenance naming `model`; answers the task's id.
+async fn answer(
+    stack: &Stack,
+    tenant: &str,
+    ready: &Value,
+    outcome: Value,
+    model: &str,
+) -> Result<String> {
+    let mut detail = result(tenant, ready, outcome);
+    detail["provenance"] = json!({"model": model, "tokens_in": 100, "tokens_out": 10,
+        "worker_id": "e2e", "artifacts": [{"uri": format!("s3://out/{}", ready["task_id"])}]});
+    stack.put_event("TaskResult", &detail).await?;
+    Ok(ready["task_id"].as_str().unwrap_or_default().to_owned())
+}
+
+#[tokio::test]
+async fn a_diamond_starts_its_join_once_after_both_branches_and_a_failed_branch_cancels_it()
+-> Result<()> {
+    let stack = Stack::deployed().await?;
+    let (tenant, tier, worker) = fresh_worker(&stack).await?;
+    let succeed = || json!({"status": "succeeded", "output": {"ok": true}});
+    let a = submit_after(&stack, &tenant, &tier, &[]).await?;
+    let b = submit_after(&stack, &tenant, &tier, &[&a]).await?;
+    let c = submit_after(&stack, &tenant, &tier, &[&a]).await?;
+    let d = submit_after(&stack, &tenant, &tier, &[&b, &c]).await?;
+    assert_eq!(task(&stack, &tenant, &d).await?["status"], "PENDING");
+
+    let first = next_ready(&worker, 1).await?;
+    assert_eq!(answer(&stack, &tenant, &first[0], succeed(), "m").await?, a);
+    let mut branches = Vec::new();
+    for ready in next_ready(&worker, 2).await? {
+        branches.push(answer(&stack, &tenant, &ready, succeed(), "m").await?);
+    }
+    branches.sort();
+    let mut expected = vec![b.clone(), c.clone()];
+    expected.sort();
+    assert_eq!(
+        branches, expected,
+        "B and C run once A succeeded, D does not"
+    );
+    let ready = next_ready(&worker, 1).await?;
+    assert_eq!(ready.len(), 1);
+    assert_eq!(ready[0]["task_id"], d.as_str(), "D runs after both");
+    let d_task = task(&stack, &tenant, &d).await?;
+    assert_eq!(
+        causes(&d_task),
+        ["submitted", "released", "dispatched"],
+        "released once"
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(worker.all_ready().await?.is_empty(), "D is dispatched once");
+
+    // A second diamond whose branch fails: its join and what waits on the join are cancelled.
+    let a = submit_after(&stack, &tenant, &tier, &[]).await?;
+    answer(
+        &stack,
+        &tenant,
+        &next_ready(&worker, 1).await?[0],
+        succeed(),
+        "m",
+    )
+    .await?;
+    task_reaches(&stack, &tenant, &a, "SUCCEEDED").await?;
+    let b = submit_after(&stack, &tenant, &tier, &[&a]).await?;
+    let c = submit_after(&stack, &tenant, &tier, &[&a]).await?;
+    let d = submit_after(&stack, &tenant, &tier, &[&b, &c]).await?;
+    let e = submit_after(&stack, &tenant, &tier, &[&d]).await?;
+    for ready in next_ready(&worker, 2).await? {
+        let outcome = if ready["task_id"] == b.as_str() {
+            json!({"status": "failed", "error": {"code": "BROKEN", "message": "bad input"}})
+        } else {
+            succeed()
+        };
+        stack
+            .put_event("TaskResult", &result(&tenant, &ready, outcome))
+            .await?;
+    }
+    let cancelled = task_reaches(&stack, &tenant, &d, "CANCELLED").await?;
+    assert_eq!(causes(&cancelled), ["submitted", "cancelled"]);
+    task_reaches(&stack, &tenant, &e, "CANCELLED").await?;
+    let reason = graphql(
+        &stack,
+        &tenant,
+        "query($id: ID!) { task(id: $id) { reason } }",
+        json!({"id": d}),
+    )
+    .await?;
+    assert_eq!(
+        reason["task"]["reason"],
+        format!("dependency {b} failed").as_str()
+    );
+    stack.teardown().await
+}
+
+#[tokio::test]
+async fn a_rollback_requested_twice_rolls_back_a_three_level_chain_and_announces_each_once()
+-> Result<()> {
+    let stack = Stack::deployed().await?;
+    let (tenant, tier, worker) = fresh_worker(&stack).await?;
+    let rolled_back = stack
+        .listener(json!({"detail-type": ["TaskRolledBack"], "detail": {"tenant": [tenant]}}))
+        .await?;
+    let succeed = || json!({"status": "succeeded", "output": {"rows": 3}});
+    let a = submit_after(&stack, &tenant, &tier, &[]).await?;
+    let b = submit_after(&stack, &tenant, &tier, &[&a]).await?;
+    let c = submit_after(&stack, &tenant, &tier, &[&b]).await?;
+    for expected in [&a, &b, &c] {
+        let ready = next_ready(&worker, 1).await?;
+        let answered = answer(&stack, &tenant, &ready[0], succeed(), "m-7").await?;
+        assert_eq!(&answered, expected);
+        task_reaches(&stack, &tenant, expected, "SUCCEEDED").await?;
+    }
+
+    let preview = graphql(
+        &stack,
+        &tenant,
+        "query($id: ID!) { rollbackPreview(taskId: $id) { rolledBack { id } cancelled { id }
+            byStatus { status count } projects totalTokens } }",
+        json!({"id": a}),
+    )
+    .await?["rollbackPreview"]
+        .clone();
+    let previewed: Vec<&str> = preview["rolledBack"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|t| t["id"].as_str())
+        .collect();
+    assert_eq!(previewed, [a.as_str(), b.as_str(), c.as_str()]);
+    assert_eq!(preview["totalTokens"], 330);
+    assert_eq!(preview["projects"], json!(["graph"]));
+    assert_eq!(
+        preview["byStatus"],
+        json!([{"status": "SUCCEEDED", "count": 3}])
+    );
+
+    let request = json!({"tenant": tenant, "task_id": a, "reason": "model m-7 was miscalibrated"});
+    stack.put_event("RollbackRequested", &request).await?;
+    stack.put_event("RollbackRequested", &request).await?;
+    let last = task_reaches(&stack, &tenant, &c, "ROLLED_BACK").await?;
+    assert_eq!(
+        causes(&last).last().map(String::as_str),
+        Some("rolled_back")
+    );
+    let view = graphql(
+        &stack,
+        &tenant,
+        "query($id: ID!) { task(id: $id) { tainted taint { root via } }
+            provenance(taskId: $id) { model tokensIn tainted artifacts { uri } } }",
+        json!({"id": c}),
+    )
+    .await?;
+    assert_eq!(view["task"]["tainted"], true);
+    assert_eq!(view["task"]["taint"]["root"], a.as_str());
+    assert_eq!(view["task"]["taint"]["via"], b.as_str());
+    assert_eq!(view["provenance"]["model"], "m-7");
+    assert_eq!(view["provenance"]["tainted"], true);
+
+    // Every event has arrived once the last task moved, and a bit of patience later no other.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let events = rolled_back.all_ready().await?;
+    let mut announced: Vec<&str> = events
+        .iter()
+        .filter_map(|e| e["task_id"].as_str())
+        .collect();
+    announced.sort();
+    let mut expected = vec![a.as_str(), b.as_str(), c.as_str()];
+    expected.sort();
+    assert_eq!(announced, expected, "one TaskRolledBack per task");
+    assert!(events.iter().all(|e| e["provenance"]["model"] == "m-7"));
+    let preview = graphql(
+        &stack,
+        &tenant,
+        "query($id: ID!) { rollbackPreview(taskId: $id) { rolledBack { id } } }",
+        json!({"id": a}),
+    )
+    .await?;
+    assert_eq!(preview["rollbackPreview"]["rolledBack"], json!([]));
+    stack.teardown().await
+}
+
+#[tokio::test]
+async fn unknown_or_foreign_dependencies_are_refused_by_name() -> Result<()> {
+    let stack = Stack::deployed().await?;
+    let (tenant, tier, _worker) = fresh_worker(&stack).await?;
+    let mine = submit_after(&stack, &tenant, &tier, &[]).await?;
+    let other = unique("globex");
+    let missing = "019a0000-0000-7000-8000-0000000000ff";
+    let response = graphql_response(
+        &stack,
+        &other,
+        "mutation($after: [ID!]) { submitTask(input: {projectId: \"graph\", name: \"x\",
+            tier: \"cpu\", dependsOn: $after}) { id } }",
+        json!({"after": [mine, missing]}),
+    )
+    .await?;
+    assert_eq!(code(&response), "INVALID_INPUT");
+    let extensions = &response["errors"][0]["extensions"];
+    assert_eq!(extensions["field"], "dependsOn");
+    assert_eq!(extensions["reason"], "UNKNOWN_DEPENDENCY");
+    assert_eq!(extensions["taskIds"], json!([mine, missing]));
+    stack.teardown().await
 }

@@ -268,9 +268,10 @@ impl Baton {
         })
     }
 
-    /// Runs `command` against a task: load → decide → commit → perform. A lost write race is
-    /// classified from the stored state: already applied (effects repeated), still applicable
-    /// (decided again), or no longer fitting (a lost race).
+    /// Runs `command` against a task: load → decide → commit → perform. A write that meets a
+    /// changed task is classified from the stored state: its own write (a lost response: applied),
+    /// already applied by a rival (whose effects are the rival's), still applicable (decided
+    /// again), or no longer fitting (a lost race).
     pub async fn execute(
         &self,
         tenant: &Tenant,
@@ -300,7 +301,12 @@ impl Baton {
                     return Ok(Handled::Rearmed(timer));
                 }
                 Ok(Decision::AlreadyApplied(effects)) => {
-                    self.perform(&effects, now).await?;
+                    // After a lost race, the rival that applied it performs its effects (and
+                    // one that stops before them has its own command delivered again); only a
+                    // repeat delivery repeats them.
+                    if !raced {
+                        self.perform(&effects, now).await?;
+                    }
                     return Ok(Handled::AlreadyApplied(Box::new(current)));
                 }
                 Ok(Decision::Apply(transition)) => {
@@ -311,6 +317,12 @@ impl Baton {
                         .await?
                     {
                         Commit::Committed => {
+                            self.perform(&transition.effects, now).await?;
+                            return Ok(Handled::Applied(Box::new(transition.task)));
+                        }
+                        // Our own write: its response was lost and the retry met its own
+                        // condition.
+                        Commit::Conflict(Some(stored)) if *stored == transition.task => {
                             self.perform(&transition.effects, now).await?;
                             return Ok(Handled::Applied(Box::new(transition.task)));
                         }

@@ -63,7 +63,31 @@ async fn a_commit_whose_response_was_lost_counts_as_applied() {
     let task = w.submit(json!({})).await;
     w.store.lose_commit_responses(1);
     let handled = w.run(&task, Command::Dispatch { attempt: 1 }).await;
+    assert!(matches!(handled, Handled::Applied(t) if t.status == Status::Running));
+    assert_eq!(w.kinds(), [EventKind::Submitted, EventKind::Ready]);
+}
+
+#[tokio::test]
+async fn a_twin_that_loses_the_race_to_its_own_command_leaves_the_effects_to_the_winner() {
+    let w = world();
+    let task = w.submit(json!({})).await;
+    // The same dispatch, committed a moment earlier by another invocation.
+    let Ok(baton_domain::Decision::Apply(twin)) =
+        baton_domain::decide(&task, &Command::Dispatch { attempt: 1 }, w.baton.now())
+    else {
+        panic!("the task is due");
+    };
+    w.store.race_next_commit(twin.task);
+    w.clock.advance(Duration::milliseconds(5));
+    let handled = w.run(&task, Command::Dispatch { attempt: 1 }).await;
     assert!(matches!(handled, Handled::AlreadyApplied(t) if t.status == Status::Running));
+    assert_eq!(
+        w.kinds(),
+        [EventKind::Submitted],
+        "the winner publishes TaskReady"
+    );
+    // A repeat delivery (no race) repeats them, in case the winner stopped before them.
+    w.run(&task, Command::Dispatch { attempt: 1 }).await;
     assert_eq!(w.kinds(), [EventKind::Submitted, EventKind::Ready]);
 }
 
