@@ -3,7 +3,7 @@ SHELL := /bin/bash
 VENV := .venv
 DEV_STACK ?= baton-local
 
-.PHONY: dev test lint template check-domain unit sdl token package emulator stop undeploy clean
+.PHONY: dev test lint template check-domain unit sdl token package bench-graph emulator stop undeploy clean
 
 ## dev: start the emulator if none answers, build and deploy every function as stage `local`
 dev: $(VENV)/.installed
@@ -45,6 +45,11 @@ sdl:
 package: $(VENV)/.installed
 	$(VENV)/bin/pip install --quiet -r infra/package-requirements.txt
 	./infra/package.sh
+
+## bench-graph: provenance lookup among 100,000 records and lineage of a 1,000-node graph, on the
+## emulator; prints a table and writes target/bench/graph.json
+bench-graph: $(VENV)/.installed
+	./localstack/bench-graph.sh
 
 ## token: mint a bearer token for the local stage, e.g. `make token TENANT=acme` (`ADMIN=1`: with
 ## the baton:admin scope, for the global kill switch)

@@ -285,7 +285,7 @@ impl Baton {
     }
 
     /// [`Baton::execute`] on a task already read from the store.
-    pub(crate) async fn execute_on(
+    async fn execute_on(
         &self,
         mut current: Task,
         command: &Command,
