@@ -1,7 +1,7 @@
 //! Task graphs in the schema: provenance, lineage, rollback and its preview, results by model.
 
 use async_graphql::{Context, Enum, ID, SimpleObject};
-use baton_app::{Baton, Direction, GraphError, Handled, MAX_LINEAGE_DEPTH, ModelQuery};
+use baton_app::{Baton, Direction, GraphError, MAX_LINEAGE_DEPTH, ModelQuery};
 use baton_domain::{DependencyError, TaskId};
 use chrono::{DateTime, Utc};
 
@@ -271,14 +271,7 @@ pub async fn request_rollback(
         .rollback(&caller.tenant, &id, &reason, &request)
         .await
         .map_err(internal)?;
-    match handled {
-        Handled::Applied(task) | Handled::AlreadyApplied(task) => Ok(Task(*task)),
-        Handled::NotFound => Err(not_found(&id)),
-        Handled::Rejected(rejection) | Handled::LostRace(rejection) => {
-            Err(error("INVALID_TRANSITION", rejection.to_string()))
-        }
-        Handled::Rearmed(_) | Handled::Parked(_) => Err(error("INTERNAL", "unexpected outcome")),
-    }
+    crate::moved(handled, &id)
 }
 
 pub async fn produced_by(

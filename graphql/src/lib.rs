@@ -110,6 +110,19 @@ async fn owned_task(ctx: &Context<'_>, id: &ID) -> async_graphql::Result<baton_d
         .ok_or_else(|| not_found(&id))
 }
 
+/// The task a cancel or rollback left behind: moved or already so; `NOT_FOUND`; or
+/// `INVALID_TRANSITION` when its status refuses the command.
+fn moved(handled: Handled, id: &TaskId) -> async_graphql::Result<Task> {
+    match handled {
+        Handled::Applied(task) | Handled::AlreadyApplied(task) => Ok(Task(*task)),
+        Handled::NotFound => Err(not_found(id)),
+        Handled::Rejected(rejection) | Handled::LostRace(rejection) => {
+            Err(error("INVALID_TRANSITION", rejection.to_string()))
+        }
+        Handled::Rearmed(_) | Handled::Parked(_) => Err(error("INTERNAL", "unexpected outcome")),
+    }
+}
+
 /// Which tasks `tasks` lists.
 #[derive(InputObject)]
 pub struct TaskFilter {
@@ -322,17 +335,8 @@ impl MutationRoot {
             .execute(&caller.tenant, &task_id, &command)
             .await
             .map_err(internal)?;
-        match handled {
-            Handled::Applied(task) | Handled::AlreadyApplied(task) => Ok(Task(*task)),
-            Handled::NotFound => Err(not_found(&task_id)),
-            // Only a finished task refuses a cancel.
-            Handled::Rejected(rejection) | Handled::LostRace(rejection) => {
-                Err(error("INVALID_TRANSITION", rejection.to_string()))
-            }
-            Handled::Rearmed(_) | Handled::Parked(_) => {
-                Err(error("INTERNAL", "unexpected outcome"))
-            }
-        }
+        // Only a finished task refuses a cancel.
+        moved(handled, &task_id)
     }
 
     /// Rolls back a succeeded task and everything built on it: the task and every succeeded

@@ -21,6 +21,15 @@ async fn submit(sandbox: &Sandbox, depends_on: &[&Task]) -> Result<Task> {
     Ok(sandbox.baton.submit(&request, id).await?.task)
 }
 
+/// A → B, A → C, B + C → D.
+async fn diamond(sandbox: &Sandbox) -> Result<[Task; 4]> {
+    let a = submit(sandbox, &[]).await?;
+    let b = submit(sandbox, &[&a]).await?;
+    let c = submit(sandbox, &[&a]).await?;
+    let d = submit(sandbox, &[&b, &c]).await?;
+    Ok([a, b, c, d])
+}
+
 async fn reload(sandbox: &Sandbox, task: &Task) -> Result<Task> {
     Ok(sandbox.baton.task(&task.tenant, &task.id).await?.unwrap())
 }
@@ -92,12 +101,7 @@ async fn pump(sandbox: &Sandbox) -> Result<BTreeMap<String, Vec<String>>> {
 #[tokio::test]
 async fn a_diamond_is_released_once_when_both_branches_finish_at_once() -> Result<()> {
     let sandbox = Sandbox::new().await?;
-    let a = submit(&sandbox, &[]).await?;
-    let (b, c) = (
-        submit(&sandbox, &[&a]).await?,
-        submit(&sandbox, &[&a]).await?,
-    );
-    let d = submit(&sandbox, &[&b, &c]).await?;
+    let [a, b, c, d] = diamond(&sandbox).await?;
     assert_eq!(d.status, Status::Pending);
     assert_eq!(reload(&sandbox, &a).await?.dependents, [b.id, c.id]);
 
@@ -135,12 +139,7 @@ async fn a_diamond_is_released_once_when_both_branches_finish_at_once() -> Resul
 #[tokio::test]
 async fn a_failed_branch_cancels_the_join_and_what_waits_on_it_through_the_queue() -> Result<()> {
     let sandbox = Sandbox::new().await?;
-    let a = submit(&sandbox, &[]).await?;
-    let (b, c) = (
-        submit(&sandbox, &[&a]).await?,
-        submit(&sandbox, &[&a]).await?,
-    );
-    let d = submit(&sandbox, &[&b, &c]).await?;
+    let [a, b, c, d] = diamond(&sandbox).await?;
     let e = submit(&sandbox, &[&d]).await?;
     finish(&sandbox, &a, result(true, "m")).await?;
     sandbox.published().await?;

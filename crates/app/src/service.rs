@@ -200,8 +200,26 @@ impl Baton {
                     &dependencies,
                 )
                 .await?;
-            if created != Created::DependencyMoved {
-                return self.created(task, created, idempotency, now).await;
+            match created {
+                Created::Created => {
+                    self.perform(&Effects::of(&task), now).await?;
+                    return Ok(Submitted {
+                        task,
+                        duplicate: false,
+                    });
+                }
+                Created::Exists(existing) => return self.resubmitted(*existing, now).await,
+                Created::KeyUsed {
+                    task_id,
+                    fingerprint,
+                } => {
+                    let key = task.idempotency_key.unwrap_or_default();
+                    let same = idempotency
+                        .as_ref()
+                        .is_some_and(|i| i.fingerprint == fingerprint);
+                    return self.key_used(&tenant, key, task_id, same, now).await;
+                }
+                Created::DependencyMoved => {}
             }
         }
         Err(InfraError::new(
@@ -211,42 +229,24 @@ impl Baton {
         .into())
     }
 
-    async fn created(
+    /// The answer to a submission whose idempotency key task `task_id` holds: that task when
+    /// the payloads are the `same`, else a conflict.
+    async fn key_used(
         &self,
-        task: Task,
-        created: Created,
-        idempotency: Option<baton_domain::Idempotency>,
+        tenant: &Tenant,
+        key: String,
+        task_id: TaskId,
+        same: bool,
         now: DateTime<Utc>,
     ) -> Result<Submitted, SubmitError> {
-        match created {
-            Created::Created => {
-                self.perform(&Effects::of(&task), now).await?;
-                Ok(Submitted {
-                    task,
-                    duplicate: false,
-                })
-            }
-            Created::Exists(existing) => self.resubmitted(*existing, now).await,
-            Created::KeyUsed {
-                task_id,
-                fingerprint,
-            } => {
-                let key = task.idempotency_key.unwrap_or_default();
-                if idempotency.is_none_or(|i| i.fingerprint != fingerprint) {
-                    return Err(SubmitError::IdempotencyConflict { key, task_id });
-                }
-                match self.store.get(&task.tenant, &task_id).await? {
-                    Some(existing) => self.resubmitted(existing, now).await,
-                    None => Err(InfraError::new(
-                        "submit",
-                        format!("idempotency key `{key}` names task {task_id}, which is missing"),
-                    )
-                    .into()),
-                }
-            }
-            Created::DependencyMoved => Err(InfraError::new(
+        if !same {
+            return Err(SubmitError::IdempotencyConflict { key, task_id });
+        }
+        match self.store.get(tenant, &task_id).await? {
+            Some(existing) => self.resubmitted(existing, now).await,
+            None => Err(InfraError::new(
                 "submit",
-                format!("the dependencies of task {} moved", task.id),
+                format!("idempotency key `{key}` names task {task_id}, which is missing"),
             )
             .into()),
         }

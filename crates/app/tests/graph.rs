@@ -20,6 +20,14 @@ impl World {
             .await
     }
 
+    /// A → B, A → C, B + C → D.
+    async fn diamond(&self) -> [Task; 4] {
+        let a = self.submit(json!({})).await;
+        let (b, c) = (self.after(&[&a]).await, self.after(&[&a]).await);
+        let d = self.after(&[&b, &c]).await;
+        [a, b, c, d]
+    }
+
     /// Dispatches `task` and completes it with `result`.
     async fn finish(&self, task: &Task, result: Command) -> Task {
         self.run(task, Command::Dispatch { attempt: 1 }).await;
@@ -60,9 +68,7 @@ fn releases(task: &Task) -> usize {
 #[tokio::test]
 async fn a_diamond_releases_its_join_once_after_both_branches() {
     let w = world();
-    let a = w.submit(json!({})).await;
-    let (b, c) = (w.after(&[&a]).await, w.after(&[&a]).await);
-    let d = w.after(&[&b, &c]).await;
+    let [a, b, c, d] = w.diamond().await;
     assert_eq!((b.status, d.status), (Status::Pending, Status::Pending));
     assert_eq!(w.reload(&a).await.dependents, [b.id, c.id]);
 
@@ -89,9 +95,7 @@ async fn a_diamond_releases_its_join_once_after_both_branches() {
 #[tokio::test]
 async fn a_failed_dependency_cancels_its_dependents_transitively() {
     let w = world();
-    let a = w.submit(json!({})).await;
-    let (b, c) = (w.after(&[&a]).await, w.after(&[&a]).await);
-    let d = w.after(&[&b, &c]).await;
+    let [a, b, c, d] = w.diamond().await;
     let e = w.after(&[&d]).await;
     w.finish(&a, success(1)).await;
     w.finish(&b, failure(1)).await;
@@ -243,9 +247,7 @@ async fn a_dependency_that_moves_during_the_submit_is_read_again() {
 #[tokio::test]
 async fn lineage_walks_either_way_with_its_edges_and_depth() {
     let w = world();
-    let a = w.submit(json!({})).await;
-    let (b, c) = (w.after(&[&a]).await, w.after(&[&a]).await);
-    let d = w.after(&[&b, &c]).await;
+    let [a, b, c, d] = w.diamond().await;
     let down = w
         .baton
         .lineage(&a.tenant, &a.id, Direction::Downstream, 10)

@@ -368,6 +368,21 @@ fn claim_key(table: &str, task: &Task, idempotency: &Idempotency) -> Result<Writ
     ))
 }
 
+/// A range of a keys-only index of tasks, read newest first by [`DynamoStore::newest_first`].
+struct IndexRange {
+    index: &'static str,
+    /// The partition key's name and value.
+    partition: (&'static str, String),
+    /// The sort key's name.
+    sort: &'static str,
+    lowest: String,
+    highest: String,
+    /// How many tasks the page holds.
+    first: usize,
+    /// Whether the range alone selects the tasks (no filter after reading).
+    key_only: bool,
+}
+
 /// A dependency lists a new dependent, if it is still at the version its check read.
 fn add_dependent(table: &str, dependency: &Task, child: &TaskId) -> Result<Write, InfraError> {
     Ok(Write::Update(
@@ -487,6 +502,58 @@ impl DynamoStore {
         }
         found.truncate(limit);
         Ok(found)
+    }
+
+    /// A page of tasks through a keys-only index, newest first: the entries of one partition
+    /// whose sort key lies in the range, read from `start`, until `first` tasks (and one more, to
+    /// know whether another page follows) pass `keep`; `order` sorts each batch as the index does.
+    async fn newest_first<K: Ord>(
+        &self,
+        range: IndexRange,
+        mut start: Option<Item>,
+        keep: impl Fn(&Task) -> bool,
+        order: impl Fn(&Task) -> K,
+    ) -> Result<Page, InfraError> {
+        let (partition, value) = range.partition;
+        let condition = format!(
+            "{partition} = :partition AND {} BETWEEN :lowest AND :highest",
+            range.sort
+        );
+        let mut tasks = Vec::new();
+        while tasks.len() <= range.first {
+            // When only the key filters, every key read is a task returned, so read no more keys
+            // than needed; otherwise read in BatchGetItem-sized steps.
+            let batch = if range.key_only {
+                (range.first + 1 - tasks.len()).min(MAX_BATCH_GET)
+            } else {
+                MAX_BATCH_GET
+            } as i32;
+            let output = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .index_name(range.index)
+                .key_condition_expression(&condition)
+                .expression_attribute_values(":partition", s(value.clone()))
+                .expression_attribute_values(":lowest", s(range.lowest.clone()))
+                .expression_attribute_values(":highest", s(range.highest.clone()))
+                .scan_index_forward(false)
+                .limit(batch)
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(infra("DynamoDB Query"))?;
+            let ids: Vec<(Tenant, TaskId)> = task_keys(output.items()).collect();
+            let mut page = self.read_many(&ids).await?;
+            page.retain(&keep);
+            page.sort_by_key(|task| std::cmp::Reverse(order(task)));
+            tasks.extend(page);
+            start = output.last_evaluated_key;
+            if start.is_none() {
+                break;
+            }
+        }
+        Ok(Page::of_first(tasks, range.first))
     }
 
     async fn read_many(&self, ids: &[(Tenant, TaskId)]) -> Result<Vec<Task>, InfraError> {
@@ -648,39 +715,18 @@ impl TaskStore for DynamoStore {
             // Up to the cursor's own entry, which is skipped below.
             highest = highest.min(model_at(at, after));
         }
-        let mut tasks = Vec::new();
-        let mut start = None;
-        while tasks.len() <= query.first {
-            let output = self
-                .client
-                .query()
-                .table_name(&self.table)
-                .index_name(MODEL_INDEX)
-                .key_condition_expression(
-                    "model_key = :model AND model_at BETWEEN :lowest AND :highest",
-                )
-                .expression_attribute_values(":model", s(model_key.clone()))
-                .expression_attribute_values(":lowest", s(lowest.clone()))
-                .expression_attribute_values(":highest", s(highest.clone()))
-                .scan_index_forward(false)
-                .limit((query.first + 1 - tasks.len()).min(MAX_BATCH_GET) as i32)
-                .set_exclusive_start_key(start.take())
-                .send()
-                .await
-                .map_err(infra("DynamoDB Query"))?;
-            let ids: Vec<(Tenant, TaskId)> = task_keys(output.items())
-                .filter(|(_, id)| Some(id) != query.after.as_ref())
-                .collect();
-            let mut page = self.read_many(&ids).await?;
-            page.retain(|task| query.matches(task));
-            page.sort_by_key(|task| std::cmp::Reverse((task.produced_at(), task.id)));
-            tasks.extend(page);
-            start = output.last_evaluated_key;
-            if start.is_none() {
-                break;
-            }
-        }
-        Ok(Page::of_first(tasks, query.first))
+        let range = IndexRange {
+            index: MODEL_INDEX,
+            partition: ("model_key", model_key),
+            sort: "model_at",
+            lowest,
+            highest,
+            first: query.first,
+            key_only: true,
+        };
+        let keep = |task: &Task| query.matches(task) && Some(&task.id) != query.after.as_ref();
+        self.newest_first(range, None, keep, |task| (task.produced_at(), task.id))
+            .await
     }
 
     async fn commit(
@@ -745,7 +791,7 @@ impl TaskStore for DynamoStore {
 
     async fn list(&self, query: &TaskQuery) -> Result<Page, InfraError> {
         let project_key = format!("{}#{}", query.tenant, query.project);
-        let mut start = query.after.map(|after| {
+        let start = query.after.map(|after| {
             let mut start = key(&query.tenant, &after);
             start.insert(
                 "project_key".to_owned(),
@@ -766,44 +812,17 @@ impl TaskStore for DynamoStore {
                     .to_string()
             },
         );
-        let mut tasks = Vec::new();
-        // One more than asked, to know whether another page follows.
-        while tasks.len() <= query.first {
-            // When only the key filters, every key read is a task returned, so read no more keys
-            // than needed; otherwise read in BatchGetItem-sized steps.
-            let batch = if query.filters_by_key_only() {
-                (query.first + 1 - tasks.len()).min(MAX_BATCH_GET)
-            } else {
-                MAX_BATCH_GET
-            } as i32;
-            let output = self
-                .client
-                .query()
-                .table_name(&self.table)
-                .index_name(PROJECT_INDEX)
-                .key_condition_expression(
-                    "project_key = :project AND id BETWEEN :lowest AND :highest",
-                )
-                .expression_attribute_values(":project", AttributeValue::S(project_key.clone()))
-                .expression_attribute_values(":lowest", AttributeValue::S(lowest.clone()))
-                .expression_attribute_values(":highest", AttributeValue::S(highest.clone()))
-                .scan_index_forward(false)
-                .limit(batch)
-                .set_exclusive_start_key(start.take())
-                .send()
-                .await
-                .map_err(infra("DynamoDB Query"))?;
-            let ids: Vec<(Tenant, TaskId)> = task_keys(output.items()).collect();
-            let mut page = self.read_many(&ids).await?;
-            page.retain(|task| query.matches(task));
-            page.sort_by_key(|task| std::cmp::Reverse(task.id));
-            tasks.extend(page);
-            start = output.last_evaluated_key;
-            if start.is_none() {
-                break;
-            }
-        }
-        Ok(Page::of_first(tasks, query.first))
+        let range = IndexRange {
+            index: PROJECT_INDEX,
+            partition: ("project_key", project_key),
+            sort: "id",
+            lowest,
+            highest,
+            first: query.first,
+            key_only: query.filters_by_key_only(),
+        };
+        self.newest_first(range, start, |task| query.matches(task), |task| task.id)
+            .await
     }
 
     async fn project_status(
