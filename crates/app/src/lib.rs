@@ -2,6 +2,7 @@
 //! command through load → decide → commit → perform. No AWS here either: adapters live in
 //! `baton-aws`, in-memory ones in [`memory`].
 
+pub mod dead_letters;
 mod graph;
 pub mod memory;
 mod ports;

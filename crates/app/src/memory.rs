@@ -11,6 +11,7 @@ use baton_domain::{
 };
 use chrono::{DateTime, Duration, Utc};
 
+use crate::dead_letters::{DeadLetters, Depth, Failure, Letter};
 use crate::ports::{
     Caller, Clock, Commit, Connection, Connections, Created, Delivery, Drain, EventBus, InfraError,
     ModelQuery, Page, ProjectStatus, Push, Subscription, TaskQuery, TaskStore, TimerQueue, Wake,
@@ -749,6 +750,146 @@ impl Push for MemoryPush {
 
     async fn disconnect(&self, connection: &str) -> Result<(), InfraError> {
         self.hang_up(connection);
+        Ok(())
+    }
+}
+
+/// One DLQ and its source queue, in memory.
+#[derive(Debug, Default)]
+struct LetterQueue {
+    /// Parked letters and whether a reader holds them.
+    parked: Vec<(Letter, bool)>,
+    /// Messages sent back to the source queue: the letter's id and the redrive's.
+    sent_back: Vec<(String, String)>,
+}
+
+/// Dead-letter queues in memory. A letter a reader holds stays hidden until it is released,
+/// deleted, or the hold ends ([`MemoryDeadLetters::end_holds`]); sends back can be made to
+/// fail, as an interrupted redrive would.
+#[derive(Debug, Default)]
+pub struct MemoryDeadLetters {
+    queues: Mutex<BTreeMap<String, LetterQueue>>,
+    sends_left: Mutex<Option<usize>>,
+}
+
+impl MemoryDeadLetters {
+    /// DLQs for `queues`, empty.
+    pub fn new(queues: &[&str]) -> Self {
+        let queues = queues
+            .iter()
+            .map(|q| ((*q).to_owned(), LetterQueue::default()))
+            .collect();
+        Self {
+            queues: Mutex::new(queues),
+            sends_left: Mutex::new(None),
+        }
+    }
+
+    /// Parks a message that failed with `failure`, first sent at `sent_at`; returns its id.
+    pub fn park(&self, queue: &str, failure: Failure, sent_at: DateTime<Utc>) -> String {
+        let mut queues = self.queues.lock().unwrap();
+        let parked = &mut queues.get_mut(queue).expect("known queue").parked;
+        let id = format!("m{}", parked.len() + 1);
+        let letter = Letter {
+            id: id.clone(),
+            receipt: String::new(),
+            sent_at,
+            failure,
+        };
+        parked.push((letter, false));
+        id
+    }
+
+    /// The ids of the letters in `queue`'s DLQ, held or not.
+    pub fn parked(&self, queue: &str) -> Vec<String> {
+        let queues = self.queues.lock().unwrap();
+        queues[queue]
+            .parked
+            .iter()
+            .map(|(l, _)| l.id.clone())
+            .collect()
+    }
+
+    /// What went back to `queue`: (letter id, redrive id), in order.
+    pub fn sent_back(&self, queue: &str) -> Vec<(String, String)> {
+        self.queues.lock().unwrap()[queue].sent_back.clone()
+    }
+
+    /// Every hold ends: held letters are visible again.
+    pub fn end_holds(&self) {
+        for queue in self.queues.lock().unwrap().values_mut() {
+            queue.parked.iter_mut().for_each(|(_, held)| *held = false);
+        }
+    }
+
+    /// After `sends` more successful sends back, every send fails.
+    pub fn fail_sends_after(&self, sends: usize) {
+        *self.sends_left.lock().unwrap() = Some(sends);
+    }
+}
+
+#[async_trait]
+impl DeadLetters for MemoryDeadLetters {
+    fn queues(&self) -> Vec<String> {
+        self.queues.lock().unwrap().keys().cloned().collect()
+    }
+
+    async fn depth(&self, queue: &str) -> Result<Depth, InfraError> {
+        let queues = self.queues.lock().unwrap();
+        let parked = &queues[queue].parked;
+        let in_flight = parked.iter().filter(|(_, held)| *held).count() as u64;
+        Ok(Depth {
+            visible: parked.len() as u64 - in_flight,
+            in_flight,
+        })
+    }
+
+    async fn receive(&self, queue: &str, _hold: Duration) -> Result<Vec<Letter>, InfraError> {
+        let mut queues = self.queues.lock().unwrap();
+        let parked = &mut queues.get_mut(queue).expect("known queue").parked;
+        Ok(parked
+            .iter_mut()
+            .filter(|(_, held)| !*held)
+            .take(10)
+            .map(|(letter, held)| {
+                *held = true;
+                letter.clone()
+            })
+            .collect())
+    }
+
+    async fn release(&self, queue: &str, letters: &[Letter]) -> Result<(), InfraError> {
+        let mut queues = self.queues.lock().unwrap();
+        for (letter, held) in &mut queues.get_mut(queue).expect("known queue").parked {
+            if letters.iter().any(|l| l.id == letter.id) {
+                *held = false;
+            }
+        }
+        Ok(())
+    }
+
+    async fn send_back(
+        &self,
+        queue: &str,
+        letter: &Letter,
+        redrive: &str,
+    ) -> Result<(), InfraError> {
+        if let Some(left) = self.sends_left.lock().unwrap().as_mut() {
+            if *left == 0 {
+                return Err(InfraError::new("send back", "the queue is unreachable"));
+            }
+            *left -= 1;
+        }
+        let mut queues = self.queues.lock().unwrap();
+        let sent_back = &mut queues.get_mut(queue).expect("known queue").sent_back;
+        sent_back.push((letter.id.clone(), redrive.to_owned()));
+        Ok(())
+    }
+
+    async fn delete(&self, queue: &str, letter: &Letter) -> Result<(), InfraError> {
+        let mut queues = self.queues.lock().unwrap();
+        let parked = &mut queues.get_mut(queue).expect("known queue").parked;
+        parked.retain(|(l, _)| l.id != letter.id);
         Ok(())
     }
 }

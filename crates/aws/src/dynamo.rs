@@ -753,14 +753,21 @@ impl TaskStore for DynamoStore {
         } else {
             ProjectWrite::Transition
         };
-        let mut writes = vec![
-            self.put_task(
-                to_item(next, wake)?,
-                &format!("#status = :status AND #version = :version AND {dependents}"),
-                Some(values),
-            )?,
-            count(&self.table, next, Some(current.status), next.status, how)?,
-        ];
+        let mut writes = vec![self.put_task(
+            to_item(next, wake)?,
+            &format!("#status = :status AND #version = :version AND {dependents}"),
+            Some(values),
+        )?];
+        // A note leaves the status, and so the project's counts, as they are.
+        if next.status != current.status {
+            writes.push(count(
+                &self.table,
+                next,
+                Some(current.status),
+                next.status,
+                how,
+            )?);
+        }
         let project_scope = Scope::Project {
             tenant: next.tenant.clone(),
             project: next.project.clone(),

@@ -45,6 +45,12 @@ pub enum Command {
         /// The status of each of the task's dependencies, read after that success.
         dependencies: Vec<(TaskId, Status)>,
     },
+    /// Record an operator's action (a DLQ redrive) in the history without moving the task.
+    /// Applies in every status, once per `cause`.
+    Note {
+        /// The history entry's cause, unique to the action, e.g. `redriven:{redrive id}`.
+        cause: String,
+    },
 }
 
 impl Command {
@@ -57,11 +63,12 @@ impl Command {
             Command::Cancel { .. } => "cancel",
             Command::Rollback { .. } => "rollback",
             Command::Release { .. } => "release",
+            Command::Note { .. } => "note",
         }
     }
 
     /// The cause recorded in history when this command moves a task.
-    fn cause(&self) -> &'static str {
+    fn cause(&self) -> &str {
         match self {
             Command::Dispatch { .. } => "dispatched",
             Command::Complete {
@@ -76,6 +83,7 @@ impl Command {
             Command::Cancel { .. } => "cancelled",
             Command::Rollback { .. } => "rolled_back",
             Command::Release { .. } => "released",
+            Command::Note { cause } => cause,
         }
     }
 }
@@ -119,8 +127,7 @@ impl Effects {
                 due_at: task.due_at,
             }),
             admit: task
-                .history
-                .last()
+                .last_move()
                 .is_some_and(|entry| entry.from == Some(Status::Running))
                 .then(|| (task.tenant.clone(), task.project.clone())),
             cascade: Cascade::of(task).map(Box::new),
@@ -186,6 +193,16 @@ pub enum Rejection {
 pub fn decide(task: &Task, command: &Command, now: DateTime<Utc>) -> Result<Decision, Rejection> {
     if let Command::Rollback { reason, taint } = command {
         return roll_back(task, command, reason, taint, now);
+    }
+    if let Command::Note { cause } = command {
+        if task.history.iter().any(|entry| &entry.cause == cause) {
+            return Ok(Decision::AlreadyApplied(Effects::default()));
+        }
+        // Nothing to announce: the task did not move.
+        return Ok(Decision::Apply(Box::new(Transition {
+            task: next_state(task, task.status, command, now, |_| {}),
+            effects: Effects::default(),
+        })));
     }
     if already_applied(task, command) {
         return Ok(Decision::AlreadyApplied(Effects::of(task)));
@@ -288,9 +305,13 @@ pub fn decide(task: &Task, command: &Command, now: DateTime<Utc>) -> Result<Deci
                 next.due_at = task.due_at.max(now);
             }))
         }
-        (Command::Cancel { .. } | Command::Release { .. } | Command::Rollback { .. }, _) => {
-            Err(invalid())
-        }
+        (
+            Command::Cancel { .. }
+            | Command::Release { .. }
+            | Command::Rollback { .. }
+            | Command::Note { .. },
+            _,
+        ) => Err(invalid()),
     }
 }
 
@@ -342,7 +363,7 @@ fn roll_back(
 
 /// Whether `task`'s latest transition is the one `command` makes.
 fn already_applied(task: &Task, command: &Command) -> bool {
-    let last_cause = task.history.last().map(|entry| entry.cause.as_str());
+    let last_cause = task.last_move().map(|entry| entry.cause.as_str());
     match command {
         Command::Dispatch { attempt } => task.status == Status::Running && task.attempt == *attempt,
         Command::Complete {
@@ -362,8 +383,8 @@ fn already_applied(task: &Task, command: &Command) -> bool {
         Command::Release { .. } => {
             task.status == Status::Scheduled && last_cause == Some(command.cause())
         }
-        // Decided by `roll_back`.
-        Command::Rollback { .. } => false,
+        // Decided before.
+        Command::Rollback { .. } | Command::Note { .. } => false,
     }
 }
 
@@ -400,6 +421,22 @@ fn apply(
     now: DateTime<Utc>,
     change: impl FnOnce(&mut Task),
 ) -> Decision {
+    let next = next_state(task, to, command, now, change);
+    let effects = Effects::of(&next);
+    Decision::Apply(Box::new(Transition {
+        task: next,
+        effects,
+    }))
+}
+
+/// `task` moved to `to` by `command`: changed, its version one higher, the move in its history.
+fn next_state(
+    task: &Task,
+    to: Status,
+    command: &Command,
+    now: DateTime<Utc>,
+    change: impl FnOnce(&mut Task),
+) -> Task {
     let mut next = task.clone();
     next.parked = None;
     change(&mut next);
@@ -414,9 +451,5 @@ fn apply(
         cause: command.cause().to_owned(),
         attempt: next.attempt,
     });
-    let effects = Effects::of(&next);
-    Decision::Apply(Box::new(Transition {
-        task: next,
-        effects,
-    }))
+    next
 }

@@ -124,7 +124,8 @@ pub struct Event {
 impl Event {
     /// The event that announces `task`'s current state, if that state is announced.
     pub fn announcing(task: &Task) -> Option<Event> {
-        let released = task.history.last().is_some_and(|e| e.cause == "released");
+        let last_move = task.last_move();
+        let released = last_move.is_some_and(|e| e.cause == "released");
         let kind = match task.status {
             Status::Pending | Status::Scheduled if task.version == 1 => EventKind::Submitted,
             Status::Pending => return None,
@@ -145,9 +146,10 @@ impl Event {
             name: task.name.clone(),
             tier: task.tier.clone(),
             status: task.status,
-            version: task.version,
+            // A note recorded since does not make this another announcement.
+            version: last_move.map_or(task.version, |e| e.version),
             attempt: task.attempt,
-            at: task.updated_at,
+            at: last_move.map_or(task.updated_at, |e| e.at),
             correlation_id: task.correlation_id.clone(),
             input: has(&[EventKind::Ready]).then(|| task.input.clone()),
             deadline: task.deadline.filter(|_| has(&[EventKind::Ready])),

@@ -208,7 +208,20 @@ pub struct Task {
     pub taint: Option<Taint>,
 }
 
+impl HistoryEntry {
+    /// Whether this entry records a note (an operator's action such as a redrive) rather than a
+    /// move: every move changes the status.
+    pub fn is_note(&self) -> bool {
+        self.from == Some(self.to)
+    }
+}
+
 impl Task {
+    /// Its latest move: the last history entry that is not a note.
+    pub fn last_move(&self) -> Option<&HistoryEntry> {
+        self.history.iter().rev().find(|entry| !entry.is_note())
+    }
+
     /// When its last result was committed (the time its provenance is filed under).
     pub fn produced_at(&self) -> Option<DateTime<Utc>> {
         self.history

@@ -251,6 +251,48 @@ fn every_status_and_command_has_a_defined_outcome() {
 }
 
 #[test]
+fn a_note_records_an_action_in_every_status_without_moving_or_hiding_the_last_move() {
+    let note = || Command::Note {
+        cause: "redriven:r1".into(),
+    };
+    let later = t0() + Duration::hours(1);
+    for status in Status::ALL {
+        let task = in_status(status);
+        let Ok(Decision::Apply(transition)) = decide(&task, &note(), later) else {
+            panic!("a note on a {status:?} task must apply");
+        };
+        let noted = transition.task;
+        assert_eq!(
+            transition.effects,
+            Effects::default(),
+            "{status:?}: a note announces nothing"
+        );
+        assert_eq!((noted.status, noted.version), (status, task.version + 1));
+        let entry = noted.history.last().unwrap();
+        assert!(entry.is_note() && entry.cause == "redriven:r1");
+        assert_eq!(noted.last_move(), task.last_move(), "{status:?}");
+        assert_eq!(
+            decide(&noted, &note(), later),
+            Ok(Decision::AlreadyApplied(Effects::default())),
+            "the same note twice records it once"
+        );
+        // A command redriven after the note is decided as before: one already applied still
+        // repeats the same announcement, under the move's version.
+        for command in [Command::Cancel { reason: "r".into() }, success(1)] {
+            match (
+                decide(&task, &command, later),
+                decide(&noted, &command, later),
+            ) {
+                (Ok(Decision::Apply(before)), Ok(Decision::Apply(after))) => {
+                    assert_eq!(before.task.status, after.task.status)
+                }
+                (before, after) => assert_eq!(before, after, "{status:?} × {command:?}"),
+            }
+        }
+    }
+}
+
+#[test]
 fn an_early_timer_is_armed_again_for_the_due_time() {
     let mut task = submitted(3);
     task.due_at = t0() + Duration::minutes(20);
