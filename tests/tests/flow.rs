@@ -44,7 +44,7 @@ async fn submit(sandbox: &Sandbox, project: &str, extra: Value) -> Result<Task> 
 async fn fire_due(sandbox: &Sandbox) -> Result<()> {
     let timers = sandbox.due_timers().await?;
     let response = baton_fn_on_due::handle(&sandbox.baton, sqs_batch(&timers)).await;
-    assert!(response.batch_item_failures.is_empty(), "{response:?}");
+    assert!(response.failed.is_empty(), "{response:?}");
     Ok(())
 }
 

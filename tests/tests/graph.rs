@@ -91,9 +91,9 @@ async fn pump(sandbox: &Sandbox) -> Result<BTreeMap<String, Vec<String>>> {
             seen.entry(task).or_default().push(detail_type);
         }
         let response = baton_fn_cancel::handle(&sandbox.baton, sqs_batch(&cancels)).await;
-        assert!(response.batch_item_failures.is_empty(), "{response:?}");
+        assert!(response.failed.is_empty(), "{response:?}");
         let response = baton_fn_rollback::handle(&sandbox.baton, sqs_batch(&rollbacks)).await;
-        assert!(response.batch_item_failures.is_empty(), "{response:?}");
+        assert!(response.failed.is_empty(), "{response:?}");
     }
     anyhow::bail!("the cascade did not settle")
 }
@@ -180,7 +180,7 @@ async fn a_rollback_delivered_twice_walks_three_levels_and_announces_each_task_o
         .map(|id| eventbridge_event("RollbackRequested", id, request.clone()))
         .collect();
     let response = baton_fn_rollback::handle(&sandbox.baton, sqs_batch(&twice)).await;
-    assert!(response.batch_item_failures.is_empty(), "{response:?}");
+    assert!(response.failed.is_empty(), "{response:?}");
     let seen = pump(&sandbox).await?;
     for task in [&a, &b, &c] {
         let task = reload(&sandbox, task).await?;

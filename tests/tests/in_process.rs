@@ -33,7 +33,7 @@ async fn task_status(sandbox: &Sandbox, tenant: &str, id: &str) -> Result<baton_
 async fn submit(sandbox: &Sandbox, tenant: &str, extra: Value) -> Result<String> {
     let event = eventbridge_event("SubmitTask", &unique("event"), submission(tenant, extra));
     let response = baton_fn_submit::handle(&sandbox.baton, sqs_batch(&[event])).await;
-    assert!(response.batch_item_failures.is_empty(), "{response:?}");
+    assert!(response.failed.is_empty(), "{response:?}");
     let published = sandbox.published().await?;
     let submitted = published
         .iter()
@@ -59,7 +59,7 @@ async fn a_submitted_task_due_now_is_armed_dispatched_and_completed() -> Result<
     let timers = sandbox.due_timers().await?;
     assert_eq!(timers.len(), 1, "one timer armed at once");
     let response = baton_fn_on_due::handle(&sandbox.baton, sqs_batch(&timers)).await;
-    assert!(response.batch_item_failures.is_empty());
+    assert!(response.failed.is_empty());
     let published = sandbox.published().await?;
     let (kind, ready) = &published[0];
     assert_eq!(kind, "TaskReady");
@@ -112,7 +112,7 @@ async fn a_result_delivered_twice_makes_one_transition_and_one_history_entry() -
     // Both copies in one batch, and once more in a later batch.
     let response =
         baton_fn_on_result::handle(&sandbox.baton, sqs_batch(&[done.clone(), done.clone()])).await;
-    assert!(response.batch_item_failures.is_empty());
+    assert!(response.failed.is_empty());
     baton_fn_on_result::handle(&sandbox.baton, sqs_batch(&[done])).await;
     let task = task_status(&sandbox, "acme", &id).await?;
     assert_eq!(
@@ -163,7 +163,7 @@ async fn a_failed_attempt_is_retried_after_backoff_and_a_stale_result_is_rejecte
     // A late success for attempt 1 is stale: acknowledged, nothing changes.
     let late = result_event("acme", &id, 1, json!({"status": "succeeded"}));
     let response = baton_fn_on_result::handle(&sandbox.baton, sqs_batch(&[late])).await;
-    assert!(response.batch_item_failures.is_empty());
+    assert!(response.failed.is_empty());
     assert_eq!(
         task_status(&sandbox, "acme", &id).await?.version,
         task.version
@@ -191,10 +191,7 @@ async fn a_task_cancelled_before_its_due_time_is_never_dispatched() -> Result<()
         })
         .await?;
     let response = baton_fn_on_due::handle(&sandbox.baton, sqs_batch(&timers)).await;
-    assert!(
-        response.batch_item_failures.is_empty(),
-        "a rejection is acknowledged"
-    );
+    assert!(response.failed.is_empty(), "a rejection is acknowledged");
     let task = task_status(&sandbox, "acme", &id).await?;
     assert_eq!(task.status, Status::Cancelled);
     assert_eq!(task.reason.as_deref(), Some("changed my mind"));
@@ -245,12 +242,9 @@ async fn bad_messages_fail_alone_and_say_why_while_good_ones_in_the_batch_are_pr
     );
     let batch = sqs_batch(&["{not json".to_owned(), invalid, good]);
     let response = baton_fn_submit::handle(&sandbox.baton, batch).await;
-    let failed: Vec<&str> = response
-        .batch_item_failures
-        .iter()
-        .map(|f| f.item_identifier.as_str())
-        .collect();
-    assert_eq!(failed, ["message-0", "message-1"]);
+    assert_eq!(response.failed_ids(), ["message-0", "message-1"]);
+    let codes: Vec<&str> = response.failed.iter().map(|f| f.error.code()).collect();
+    assert_eq!(codes, ["MALFORMED_ENVELOPE", "INVALID_SUBMISSION"]);
     let published = sandbox.published().await?;
     assert_eq!(published.len(), 1, "the good submission went through");
     sandbox.teardown().await
@@ -624,7 +618,7 @@ async fn websocket_subscribers_get_their_tasks_transitions_and_nothing_of_other_
         .collect::<Vec<_>>();
     let envelope = eventbridge_event("TaskCancelled", &unique("event"), cancelled[0].1.clone());
     let response = baton_fn_notifier::handle(&gateway.live, sqs_batch(&[envelope])).await;
-    assert!(response.batch_item_failures.is_empty(), "{response:?}");
+    assert!(response.failed.is_empty(), "{response:?}");
 
     let updates: Vec<Value> = sent_to(&push, &ours).into_iter().skip(2).collect();
     assert_eq!(updates.len(), 2, "one per subscription: {updates:?}");

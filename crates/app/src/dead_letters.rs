@@ -64,6 +64,8 @@ pub struct Letter {
     pub id: String,
     /// The handle that deletes or releases this receipt of it.
     pub receipt: String,
+    /// The message, as its source queue delivered it.
+    pub body: String,
     /// When it was first sent (the DLQ keeps the original time).
     pub sent_at: DateTime<Utc>,
     /// Why it failed.

@@ -13,8 +13,8 @@ pub use graph::{
 };
 pub use ports::{
     Caller, Clock, Commit, Connection, Connections, Created, Delivery, Drain, EventBus, InfraError,
-    ModelQuery, Page, ProjectStatus, Push, Subscription, SystemClock, TaskQuery, TaskStore,
-    TimerQueue, Wake, WakeKind, Watch,
+    Metrics, ModelQuery, NoMetrics, Page, ProjectStatus, Push, Subscription, SystemClock,
+    TaskQuery, TaskStore, TimerQueue, Wake, WakeKind, Watch,
 };
 pub use service::{
     ADMIT_RATE, Baton, ControlError, DRAIN_INTERVAL, Handled, MAX_ADMIT_RATE, MAX_TIMER_DELAY,

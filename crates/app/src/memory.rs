@@ -793,6 +793,7 @@ impl MemoryDeadLetters {
         let letter = Letter {
             id: id.clone(),
             receipt: String::new(),
+            body: format!("message {id}"),
             sent_at,
             failure,
         };

@@ -2,8 +2,8 @@ use std::error::Error;
 
 use async_trait::async_trait;
 use baton_domain::{
-    Cascade, Change, ControlEvent, DEFAULT_CONCURRENCY_LIMIT, Event, Gate, Idempotency, KillSwitch,
-    Parked, ProjectId, Scope, Status, Task, TaskId, Tenant, Tier, Timer,
+    Cascade, Change, Command, ControlEvent, DEFAULT_CONCURRENCY_LIMIT, Event, Gate, Idempotency,
+    KillSwitch, Parked, ProjectId, Rejection, Scope, Status, Task, TaskId, Tenant, Tier, Timer,
 };
 use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
@@ -412,6 +412,24 @@ pub trait EventBus: Send + Sync {
 pub trait TimerQueue: Send + Sync {
     /// Delivers `timer` after `delay` (at most [`crate::MAX_TIMER_DELAY`]).
     async fn arm(&self, timer: &Timer, delay: Duration) -> Result<(), InfraError>;
+}
+
+/// Where the service reports what it did, for dashboards and alarms.
+pub trait Metrics: Send + Sync {
+    /// A task was created (`before` is `None`) or moved from `before` to `after`; a note
+    /// (same status) is reported too, and left to the adapter to skip.
+    fn moved(&self, before: Option<&Task>, after: &Task);
+    /// A command was refused.
+    fn rejected(&self, command: &Command, rejection: &Rejection);
+}
+
+/// Metrics that go nowhere: the default, for tests and embedded use.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoMetrics;
+
+impl Metrics for NoMetrics {
+    fn moved(&self, _: Option<&Task>, _: &Task) {}
+    fn rejected(&self, _: &Command, _: &Rejection) {}
 }
 
 /// The time. A port so tests can move it.

@@ -6,11 +6,11 @@ use baton_domain::{
     Status, Step, SubmitRequest, Task, TaskId, Tenant, Timer, check_dependencies, decide,
 };
 use chrono::{DateTime, Duration, Utc};
-use tracing::{info, warn};
+use tracing::{Instrument, Span, info, info_span, warn};
 
 use crate::ports::{
-    Clock, Commit, Created, EventBus, InfraError, Page, ProjectStatus, TaskQuery, TaskStore,
-    TimerQueue, Wake, WakeKind,
+    Clock, Commit, Created, EventBus, InfraError, Metrics, NoMetrics, Page, ProjectStatus,
+    TaskQuery, TaskStore, TimerQueue, Wake, WakeKind,
 };
 
 /// The longest delay a timer message can carry (SQS `DelaySeconds` tops out at 15 minutes).
@@ -143,10 +143,11 @@ pub struct Baton {
     bus: Arc<dyn EventBus>,
     timers: Arc<dyn TimerQueue>,
     clock: Arc<dyn Clock>,
+    metrics: Arc<dyn Metrics>,
 }
 
 impl Baton {
-    /// Wires the service to its adapters.
+    /// Wires the service to its adapters; it reports no metrics until given [`Baton::with_metrics`].
     pub fn new(
         store: Arc<dyn TaskStore>,
         bus: Arc<dyn EventBus>,
@@ -158,7 +159,13 @@ impl Baton {
             bus,
             timers,
             clock,
+            metrics: Arc::new(NoMetrics),
         }
+    }
+
+    /// The same service, reporting what it does to `metrics`.
+    pub fn with_metrics(self, metrics: Arc<dyn Metrics>) -> Self {
+        Self { metrics, ..self }
     }
 
     /// The service's time.
@@ -202,7 +209,11 @@ impl Baton {
                 .await?;
             match created {
                 Created::Created => {
-                    self.perform(&Effects::of(&task), now).await?;
+                    self.metrics.moved(None, &task);
+                    let span = task_span(&task);
+                    self.perform(&Effects::of(&task), now)
+                        .instrument(span)
+                        .await?;
                     return Ok(Submitted {
                         task,
                         duplicate: false,
@@ -279,7 +290,10 @@ impl Baton {
         command: &Command,
     ) -> Result<Handled, InfraError> {
         match self.store.get(tenant, id).await? {
-            Some(current) => self.execute_on(current, command).await,
+            Some(current) => {
+                let span = task_span(&current);
+                self.execute_on(current, command).instrument(span).await
+            }
             None => Ok(Handled::NotFound),
         }
     }
@@ -294,8 +308,13 @@ impl Baton {
         for _ in 0..MAX_RACES {
             let now = self.now();
             match decide(&current, command, now) {
-                Err(rejection) if raced => return Ok(Handled::LostRace(rejection)),
-                Err(rejection) => return Ok(Handled::Rejected(rejection)),
+                Err(rejection) => {
+                    self.metrics.rejected(command, &rejection);
+                    return Ok(match raced {
+                        true => Handled::LostRace(rejection),
+                        false => Handled::Rejected(rejection),
+                    });
+                }
                 Ok(Decision::NotYetDue(timer)) => {
                     self.arm(&timer, now).await?;
                     return Ok(Handled::Rearmed(timer));
@@ -311,29 +330,31 @@ impl Baton {
                 }
                 Ok(Decision::Apply(transition)) => {
                     let next = &transition.task;
-                    match self
+                    let rival = match self
                         .store
                         .commit(&current, next, wake_for(next, now))
                         .await?
                     {
-                        Commit::Committed => {
-                            self.perform(&transition.effects, now).await?;
-                            return Ok(Handled::Applied(Box::new(transition.task)));
-                        }
+                        Commit::Committed => None,
                         // Our own write: its response was lost and the retry met its own
                         // condition.
-                        Commit::Conflict(Some(stored)) if *stored == transition.task => {
-                            self.perform(&transition.effects, now).await?;
-                            return Ok(Handled::Applied(Box::new(transition.task)));
-                        }
-                        Commit::Conflict(Some(stored)) => {
-                            current = *stored;
-                            raced = true;
-                        }
+                        Commit::Conflict(Some(stored)) if *stored == transition.task => None,
+                        Commit::Conflict(Some(stored)) => Some(stored),
                         Commit::Conflict(None) => return Ok(Handled::NotFound),
                         Commit::Blocked(gate) => {
                             self.park(&current, gate, now).await?;
                             return Ok(Handled::Parked(gate));
+                        }
+                    };
+                    match rival {
+                        Some(stored) => {
+                            current = *stored;
+                            raced = true;
+                        }
+                        None => {
+                            self.metrics.moved(Some(&current), next);
+                            self.perform(&transition.effects, now).await?;
+                            return Ok(Handled::Applied(Box::new(transition.task)));
                         }
                     }
                 }
@@ -705,7 +726,8 @@ impl Baton {
                 dependencies: dependencies.iter().map(|d| (d.id, d.status)).collect(),
             };
             let id = child.id;
-            let handled = Box::pin(self.execute_on(child, &command)).await?;
+            let span = task_span(&child);
+            let handled = Box::pin(self.execute_on(child, &command).instrument(span)).await?;
             let released = matches!(handled, Handled::Applied(_));
             info!(task_id = %id, %tenant, released, "dependencies checked");
         }
@@ -725,6 +747,19 @@ impl Baton {
         let delay = (timer.due_at - now).clamp(Duration::zero(), MAX_TIMER_DELAY);
         self.timers.arm(timer, delay).await
     }
+}
+
+/// The span every log line about `task` is written in: the fields a log filter finds a task's
+/// whole path by, across functions.
+fn task_span(task: &Task) -> Span {
+    info_span!(
+        "task",
+        task_id = %task.id,
+        tenant = %task.tenant,
+        project = %task.project,
+        version = task.version,
+        correlation_id = %task.correlation_id,
+    )
 }
 
 /// When the sweeper must look at `task` next, given that `perform` arms timers due inside the

@@ -106,6 +106,7 @@ impl EventBus for EventBridgeBus {
                             tenant,
                             task_id,
                             reason: Some(reason.clone()),
+                            correlation_id: Some(cascade.correlation_id.clone()),
                         };
                         self.entry("CancelTask", &request, resource)
                     }
@@ -117,6 +118,7 @@ impl EventBus for EventBridgeBus {
                             root: Some(taint.root),
                             via: taint.via,
                             request: Some(taint.request.clone()),
+                            correlation_id: Some(cascade.correlation_id.clone()),
                         };
                         self.entry("RollbackRequested", &request, resource)
                     }

@@ -137,6 +137,9 @@ pub struct TaskRequest {
     /// Why; recorded on the task.
     #[serde(default)]
     pub reason: Option<String>,
+    /// The correlation id of whatever asked (Baton sets its dependency's), for logs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub correlation_id: Option<String>,
 }
 
 /// `RollbackRequested`: a request to undo a succeeded task and everything built on it. Baton
@@ -162,6 +165,9 @@ pub struct RollbackRequest {
     /// changes nothing; a redelivery of the same one repeats its effects.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub request: Option<String>,
+    /// The correlation id of whatever asked (Baton sets its dependency's), for logs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub correlation_id: Option<String>,
 }
 
 impl RollbackRequest {

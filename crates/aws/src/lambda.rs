@@ -1,19 +1,26 @@
-//! What every function shares: logging set-up and the SQS batch loop with partial failures.
+//! What every function shares: the SQS batch loop, and how a batch is settled: a message
+//! that can never succeed is parked in its DLQ at once with why, one that failed on
+//! infrastructure is delivered again (and parked with why on its last delivery), the rest are
+//! acknowledged.
 
 use std::convert::Infallible;
 use std::future::Future;
+use std::sync::Arc;
 
 use aws_lambda_events::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent, SqsMessage};
 use baton_app::{Baton, Handled, InfraError};
 use lambda_runtime::{LambdaEvent, service_fn};
 use tracing::{Instrument, error, info, info_span, warn};
 
+use crate::dlq::Parking;
+use crate::emf::EmfMetrics;
 use crate::inbound::{Addressed, Malformed};
+pub use crate::logs::init_tracing;
 
-/// Why one message of a batch is failed (and so delivered again, then parked in the DLQ).
+/// Why one message of a batch is failed.
 #[derive(Debug, thiserror::Error)]
 pub enum MessageError {
-    /// It can never be processed.
+    /// It can never be processed: parked in the DLQ at once.
     #[error(transparent)]
     Malformed(#[from] Malformed),
     /// Infrastructure failed; a later delivery may succeed.
@@ -21,57 +28,135 @@ pub enum MessageError {
     Infra(#[from] InfraError),
 }
 
-/// Sets up logging: JSON lines on Lambda (CloudWatch parses them), plain text elsewhere;
-/// `RUST_LOG` filters, `info` by default.
-pub fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_target(false);
-    if std::env::var_os("AWS_LAMBDA_FUNCTION_NAME").is_some() {
-        builder.json().flatten_event(true).without_time().init();
-    } else {
-        builder.init();
+impl MessageError {
+    /// The code recorded on the message when it is parked.
+    pub fn code(&self) -> &'static str {
+        match self {
+            MessageError::Malformed(malformed) => malformed.code,
+            MessageError::Infra(_) => "INFRA_ERROR",
+        }
     }
 }
 
-/// Runs `handle` on every message of `event`, one span each, and reports the failed ones so only
-/// they are delivered again.
-pub async fn for_each_message<F, Fut>(event: SqsEvent, handle: F) -> SqsBatchResponse
+/// A message a handler failed, and why.
+#[derive(Debug)]
+pub struct Failed {
+    /// The message.
+    pub message: SqsMessage,
+    /// Why.
+    pub error: MessageError,
+}
+
+/// What a handler made of a batch: the messages it failed; every other one succeeded.
+#[derive(Debug, Default)]
+pub struct Batch {
+    /// The failed messages, in batch order.
+    pub failed: Vec<Failed>,
+}
+
+impl Batch {
+    /// The ids of the failed messages.
+    pub fn failed_ids(&self) -> Vec<&str> {
+        self.failed
+            .iter()
+            .map(|f| f.message.message_id.as_deref().unwrap_or_default())
+            .collect()
+    }
+}
+
+/// Runs `handle` on every message of `event`, one span each, and collects the failures.
+pub async fn for_each_message<F, Fut>(event: SqsEvent, handle: F) -> Batch
 where
     F: Fn(SqsMessage) -> Fut,
     Fut: Future<Output = Result<(), MessageError>>,
 {
-    let mut response = SqsBatchResponse::default();
+    let mut batch = Batch::default();
     for message in event.records {
-        let id = message.message_id.clone().unwrap_or_default();
-        let receive_count = message
-            .attributes
-            .get("ApproximateReceiveCount")
-            .cloned()
-            .unwrap_or_default();
-        let span = info_span!("message", message_id = %id, receive_count = %receive_count);
-        let outcome = handle(message).instrument(span.clone()).await;
+        let span = message_span(&message);
+        let outcome = handle(message.clone()).instrument(span.clone()).await;
         let _entered = span.enter();
         match outcome {
             Ok(()) => {}
-            Err(MessageError::Malformed(malformed)) => {
-                error!(code = malformed.code, reason = %malformed.reason, "message rejected; it will be parked in the DLQ");
-                response.batch_item_failures.push(failure(id));
-            }
-            Err(MessageError::Infra(infra)) => {
-                error!(error = ?infra, "infrastructure failure; the message will be delivered again");
-                response.batch_item_failures.push(failure(id));
+            Err(error) => {
+                match &error {
+                    MessageError::Malformed(malformed) => {
+                        error!(code = malformed.code, reason = %malformed.reason, "message rejected")
+                    }
+                    MessageError::Infra(infra) => {
+                        error!(error = ?infra, "infrastructure failure")
+                    }
+                }
+                batch.failed.push(Failed { message, error });
             }
         }
     }
-    response
+    batch
 }
 
-fn failure(item_identifier: String) -> BatchItemFailure {
+fn message_span(message: &SqsMessage) -> tracing::Span {
+    let id = message.message_id.as_deref().unwrap_or_default();
+    let receive_count = message
+        .attributes
+        .get("ApproximateReceiveCount")
+        .map(String::as_str)
+        .unwrap_or_default();
+    info_span!("message", message_id = %id, receive_count = %receive_count)
+}
+
+/// What a function settles its batches with.
+pub struct Settlement {
+    /// Parks messages in their DLQ.
+    pub parking: Parking,
+    /// Counts rejections and DLQ sends.
+    pub metrics: Arc<EmfMetrics>,
+}
+
+impl Settlement {
+    /// Parks the failed messages that can never succeed, and those on their last delivery,
+    /// with why; answers the rest as failed so they are delivered again. A message that cannot
+    /// be parked is failed too, and its queue parks it without a reason in the end.
+    pub async fn settle(&self, batch: Batch) -> SqsBatchResponse {
+        let mut response = SqsBatchResponse::default();
+        for Failed { message, error } in batch.failed {
+            let span = message_span(&message);
+            let _entered = span.enter();
+            if let MessageError::Malformed(malformed) = &error {
+                self.metrics.malformed(malformed.code);
+            }
+            let park_now = match &error {
+                MessageError::Malformed(_) => Ok(true),
+                MessageError::Infra(_) => self.parking.last_delivery(&message).await,
+            };
+            let parked = match park_now {
+                Ok(true) => {
+                    self.parking
+                        .park(&message, error.code(), &error.to_string())
+                        .await
+                }
+                other => other.map(|_| false),
+            };
+            match parked {
+                Ok(true) => {
+                    self.metrics.dlq_sent(error.code());
+                    warn!(code = error.code(), "parked in the DLQ");
+                }
+                Ok(false) => {
+                    info!(code = error.code(), "failed; it will be delivered again");
+                    response.batch_item_failures.push(failure(&message));
+                }
+                Err(infra) => {
+                    error!(error = ?infra, "could not park; it will be delivered again");
+                    response.batch_item_failures.push(failure(&message));
+                }
+            }
+        }
+        response
+    }
+}
+
+fn failure(message: &SqsMessage) -> BatchItemFailure {
     let mut failure = BatchItemFailure::default();
-    failure.item_identifier = item_identifier;
+    failure.item_identifier = message.message_id.clone().unwrap_or_default();
     failure
 }
 
@@ -110,21 +195,46 @@ pub async fn execute(baton: &Baton, (tenant, id, command): Addressed) -> Result<
     Ok(())
 }
 
-/// Serves a function that consumes an SQS queue: logging, the service from the environment
-/// (built once per process), then `handle` for every batch.
+/// Serves a function that consumes an SQS queue with `state` built once per process: logging,
+/// then `handle` for every batch, settled against the queue's DLQ.
+pub async fn serve_batches<S, F, Fut>(
+    state: &'static S,
+    metrics: Arc<EmfMetrics>,
+    handle: F,
+) -> Result<(), lambda_runtime::Error>
+where
+    S: Sync + 'static,
+    F: Fn(&'static S, SqsEvent) -> Fut,
+    Fut: Future<Output = Batch> + Send,
+{
+    let sdk = crate::sdk_config().await;
+    let function = std::env::var("AWS_LAMBDA_FUNCTION_NAME").unwrap_or_default();
+    let settlement: &'static Settlement = Box::leak(Box::new(Settlement {
+        parking: Parking::new(aws_sdk_sqs::Client::new(&sdk), &function),
+        metrics,
+    }));
+    let handle = &handle;
+    // Boxed: the runtime's future nested in the caller's is deeper than the compiler's layout
+    // limit.
+    Box::pin(lambda_runtime::run(service_fn(
+        move |event: LambdaEvent<SqsEvent>| {
+            let batch = handle(state, event.payload);
+            async move { Ok::<_, Infallible>(settlement.settle(batch.await).await) }
+        },
+    )))
+    .await
+}
+
+/// Serves a function that runs commands from an SQS queue: the service from the environment,
+/// then [`serve_batches`].
 pub async fn run_sqs_consumer<F, Fut>(handle: F) -> Result<(), lambda_runtime::Error>
 where
     F: Fn(&'static Baton, SqsEvent) -> Fut,
-    Fut: Future<Output = SqsBatchResponse> + Send,
+    Fut: Future<Output = Batch> + Send,
 {
     init_tracing();
     // One service per process, alive as long as the process: leaking it gives handlers a plain
     // shared reference.
     let baton: &'static Baton = Box::leak(Box::new(crate::baton_from_env().await?));
-    let handle = &handle;
-    lambda_runtime::run(service_fn(move |event: LambdaEvent<SqsEvent>| {
-        let batch = handle(baton, event.payload);
-        async move { Ok::<_, Infallible>(batch.await) }
-    }))
-    .await
+    serve_batches(baton, Arc::new(EmfMetrics::from_env()), handle).await
 }

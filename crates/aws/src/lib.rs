@@ -2,11 +2,14 @@
 //! EventBridge carries events, SQS carries timers; [`lambda`] runs the functions' SQS batches.
 
 mod connections;
+pub mod dlq;
 mod dynamo;
+pub mod emf;
 mod eventbridge;
 mod flow;
 pub mod inbound;
 pub mod lambda;
+mod logs;
 mod push;
 mod sqs;
 
@@ -88,8 +91,10 @@ pub fn live(
     Ok((Arc::new(connections), Arc::new(push)))
 }
 
-/// The service as a deployed function uses it: settings from the environment, system clock.
+/// The service as a deployed function uses it: settings from the environment, system clock,
+/// metrics as EMF lines on stdout.
 pub async fn baton_from_env() -> Result<Baton, MissingSetting> {
     let settings = Settings::from_env()?;
-    Ok(baton(&sdk_config().await, &settings, Arc::new(SystemClock)))
+    let baton = baton(&sdk_config().await, &settings, Arc::new(SystemClock));
+    Ok(baton.with_metrics(Arc::new(emf::EmfMetrics::from_env())))
 }

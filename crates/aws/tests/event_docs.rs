@@ -187,6 +187,7 @@ fn every_outbound_event_matches_its_schema_and_example() {
         root: Some(taint.root),
         via: taint.via,
         request: Some(taint.request),
+        correlation_id: Some(submitted.correlation_id.clone()),
     };
     let detail = serde_json::to_value(&cascaded).unwrap();
     assert_fits("RollbackRequested", &detail, "a cascaded RollbackRequested");
@@ -194,6 +195,7 @@ fn every_outbound_event_matches_its_schema_and_example() {
         tenant: submitted.tenant.clone(),
         task_id: submitted.id,
         reason: Some("dependency failed".into()),
+        correlation_id: Some(submitted.correlation_id.clone()),
     };
     let detail = serde_json::to_value(&cancel).unwrap();
     assert_fits("CancelTask", &detail, "a cascaded CancelTask");

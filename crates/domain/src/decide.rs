@@ -189,6 +189,18 @@ pub enum Rejection {
     },
 }
 
+impl Rejection {
+    /// A stable code for metrics and logs.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Rejection::InvalidTransition { .. } => "INVALID_TRANSITION",
+            Rejection::StaleAttempt { .. } => "STALE_ATTEMPT",
+            Rejection::DeadlineNotReached { .. } => "DEADLINE_NOT_REACHED",
+            Rejection::DependenciesOpen { .. } => "DEPENDENCIES_OPEN",
+        }
+    }
+}
+
 /// Decides what `command` does to `task` at `now`. Pure: the same arguments give the same answer.
 pub fn decide(task: &Task, command: &Command, now: DateTime<Utc>) -> Result<Decision, Rejection> {
     if let Command::Rollback { reason, taint } = command {

@@ -183,6 +183,8 @@ pub struct Cascade {
     pub dependents: Vec<TaskId>,
     /// What each dependent is asked.
     pub step: Step,
+    /// The parent's correlation id, carried on every message of the walk.
+    pub correlation_id: String,
 }
 
 /// The command a cascade hands each dependent.
@@ -247,6 +249,7 @@ impl Cascade {
             parent: task.id,
             dependents: task.dependents.clone(),
             step,
+            correlation_id: task.correlation_id.clone(),
         })
     }
 }

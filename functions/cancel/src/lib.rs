@@ -2,13 +2,13 @@
 //! cancelled. Any unfinished task → Cancelled, and `TaskCancelled` so a worker running it can stop;
 //! then one `CancelTask` per dependent, so the cancel reaches everything that waited on it.
 
-use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent};
+use aws_lambda_events::sqs::SqsEvent;
 use baton_app::Baton;
 use baton_aws::inbound::{TaskRequest, body, envelope};
-use baton_aws::lambda::{execute, for_each_message};
+use baton_aws::lambda::{Batch, execute, for_each_message};
 
 /// Handles a batch of `CancelTask` events.
-pub async fn handle(baton: &Baton, event: SqsEvent) -> SqsBatchResponse {
+pub async fn handle(baton: &Baton, event: SqsEvent) -> Batch {
     for_each_message(event, |message| async move {
         let request = envelope::<TaskRequest>(body(&message)?, "CancelTask")?;
         execute(baton, request.detail.cancel()).await

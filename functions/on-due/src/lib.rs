@@ -1,13 +1,13 @@
 //! `on-due`: a due timer fired. Scheduled → Running and `TaskReady` for the task's tier; an early
 //! timer is armed again, a duplicate is a no-op.
 
-use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent};
+use aws_lambda_events::sqs::SqsEvent;
 use baton_app::Baton;
 use baton_aws::inbound::{body, timer};
-use baton_aws::lambda::{execute, for_each_message};
+use baton_aws::lambda::{Batch, execute, for_each_message};
 
 /// Handles a batch of due-queue messages.
-pub async fn handle(baton: &Baton, event: SqsEvent) -> SqsBatchResponse {
+pub async fn handle(baton: &Baton, event: SqsEvent) -> Batch {
     for_each_message(event, |message| async move {
         execute(baton, timer(body(&message)?)?).await
     })

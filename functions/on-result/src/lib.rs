@@ -3,13 +3,13 @@
 //! for an old attempt is rejected as stale. A success releases the dependents whose dependencies
 //! have all succeeded; a failure sends a cancel to each dependent.
 
-use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent};
+use aws_lambda_events::sqs::SqsEvent;
 use baton_app::Baton;
 use baton_aws::inbound::{TaskResult, body, envelope};
-use baton_aws::lambda::{execute, for_each_message};
+use baton_aws::lambda::{Batch, execute, for_each_message};
 
 /// Handles a batch of `TaskResult` events.
-pub async fn handle(baton: &Baton, event: SqsEvent) -> SqsBatchResponse {
+pub async fn handle(baton: &Baton, event: SqsEvent) -> Batch {
     for_each_message(event, |message| async move {
         let result = envelope::<TaskResult>(body(&message)?, "TaskResult")?;
         execute(baton, result.detail.command()?).await

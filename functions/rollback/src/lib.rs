@@ -3,13 +3,13 @@
 //! workers can compensate; then one `RollbackRequested` per dependent, so a graph of any size is
 //! walked one edge per message. Reaching an unfinished dependent, it cancels it.
 
-use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent};
+use aws_lambda_events::sqs::SqsEvent;
 use baton_app::Baton;
 use baton_aws::inbound::{RollbackRequest, body, envelope};
-use baton_aws::lambda::{execute, for_each_message};
+use baton_aws::lambda::{Batch, execute, for_each_message};
 
 /// Handles a batch of `RollbackRequested` events.
-pub async fn handle(baton: &Baton, event: SqsEvent) -> SqsBatchResponse {
+pub async fn handle(baton: &Baton, event: SqsEvent) -> Batch {
     for_each_message(event, |message| async move {
         let request = envelope::<RollbackRequest>(body(&message)?, "RollbackRequested")?;
         execute(baton, request.detail.command(&request.id)).await

@@ -1,17 +1,20 @@
 //! `submit`: a `SubmitTask` event. Validates it (an invalid one is parked in the DLQ with every
 //! wrong field named), creates the task with an id derived from the event, so a redelivery
 //! creates nothing twice, and arms its timer when it is due within the timer window. An
-//! idempotency key already used with another payload parks the event in the DLQ too.
+//! idempotency key already used with another payload parks the event in the DLQ too. A
+//! submission redriven from the DLQ notes the redrive in its task's history.
 
-use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent};
+use aws_lambda_events::sqs::SqsEvent;
+use baton_app::dead_letters::redriven;
 use baton_app::{Baton, SubmitError};
+use baton_aws::dlq::redrive_of;
 use baton_aws::inbound::{Malformed, SubmitTask, body, envelope};
-use baton_aws::lambda::{MessageError, for_each_message};
-use baton_domain::TaskId;
+use baton_aws::lambda::{Batch, MessageError, for_each_message};
+use baton_domain::{Command, TaskId};
 use tracing::info;
 
 /// Handles a batch of `SubmitTask` events.
-pub async fn handle(baton: &Baton, event: SqsEvent) -> SqsBatchResponse {
+pub async fn handle(baton: &Baton, event: SqsEvent) -> Batch {
     for_each_message(event, |message| async move {
         let submission = envelope::<SubmitTask>(body(&message)?, "SubmitTask")?;
         let id = TaskId::derived(&submission.id, submission.time);
@@ -23,6 +26,12 @@ pub async fn handle(baton: &Baton, event: SqsEvent) -> SqsBatchResponse {
                     version = task.version, correlation_id = %task.correlation_id,
                     duplicate = submitted.duplicate, due_at = %task.due_at, "task submitted"
                 );
+                if let Some(redrive) = redrive_of(&message) {
+                    let note = Command::Note {
+                        cause: redriven(redrive),
+                    };
+                    baton.execute(&task.tenant, &task.id, &note).await?;
+                }
                 Ok(())
             }
             Err(SubmitError::Invalid(invalid)) => Err(MessageError::Malformed(Malformed::new(
