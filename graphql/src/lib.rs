@@ -8,6 +8,7 @@ mod flow;
 mod graph;
 pub mod limits;
 pub mod live;
+mod ops;
 mod types;
 
 use std::sync::{Arc, Mutex};
@@ -25,6 +26,7 @@ pub use baton_app::Caller;
 pub use flow::{KillSwitch, KillSwitchScope, ProjectStatus};
 pub use graph::{Lineage, LineageDirection, Provenance, RollbackPreview};
 pub use limits::{LIMITS, Limits};
+pub use ops::{DeadLetterQueues, DlqClass, DlqStats, REDRIVE_BUDGET, RedriveFilter, RedriveResult};
 pub use types::{HistoryEntry, SubmitTaskInput, Task, TaskConnection, TaskStatus};
 
 use flow::ProjectControl;
@@ -36,10 +38,12 @@ pub type BatonSchema = Schema<QueryRoot, MutationRoot, SubscriptionRoot>;
 pub const MAX_PAGE: i32 = 100;
 
 /// How the schema is served.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Clone, Default)]
 pub struct Options {
     /// Whether clients may introspect the schema (on in the local stage only).
     pub introspection: bool,
+    /// The DLQs `dlqStats` and `redriveDlq` work on; without them they answer `UNAVAILABLE`.
+    pub dead_letters: Option<DeadLetterQueues>,
 }
 
 fn builder() -> SchemaBuilder<QueryRoot, MutationRoot, SubscriptionRoot> {
@@ -48,8 +52,11 @@ fn builder() -> SchemaBuilder<QueryRoot, MutationRoot, SubscriptionRoot> {
 
 /// Builds the schema over `baton`, with every limit in [`LIMITS`] on and field suggestions off.
 pub fn schema(baton: Baton, options: Options) -> BatonSchema {
-    let schema = builder()
-        .data(baton)
+    let mut schema = builder().data(baton);
+    if let Some(dead_letters) = options.dead_letters {
+        schema = schema.data(dead_letters);
+    }
+    let schema = schema
         .extension(LIMITS)
         .disable_suggestions()
         .limit_recursive_depth(LIMITS.depth * 4);
@@ -265,6 +272,12 @@ impl QueryRoot {
         graph::produced_by(ctx, model, since, until, first, after).await
     }
 
+    /// What every DLQ holds: depth, oldest age, and letters grouped by failure class, tier and
+    /// project. Needs the `baton:admin` scope.
+    async fn dlq_stats(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<DlqStats>> {
+        ops::dlq_stats(ctx).await
+    }
+
     /// Every transition of one of the caller's tasks, oldest first.
     async fn task_history(
         &self,
@@ -351,6 +364,22 @@ impl MutationRoot {
         reason: Option<String>,
     ) -> async_graphql::Result<Task> {
         graph::request_rollback(ctx, &task_id, reason).await
+    }
+
+    /// Moves the letters of `queue`'s DLQ that match `filter` back to `queue`, at most
+    /// `ratePerSecond` (1 to 100, default 10), noting the redrive in each task's history; the
+    /// others stay. `dryRun` lists what would move. One call runs up to 20 s (`complete: false`
+    /// then: call again). Stopped at any point, it loses nothing: a letter leaves the DLQ only
+    /// once it is back in its queue. Needs the `baton:admin` scope.
+    async fn redrive_dlq(
+        &self,
+        ctx: &Context<'_>,
+        queue: String,
+        #[graphql(default)] filter: RedriveFilter,
+        rate_per_second: Option<i32>,
+        #[graphql(default)] dry_run: bool,
+    ) -> async_graphql::Result<RedriveResult> {
+        ops::redrive_dlq(ctx, queue, filter, rate_per_second, dry_run).await
     }
 
     /// Stops every dispatch in scope at once: due tasks stay Scheduled until it is disengaged;

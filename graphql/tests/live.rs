@@ -34,12 +34,7 @@ fn world() -> World {
     let connections = Arc::new(MemoryConnections::default());
     let live = Live::new(
         baton.clone(),
-        schema(
-            baton.clone(),
-            Options {
-                introspection: false,
-            },
-        ),
+        schema(baton.clone(), Options::default()),
         connections.clone(),
         push.clone(),
         Some(Verifier::hs256(SECRET, "iss", "aud")),

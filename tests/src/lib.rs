@@ -729,3 +729,189 @@ impl LiveClient {
         self.next(quiet).await.is_err()
     }
 }
+
+/// A queue with its DLQ (parked after `max_receive_count` deliveries), as the template makes
+/// them, for tests of parking and redrive. [`Letters::deliver`] hands messages to a handler the
+/// way the event source mapping does: received from the queue, with their attributes.
+pub struct Letters {
+    sqs: aws_sdk_sqs::Client,
+    /// The queue's URL.
+    pub source_url: String,
+    /// Its ARN.
+    pub source_arn: String,
+    /// Its DLQ's URL.
+    pub dlq_url: String,
+}
+
+impl Letters {
+    /// A fresh queue named `{prefix}-…` and its DLQ.
+    pub async fn new(prefix: &str, max_receive_count: u32) -> Result<Self> {
+        let sdk = emulator().await;
+        let sqs = aws_sdk_sqs::Client::new(&sdk);
+        let name = unique(prefix);
+        let dlq_url = create_queue(&sqs, &format!("{name}-dlq")).await?;
+        let policy = json!({"deadLetterTargetArn": queue_arn(&sqs, &dlq_url).await?,
+            "maxReceiveCount": max_receive_count});
+        let created = sqs
+            .create_queue()
+            .queue_name(&name)
+            .attributes(
+                aws_sdk_sqs::types::QueueAttributeName::RedrivePolicy,
+                policy.to_string(),
+            )
+            .send()
+            .await?;
+        let source_url = created.queue_url.context("CreateQueue returned no URL")?;
+        let source_arn = queue_arn(&sqs, &source_url).await?;
+        Ok(Self {
+            sqs,
+            source_url,
+            source_arn,
+            dlq_url,
+        })
+    }
+
+    /// The DLQ adapter over this pair, under the queue name `queue`.
+    pub fn dead_letters(&self, queue: &str) -> baton_aws::dlq::SqsDeadLetters {
+        let pair = baton_aws::dlq::QueuePair {
+            dlq: self.dlq_url.clone(),
+            source: self.source_url.clone(),
+        };
+        baton_aws::dlq::SqsDeadLetters::new(
+            self.sqs.clone(),
+            [(queue.to_owned(), pair)].into_iter().collect(),
+        )
+    }
+
+    /// Sends `bodies` to the queue.
+    pub async fn send(&self, bodies: &[String]) -> Result<()> {
+        for body in bodies {
+            self.sqs
+                .send_message()
+                .queue_url(&self.source_url)
+                .message_body(body)
+                .send()
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Receives up to `max` messages from the queue as an event source mapping batch (message
+    /// attributes, receive count, source ARN); they stay in flight for `visibility` seconds, so
+    /// a failed one comes back as the mapping would see it.
+    pub async fn deliver(&self, max: usize, visibility: i32) -> Result<SqsEvent> {
+        let mut records = Vec::new();
+        while records.len() < max {
+            let output = self
+                .sqs
+                .receive_message()
+                .queue_url(&self.source_url)
+                .max_number_of_messages((max - records.len()).min(10) as i32)
+                .visibility_timeout(visibility)
+                .message_system_attribute_names(aws_sdk_sqs::types::MessageSystemAttributeName::All)
+                .message_attribute_names("All")
+                .send()
+                .await?;
+            let messages = output.messages();
+            if messages.is_empty() {
+                break;
+            }
+            for message in messages {
+                let attributes: HashMap<String, String> = message
+                    .attributes()
+                    .into_iter()
+                    .flatten()
+                    .map(|(k, v)| (k.as_str().to_owned(), v.clone()))
+                    .collect();
+                let message_attributes: serde_json::Map<String, Value> = message
+                    .message_attributes()
+                    .into_iter()
+                    .flatten()
+                    .map(|(k, v)| {
+                        let value = json!({"stringValue": v.string_value(),
+                            "dataType": v.data_type(), "stringListValues": [], "binaryListValues": []});
+                        (k.clone(), value)
+                    })
+                    .collect();
+                records.push(json!({
+                    "messageId": message.message_id(),
+                    "receiptHandle": message.receipt_handle(),
+                    "body": message.body(),
+                    "attributes": attributes,
+                    "messageAttributes": message_attributes,
+                    "eventSource": "aws:sqs",
+                    "eventSourceARN": self.source_arn,
+                    "awsRegion": "us-east-1",
+                }));
+            }
+        }
+        Ok(serde_json::from_value(json!({ "Records": records }))?)
+    }
+
+    /// Acknowledges what a handler settled: deletes every delivered message it did not fail.
+    pub async fn acknowledge(
+        &self,
+        batch: &SqsEvent,
+        response: &aws_lambda_events::sqs::SqsBatchResponse,
+    ) -> Result<()> {
+        for record in &batch.records {
+            let failed = response
+                .batch_item_failures
+                .iter()
+                .any(|f| Some(&f.item_identifier) == record.message_id.as_ref());
+            if !failed && let Some(handle) = &record.receipt_handle {
+                self.sqs
+                    .delete_message()
+                    .queue_url(&self.source_url)
+                    .receipt_handle(handle)
+                    .send()
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// How many messages a queue holds, visible and in flight.
+    pub async fn count(&self, url: &str) -> Result<u64> {
+        use aws_sdk_sqs::types::QueueAttributeName as Name;
+        let output = self
+            .sqs
+            .get_queue_attributes()
+            .queue_url(url)
+            .attribute_names(Name::ApproximateNumberOfMessages)
+            .attribute_names(Name::ApproximateNumberOfMessagesNotVisible)
+            .send()
+            .await?;
+        let count = |name: Name| -> u64 {
+            output
+                .attributes()
+                .and_then(|a| a.get(&name))
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(0)
+        };
+        Ok(count(Name::ApproximateNumberOfMessages)
+            + count(Name::ApproximateNumberOfMessagesNotVisible))
+    }
+
+    /// Deletes both queues.
+    pub async fn teardown(self) -> Result<()> {
+        for url in [&self.source_url, &self.dlq_url] {
+            self.sqs.delete_queue().queue_url(url).send().await?;
+        }
+        Ok(())
+    }
+}
+
+async fn queue_arn(sqs: &aws_sdk_sqs::Client, url: &str) -> Result<String> {
+    sqs.get_queue_attributes()
+        .queue_url(url)
+        .attribute_names(aws_sdk_sqs::types::QueueAttributeName::QueueArn)
+        .send()
+        .await?
+        .attributes()
+        .and_then(|a| {
+            a.get(&aws_sdk_sqs::types::QueueAttributeName::QueueArn)
+                .cloned()
+        })
+        .context("queue has no ARN")
+}

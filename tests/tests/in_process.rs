@@ -318,12 +318,7 @@ fn token_as(tenant: &str, admin: bool) -> String {
 /// The gateway over the sandbox: connections in its table, pushes kept in memory.
 async fn gateway(sandbox: &Sandbox) -> (baton_fn_graphql::Gateway, Arc<MemoryPush>) {
     let sdk = baton_tests::emulator().await;
-    let schema = baton_graphql::schema(
-        sandbox.baton.clone(),
-        baton_graphql::Options {
-            introspection: false,
-        },
-    );
+    let schema = baton_graphql::schema(sandbox.baton.clone(), baton_graphql::Options::default());
     let verifier = Some(Verifier::hs256(SECRET, "baton-test", "baton"));
     let connections = Arc::new(baton_aws::DynamoConnections::new(
         aws_sdk_dynamodb::Client::new(&sdk),
@@ -341,6 +336,11 @@ async fn gateway(sandbox: &Sandbox) -> (baton_fn_graphql::Gateway, Arc<MemoryPus
         schema,
         live,
         verifier,
+        baton: sandbox.baton.clone(),
+        queues: Arc::new(baton_aws::dlq::SqsDeadLetters::new(
+            aws_sdk_sqs::Client::new(&sdk),
+            Default::default(),
+        )),
     };
     (gateway, push)
 }

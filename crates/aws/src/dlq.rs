@@ -303,12 +303,12 @@ impl SqsDeadLetters {
 
     /// The DLQs the template lists in `DEAD_LETTER_QUEUES`:
     /// `{"submit": {"dlq": url, "source": url}, ...}`.
-    pub fn from_env(client: Client) -> Result<Self, MissingSetting> {
+    pub fn from_env(sdk: &aws_config::SdkConfig) -> Result<Self, MissingSetting> {
         let queues = std::env::var("DEAD_LETTER_QUEUES")
             .ok()
             .and_then(|json| serde_json::from_str(&json).ok())
             .ok_or(MissingSetting("DEAD_LETTER_QUEUES"))?;
-        Ok(Self::new(client, queues))
+        Ok(Self::new(Client::new(sdk), queues))
     }
 
     /// Every queue URL, sources and DLQs, for readiness checks.

@@ -1,17 +1,21 @@
 //! The `graphql` gateway. Behind an API Gateway HTTP API (payload v2): POST `/graphql` runs
-//! GraphQL requests, GET serves GraphiQL. Behind an API Gateway WebSocket API: `$connect`,
+//! GraphQL requests, GET serves GraphiQL, GET `/health` answers that the function runs and GET
+//! `/ready` whether the table and every queue answer, with the global kill switch's state. Behind an API Gateway WebSocket API: `$connect`,
 //! messages and `$disconnect` of graphql-transport-ws subscriptions. The caller comes from the
 //! JWT authorizer's claims when one ran, else from a bearer token verified here.
 
 use std::sync::Arc;
 
+use async_graphql::futures_util::future::join_all;
 use async_graphql::http::GraphiQLSource;
 use async_graphql::{BatchRequest, ServerError};
 use aws_lambda_events::apigw::ApiGatewayWebsocketProxyRequestContext;
-use baton_app::{Caller, SystemClock};
+use baton_app::{Baton, Caller, SystemClock};
+use baton_aws::dlq::SqsDeadLetters;
+use baton_domain::Scope;
 use baton_graphql::auth::{AuthError, Verifier, bearer, caller_from_claims};
 use baton_graphql::live::{Connect, Handshake, Live};
-use baton_graphql::{BatonSchema, LIMITS, Options, limits};
+use baton_graphql::{BatonSchema, DeadLetterQueues, LIMITS, Options, limits};
 use lambda_http::http::{Method, StatusCode, header};
 use lambda_http::request::RequestContext;
 use lambda_http::{Body, Error, Request, RequestExt, Response};
@@ -27,6 +31,10 @@ pub struct Gateway {
     pub live: Live,
     /// Checks bearer tokens where no authorizer did.
     pub verifier: Option<Verifier>,
+    /// The service, for readiness.
+    pub baton: Baton,
+    /// The queues and DLQs readiness checks.
+    pub queues: Arc<SqsDeadLetters>,
 }
 
 /// The gateway as the template configures it: the service, connections and pushes from the
@@ -36,14 +44,28 @@ pub async fn gateway_from_env() -> Result<Gateway, Error> {
     let settings = baton_aws::Settings::from_env()?;
     let baton = baton_aws::baton(&sdk, &settings, Arc::new(SystemClock));
     let introspection = std::env::var("GRAPHQL_INTROSPECTION").is_ok_and(|v| v == "true");
-    let schema = baton_graphql::schema(baton.clone(), Options { introspection });
+    let queues = Arc::new(SqsDeadLetters::from_env(&sdk)?);
+    let dead_letters: DeadLetterQueues = queues.clone();
+    let options = Options {
+        introspection,
+        dead_letters: Some(dead_letters),
+    };
+    let schema = baton_graphql::schema(baton.clone(), options);
     let verifier = Verifier::from_env()?;
     let (connections, push) = baton_aws::live(&sdk, &settings)?;
-    let live = Live::new(baton, schema.clone(), connections, push, verifier.clone());
+    let live = Live::new(
+        baton.clone(),
+        schema.clone(),
+        connections,
+        push,
+        verifier.clone(),
+    );
     Ok(Gateway {
         schema,
         live,
         verifier,
+        baton,
+        queues,
     })
 }
 
@@ -52,7 +74,14 @@ pub async fn handle(gateway: &Gateway, request: Request) -> Result<Response<Body
     if let RequestContext::WebSocket(context) = request.request_context() {
         return websocket(gateway, &context, &request).await;
     }
+    let path = request.uri().path();
     match *request.method() {
+        Method::GET if path.ends_with("/health") => respond(
+            StatusCode::OK,
+            "application/json",
+            json!({"status": "ok"}).to_string(),
+        ),
+        Method::GET if path.ends_with("/ready") => ready(gateway).await,
         Method::GET => respond(
             StatusCode::OK,
             "text/html; charset=utf-8",
@@ -65,6 +94,45 @@ pub async fn handle(gateway: &Gateway, request: Request) -> Result<Response<Body
             "use GET or POST".to_owned(),
         ),
     }
+}
+
+/// Readiness: the table answers (reading the global kill switch), and so does every queue and
+/// DLQ. The switch's state is reported; engaged, the stack is still ready (it serves and
+/// queues), it only starts nothing.
+async fn ready(gateway: &Gateway) -> Result<Response<Body>, Error> {
+    let switch = gateway.baton.kill_switch(&Scope::Global).await;
+    let urls: Vec<&str> = gateway.queues.urls().collect();
+    let checks = join_all(urls.iter().map(|url| gateway.queues.reachable(url))).await;
+    let unreachable: Vec<&str> = urls
+        .iter()
+        .zip(&checks)
+        .filter(|(_, check)| check.is_err())
+        .map(|(url, _)| *url)
+        .collect();
+    let table = match &switch {
+        Ok(_) => json!({"ok": true}),
+        Err(infra) => {
+            error!(error = ?infra, "readiness: the table does not answer");
+            json!({"ok": false, "error": infra.operation})
+        }
+    };
+    let kill_switch = match &switch {
+        // A missing switch stops every dispatch, as an engaged one does.
+        Ok(state) => json!({"engaged": state.as_ref().is_none_or(|s| s.engaged)}),
+        Err(_) => Value::Null,
+    };
+    let ok = switch.is_ok() && unreachable.is_empty();
+    let body = json!({
+        "ready": ok,
+        "table": table,
+        "queues": {"ok": unreachable.is_empty(), "checked": urls.len(), "unreachable": unreachable},
+        "killSwitch": kill_switch,
+    });
+    let status = match ok {
+        true => StatusCode::OK,
+        false => StatusCode::SERVICE_UNAVAILABLE,
+    };
+    respond(status, "application/json", body.to_string())
 }
 
 fn errors(status: StatusCode, errors: &[ServerError]) -> Result<Response<Body>, Error> {
