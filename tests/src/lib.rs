@@ -915,3 +915,97 @@ async fn queue_arn(sqs: &aws_sdk_sqs::Client, url: &str) -> Result<String> {
         })
         .context("queue has no ARN")
 }
+
+/// A small HTTP/1.1 server on loopback for the HTTP executor's tests and `make demo`:
+///
+/// | path | answer |
+/// |---|---|
+/// | `/ok` | 200 `{"ok":true}` |
+/// | `/echo` | 200 with the request's body |
+/// | `/flaky/{key}` | 500 the first time for each key, 200 after |
+/// | `/fail` | 500 always |
+/// | `/slow` | 200 after 3 s |
+/// | `/big` | 200 with a 256 KiB body |
+pub struct TestServer {
+    /// `http://127.0.0.1:{port}`.
+    pub url: String,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl TestServer {
+    /// Starts a server on a free port (`port` 0) or on `port`.
+    pub async fn start(port: u16) -> Result<Self> {
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
+        let url = format!("http://{}", listener.local_addr()?);
+        let seen: Arc<std::sync::Mutex<HashMap<String, u32>>> = Arc::default();
+        let task = tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                tokio::spawn(serve(stream, seen.clone()));
+            }
+        });
+        Ok(Self { url, task })
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Answers one request on `stream`, then closes it.
+async fn serve(stream: tokio::net::TcpStream, seen: Arc<std::sync::Mutex<HashMap<String, u32>>>) {
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+    let mut reader = BufReader::new(stream);
+    let mut line = String::new();
+    if reader.read_line(&mut line).await.is_err() {
+        return;
+    }
+    let path = line.split_whitespace().nth(1).unwrap_or("/").to_owned();
+    let mut length = 0;
+    loop {
+        let mut header = String::new();
+        if reader.read_line(&mut header).await.unwrap_or(0) == 0 || header.trim().is_empty() {
+            break;
+        }
+        if let Some((name, value)) = header.split_once(':')
+            && name.eq_ignore_ascii_case("content-length")
+        {
+            length = value.trim().parse().unwrap_or(0);
+        }
+    }
+    let mut body = vec![0; length];
+    if reader.read_exact(&mut body).await.is_err() {
+        return;
+    }
+    let (status, answer) = match path.as_str() {
+        "/ok" => (200, br#"{"ok":true}"#.to_vec()),
+        "/echo" => (200, body),
+        "/fail" => (500, b"always failing".to_vec()),
+        "/slow" => {
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            (200, b"late".to_vec())
+        }
+        "/big" => (200, vec![b'x'; 256 * 1024]),
+        flaky if flaky.starts_with("/flaky/") => {
+            let calls = {
+                let mut seen = seen.lock().unwrap();
+                let calls = seen.entry(flaky.to_owned()).or_default();
+                *calls += 1;
+                *calls
+            };
+            match calls {
+                1 => (500, b"try again".to_vec()),
+                _ => (200, br#"{"ok":true}"#.to_vec()),
+            }
+        }
+        _ => (404, b"no such path".to_vec()),
+    };
+    let head = format!(
+        "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+        answer.len()
+    );
+    let mut stream = reader.into_inner();
+    let _ = stream.write_all(head.as_bytes()).await;
+    let _ = stream.write_all(&answer).await;
+}

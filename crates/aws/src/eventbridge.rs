@@ -4,7 +4,7 @@ use aws_sdk_eventbridge::types::PutEventsRequestEntry;
 use baton_app::{EventBus, InfraError};
 use baton_domain::{Cascade, ControlEvent, Event, Step};
 
-use crate::inbound::{RollbackRequest, TaskRequest};
+use crate::inbound::{RollbackRequest, TaskRequest, TaskResult};
 
 /// The `source` of every event Baton publishes.
 pub const SOURCE: &str = "baton";
@@ -29,6 +29,14 @@ impl EventBridgeBus {
 }
 
 impl EventBridgeBus {
+    /// Puts a worker's `TaskResult` on the bus from `source`, as any worker does.
+    pub async fn report(&self, source: &str, result: &TaskResult) -> Result<(), InfraError> {
+        let resource = format!("baton:task:{}", result.task_id);
+        let mut entry = self.entry("TaskResult", result, resource)?;
+        entry.source = Some(source.to_owned());
+        self.put(vec![entry]).await
+    }
+
     fn entry(
         &self,
         detail_type: &str,

@@ -99,6 +99,25 @@ pub struct StatusChange {
     pub version: u64,
 }
 
+/// `TaskReady`, as a worker reads it: which attempt of which task to run, with what input, by
+/// when.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct Ready {
+    /// The task's owner.
+    pub tenant: Tenant,
+    /// The task.
+    pub task_id: TaskId,
+    /// The attempt to run; the result names it.
+    pub attempt: u32,
+    /// The task's input.
+    #[serde(default)]
+    pub input: serde_json::Value,
+    /// When the attempt times out.
+    pub deadline: Option<chrono::DateTime<chrono::Utc>>,
+    /// The task's correlation id.
+    pub correlation_id: String,
+}
+
 /// Parses an SQS body holding one of Baton's lifecycle events (any outbound detail-type).
 pub fn status_change(body: &str) -> Result<Envelope<StatusChange>, Malformed> {
     let kinds = EventKind::ALL.map(EventKind::detail_type);
@@ -109,7 +128,7 @@ pub fn status_change(body: &str) -> Result<Envelope<StatusChange>, Malformed> {
 pub type SubmitTask = SubmitRequest;
 
 /// `TaskResult`: a worker's outcome for one attempt.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TaskResult {
     /// The task's owner.
     pub tenant: Tenant,
@@ -121,7 +140,7 @@ pub struct TaskResult {
     #[serde(flatten)]
     pub outcome: Outcome,
     /// How the result was produced; committed with it.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub provenance: Option<Provenance>,
 }
 
