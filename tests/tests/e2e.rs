@@ -805,7 +805,9 @@ async fn every_queue_has_its_dlq_and_every_event_the_code_consumes_is_routed_to_
 -> Result<()> {
     use aws_sdk_sqs::types::QueueAttributeName;
     let stack = Stack::deployed().await?;
-    for queue in ["Submit", "Result", "Cancel", "Rollback", "Due", "Notify"] {
+    for queue in [
+        "Submit", "Result", "Cancel", "Rollback", "Due", "Notify", "Http",
+    ] {
         let redrive = stack
             .queue_attribute(
                 &format!("{queue}QueueUrl"),
@@ -1104,5 +1106,179 @@ async fn unknown_or_foreign_dependencies_are_refused_by_name() -> Result<()> {
     assert_eq!(extensions["field"], "dependsOn");
     assert_eq!(extensions["reason"], "UNKNOWN_DEPENDENCY");
     assert_eq!(extensions["taskIds"], json!([mine, missing]));
+    stack.teardown().await
+}
+
+const HTTP_TASK: &str = "mutation($input: SubmitTaskInput!) { submitTask(input: $input) { id } }";
+
+/// Submits a task of tier `http` whose input is `request`; answers its id.
+async fn submit_http(stack: &Stack, tenant: &str, request: Value, extra: Value) -> Result<String> {
+    let mut input = json!({"projectId": "e2e-http", "name": "call", "tier": "http",
+        "input": request});
+    input
+        .as_object_mut()
+        .unwrap()
+        .extend(extra.as_object().unwrap().clone());
+    let data = graphql(stack, tenant, HTTP_TASK, json!({"input": input})).await?;
+    Ok(data["submitTask"]["id"].as_str().context("id")?.to_owned())
+}
+
+#[tokio::test]
+async fn http_tasks_run_in_the_built_in_executor_with_retries_timeouts_and_a_size_cap() -> Result<()>
+{
+    let stack = Stack::deployed().await?;
+    let server = baton_tests::TestServer::start(0).await?;
+    let tenant = unique("acme");
+    let retry = json!({"retry": {"maxAttempts": 2, "backoffSeconds": 1}});
+    let once = json!({"retry": {"maxAttempts": 1}});
+    let ok = submit_http(
+        &stack,
+        &tenant,
+        json!({"url": format!("{}/ok", server.url)}),
+        once.clone(),
+    )
+    .await?;
+    let flaky = format!("{}/flaky/{}", server.url, unique("k"));
+    let flaky = submit_http(&stack, &tenant, json!({"url": flaky}), retry).await?;
+    let slow = json!({"url": format!("{}/slow", server.url), "timeout_seconds": 1});
+    let slow = submit_http(&stack, &tenant, slow, once.clone()).await?;
+    let big = submit_http(
+        &stack,
+        &tenant,
+        json!({"url": format!("{}/big", server.url)}),
+        once,
+    )
+    .await?;
+
+    let done = task_reaches(&stack, &tenant, &ok, "SUCCEEDED").await?;
+    assert_eq!(done["output"]["status"], 200);
+    assert_eq!(done["output"]["body"], r#"{"ok":true}"#);
+    let retried = task_reaches(&stack, &tenant, &flaky, "SUCCEEDED").await?;
+    assert_eq!(
+        retried["attempt"], 2,
+        "500 on the first attempt, 200 on the retry"
+    );
+    for (id, code) in [(slow, "TIMEOUT"), (big, "RESPONSE_TOO_LARGE")] {
+        task_reaches(&stack, &tenant, &id, "FAILED").await?;
+        let failed = graphql(
+            &stack,
+            &tenant,
+            "query($id: ID!) { task(id: $id) { error { code } } }",
+            json!({"id": id}),
+        )
+        .await?;
+        assert_eq!(failed["task"]["error"]["code"], code);
+    }
+    stack.teardown().await
+}
+
+#[tokio::test]
+async fn the_correlation_id_of_a_submit_is_on_every_event_published_for_its_task() -> Result<()> {
+    let stack = Stack::deployed().await?;
+    let server = baton_tests::TestServer::start(0).await?;
+    let tenant = unique("acme");
+    let listener = stack
+        .listener(json!({"source": ["baton"], "detail": {"tenant": [tenant]}}))
+        .await?;
+    let correlation = unique("corr");
+    let id = submit_http(
+        &stack,
+        &tenant,
+        json!({"url": format!("{}/ok", server.url)}),
+        json!({"correlationId": correlation}),
+    )
+    .await?;
+    task_reaches(&stack, &tenant, &id, "SUCCEEDED").await?;
+    let mut events = next_ready(&listener, 3).await?;
+    events.sort_by_key(|e| e["version"].as_u64());
+    let kinds: Vec<&str> = events
+        .iter()
+        .map(|e| e["status"].as_str().unwrap_or(""))
+        .collect();
+    assert_eq!(kinds, ["SCHEDULED", "RUNNING", "SUCCEEDED"]);
+    for event in &events {
+        assert_eq!(event["task_id"], id.as_str());
+        assert_eq!(event["correlation_id"], correlation.as_str(), "{event}");
+    }
+    stack.teardown().await
+}
+
+const DLQ_STATS: &str = "{ dlqStats { queue depth classes { class count tier project reason } } }";
+const REDRIVE: &str =
+    "mutation($ids: [ID!]) { redriveDlq(queue: \"submit\", filter: {taskIds: $ids},
+    dryRun: true) { dryRun moved complete matched { class taskId reason } } }";
+
+#[tokio::test]
+async fn poison_lands_in_its_dlq_classified_and_an_operator_sees_and_lists_it_for_redrive()
+-> Result<()> {
+    let stack = Stack::deployed().await?;
+    let tenant = unique("acme");
+    let missing = uuid::Uuid::now_v7().to_string();
+    let poison = submission(
+        &tenant,
+        "gpu",
+        json!({"project": "ops", "depends_on": [missing]}),
+    );
+    stack.put_event("SubmitTask", &poison).await?;
+    let class = "SubmitTask/INVALID_DEPENDENCY";
+    let stats = eventually("the poison in dlqStats", PATIENCE, || async {
+        let data = graphql(&stack, &tenant, DLQ_STATS, json!({})).await?;
+        let submit = data["dlqStats"]
+            .as_array()
+            .context("dlqStats")?
+            .iter()
+            .find(|q| q["queue"] == "submit")
+            .cloned()
+            .context("the submit DLQ")?;
+        let found = submit["classes"].as_array().into_iter().flatten().any(|c| {
+            c["class"] == class && c["reason"].as_str().is_some_and(|r| r.contains(&missing))
+        });
+        Ok(found.then_some(data))
+    })
+    .await?;
+    let queues: Vec<&str> = stats["dlqStats"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|q| q["queue"].as_str())
+        .collect();
+    assert_eq!(
+        queues,
+        [
+            "cancel", "due", "http", "notify", "result", "rollback", "submit"
+        ]
+    );
+
+    // The letter names the task the submission would create; a dry run finds it by that id.
+    let letters = graphql(&stack, &tenant, "mutation { redriveDlq(queue: \"submit\", filter: {class: \"SubmitTask/INVALID_DEPENDENCY\"}, dryRun: true) { matched { taskId reason } } }", json!({})).await?;
+    let task_id = letters["redriveDlq"]["matched"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["reason"].as_str().is_some_and(|r| r.contains(&missing)))
+        .and_then(|l| l["taskId"].as_str())
+        .context("the poison's task id")?
+        .to_owned();
+    let dry = graphql(&stack, &tenant, REDRIVE, json!({"ids": [task_id]})).await?;
+    let dry = &dry["redriveDlq"];
+    assert_eq!(
+        (&dry["dryRun"], &dry["moved"], &dry["complete"]),
+        (&json!(true), &json!(0), &json!(true))
+    );
+    assert_eq!(dry["matched"].as_array().unwrap().len(), 1);
+    assert_eq!(dry["matched"][0]["class"], class);
+
+    // Health and readiness, without a token.
+    let base = stack.graphql_url().trim_end_matches("/graphql").to_owned();
+    let health: Value = reqwest::get(format!("{base}/health")).await?.json().await?;
+    assert_eq!(health["status"], "ok");
+    let ready = reqwest::get(format!("{base}/ready")).await?;
+    assert_eq!(ready.status(), 200);
+    let ready: Value = ready.json().await?;
+    assert_eq!(
+        (&ready["ready"], &ready["queues"]["checked"]),
+        (&json!(true), &json!(14))
+    );
+    assert_eq!(ready["killSwitch"]["engaged"], false);
     stack.teardown().await
 }
