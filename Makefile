@@ -3,13 +3,19 @@ SHELL := /bin/bash
 VENV := .venv
 DEV_STACK ?= baton-local
 
-.PHONY: dev test lint template check-domain unit sdl token package bench-graph emulator stop undeploy clean
+.PHONY: dev demo test lint template check-domain unit sdl token package bench-graph emulator stop undeploy clean
 
 ## dev: start the emulator if none answers, build and deploy every function as stage `local`
 dev: $(VENV)/.installed
 	./localstack/start.sh
 	./localstack/deploy.sh $(DEV_STACK) local
 	./localstack/print-dev.sh $(DEV_STACK)
+
+## demo: against the running `make dev` stack, a small workload of HTTP tasks through the built-in
+## executor (echo server on loopback, some failing, a dependency chain), with progress and a summary
+demo:
+	source localstack/env.sh && BATON_STACK_OUTPUTS="$$PWD/.build/$(DEV_STACK).outputs.json" \
+		cargo run --quiet -p baton-tests --bin demo
 
 ## test: formatting, lints, the domain purity check, unit tests, then the emulator tests
 test: $(VENV)/.installed lint template check-domain unit

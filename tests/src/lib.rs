@@ -517,6 +517,33 @@ impl Stack {
         )
     }
 
+    /// A GraphQL request to the stack's API as `tenant` (an operator): the whole response.
+    pub async fn graphql_response(
+        &self,
+        tenant: &str,
+        query: &str,
+        variables: Value,
+    ) -> Result<Value> {
+        Ok(reqwest::Client::new()
+            .post(self.graphql_url())
+            .bearer_auth(self.token(tenant))
+            .json(&json!({"query": query, "variables": variables}))
+            .send()
+            .await?
+            .error_for_status()?
+            .json()
+            .await?)
+    }
+
+    /// The `data` of a GraphQL request that must answer without errors.
+    pub async fn graphql(&self, tenant: &str, query: &str, variables: Value) -> Result<Value> {
+        let response = self.graphql_response(tenant, query, variables).await?;
+        if let Some(errors) = response.get("errors") {
+            bail!("GraphQL errors: {errors}");
+        }
+        Ok(response["data"].clone())
+    }
+
     /// Puts one event on the stack's bus, as an upstream system or worker would.
     pub async fn put_event(&self, detail_type: &str, detail: &Value) -> Result<()> {
         self.put_raw(detail_type, &detail.to_string()).await

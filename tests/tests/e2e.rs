@@ -17,24 +17,12 @@ async fn graphql_response(
     query: &str,
     variables: Value,
 ) -> Result<Value> {
-    Ok(reqwest::Client::new()
-        .post(stack.graphql_url())
-        .bearer_auth(stack.token(tenant))
-        .json(&json!({"query": query, "variables": variables}))
-        .send()
-        .await?
-        .error_for_status()?
-        .json()
-        .await?)
+    stack.graphql_response(tenant, query, variables).await
 }
 
 /// The `data` of a GraphQL response that must have no errors.
 async fn graphql(stack: &Stack, tenant: &str, query: &str, variables: Value) -> Result<Value> {
-    let response = graphql_response(stack, tenant, query, variables).await?;
-    if let Some(errors) = response.get("errors") {
-        bail!("GraphQL errors: {errors}");
-    }
-    Ok(response["data"].clone())
+    stack.graphql(tenant, query, variables).await
 }
 
 const TASK: &str = "query($id: ID!) { task(id: $id) { status version attempt output
