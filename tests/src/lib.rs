@@ -338,18 +338,7 @@ async fn subscribe(
     queue_url: &str,
     pattern: Value,
 ) -> Result<()> {
-    let arn = sqs
-        .get_queue_attributes()
-        .queue_url(queue_url)
-        .attribute_names(aws_sdk_sqs::types::QueueAttributeName::QueueArn)
-        .send()
-        .await?
-        .attributes()
-        .and_then(|a| {
-            a.get(&aws_sdk_sqs::types::QueueAttributeName::QueueArn)
-                .cloned()
-        })
-        .context("queue has no ARN")?;
+    let arn = queue_arn(sqs, queue_url).await?;
     events
         .put_rule()
         .name(rule)

@@ -188,34 +188,10 @@ impl Metrics for EmfMetrics {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-
     use baton_domain::{SubmitRequest, TaskId, decide};
 
     use super::*;
-
-    /// A writer tests can read back.
-    #[derive(Clone, Default)]
-    struct Captured(Arc<Mutex<Vec<u8>>>);
-
-    impl Write for Captured {
-        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(bytes);
-            Ok(bytes.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-
-    impl Captured {
-        fn lines(&self) -> Vec<Value> {
-            let text = String::from_utf8(self.0.lock().unwrap().clone()).unwrap();
-            text.lines()
-                .map(|line| serde_json::from_str(line).expect("one JSON object per line"))
-                .collect()
-        }
-    }
+    use crate::captured::Captured;
 
     /// Checks `line` against the EMF specification: `_aws.Timestamp` in epoch milliseconds,
     /// `CloudWatchMetrics` directives whose dimension sets name string members (at most 30

@@ -1,6 +1,8 @@
 //! Baton's AWS adapters: the only place an AWS SDK call is written. DynamoDB stores tasks,
 //! EventBridge carries events, SQS carries timers; [`lambda`] runs the functions' SQS batches.
 
+#[cfg(test)]
+mod captured;
 mod connections;
 pub mod dlq;
 mod dynamo;

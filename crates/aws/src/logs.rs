@@ -116,24 +116,10 @@ where
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-
     use tracing::{info, info_span, warn};
 
     use super::*;
-
-    #[derive(Clone, Default)]
-    struct Captured(Arc<Mutex<Vec<u8>>>);
-
-    impl Write for Captured {
-        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(bytes);
-            Ok(bytes.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
+    use crate::captured::Captured;
 
     #[test]
     fn every_line_in_a_task_span_carries_the_task_fields_at_the_top_level() {
@@ -156,11 +142,7 @@ mod tests {
             info!(version = 4_u64, "transition applied");
             warn!(error = ?"boom", "failed");
         });
-        let text = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
-        let lines: Vec<Value> = text
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect();
+        let lines = captured.lines();
         assert_eq!(lines.len(), 2);
         for line in &lines {
             for field in ["task_id", "tenant", "project", "version", "correlation_id"] {
