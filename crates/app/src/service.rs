@@ -147,7 +147,8 @@ pub struct Baton {
 }
 
 impl Baton {
-    /// Wires the service to its adapters; it reports no metrics until given [`Baton::with_metrics`].
+    /// Wires the service to its adapters. It reports no metrics until given
+    /// [`Baton::with_metrics`].
     pub fn new(
         store: Arc<dyn TaskStore>,
         bus: Arc<dyn EventBus>,
