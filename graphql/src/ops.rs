@@ -188,6 +188,12 @@ pub(crate) async fn redrive_dlq(
         other => other.map(Duration::seconds),
     };
     let rate = rate_per_second.unwrap_or(REDRIVE_RATE as i32);
+    let Ok(rate) = u32::try_from(rate) else {
+        return Err(invalid(
+            "ratePerSecond",
+            format!("must be 1 or more, not {rate}"),
+        ));
+    };
     let redrive = Redrive {
         queue,
         filter: LetterFilter {
@@ -195,7 +201,7 @@ pub(crate) async fn redrive_dlq(
             older_than,
             task_ids,
         },
-        rate_per_second: u32::try_from(rate).unwrap_or(0),
+        rate_per_second: rate,
         dry_run,
         budget: REDRIVE_BUDGET,
         hold: dead_letters::HOLD,
