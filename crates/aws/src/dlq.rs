@@ -239,8 +239,7 @@ impl Parking {
         let sent_at = message
             .attributes
             .get("SentTimestamp")
-            .and_then(|ms| ms.parse::<i64>().ok())
-            .and_then(|ms| Utc.timestamp_millis_opt(ms).single())
+            .and_then(|ms| epoch_millis(ms))
             .unwrap_or(now);
         let mut reason = reason.to_owned();
         if reason.len() > MAX_REASON {
@@ -270,6 +269,11 @@ impl Parking {
             .map_err(|e| InfraError::new("SQS SendMessage (park)", e))?;
         Ok(true)
     }
+}
+
+/// An SQS timestamp attribute (milliseconds since the epoch) as a time.
+fn epoch_millis(text: &str) -> Option<DateTime<Utc>> {
+    Utc.timestamp_millis_opt(text.parse().ok()?).single()
 }
 
 fn string_attribute(value: &str) -> Result<MessageAttributeValue, InfraError> {
@@ -338,14 +342,10 @@ impl SqsDeadLetters {
 }
 
 fn letter(message: aws_sdk_sqs::types::Message) -> Letter {
-    let attribute = |name: &MessageSystemAttributeName| {
-        message
-            .attributes()
-            .and_then(|a| a.get(name))
-            .and_then(|v| v.parse::<i64>().ok())
-    };
-    let first_sent = attribute(&MessageSystemAttributeName::SentTimestamp)
-        .and_then(|ms| Utc.timestamp_millis_opt(ms).single())
+    let first_sent = message
+        .attributes()
+        .and_then(|a| a.get(&MessageSystemAttributeName::SentTimestamp))
+        .and_then(|ms| epoch_millis(ms))
         .unwrap_or_else(Utc::now);
     let record = message
         .message_attributes()

@@ -62,34 +62,25 @@ impl EmfMetrics {
 
     /// A message of this function was malformed (`code`), whatever became of it.
     pub fn malformed(&self, code: &str) {
-        self.rejection(code);
+        self.per_function("Rejections", "reason", code);
     }
 
     /// This function parked a message in its DLQ, having failed it with `code`.
     pub fn dlq_sent(&self, code: &str) {
-        self.emit(Sample {
-            name: "DlqSends",
-            unit: "Count",
-            value: 1.0,
-            dimensions: vec![
-                ("function", self.function.clone()),
-                ("code", code.to_owned()),
-            ],
-            dimension_sets: &[&["function", "code"]],
-            task: None,
-        });
+        self.per_function("DlqSends", "code", code);
     }
 
-    fn rejection(&self, reason: &str) {
+    /// One count of `name` by (function, `dimension` = `value`).
+    fn per_function(&self, name: &'static str, dimension: &'static str, value: &str) {
         self.emit(Sample {
-            name: "Rejections",
+            name,
             unit: "Count",
             value: 1.0,
             dimensions: vec![
                 ("function", self.function.clone()),
-                ("reason", reason.to_owned()),
+                (dimension, value.to_owned()),
             ],
-            dimension_sets: &[&["function", "reason"]],
+            dimension_sets: &[&["function", dimension]],
             task: None,
         });
     }
@@ -182,7 +173,7 @@ impl Metrics for EmfMetrics {
     }
 
     fn rejected(&self, _command: &Command, rejection: &Rejection) {
-        self.rejection(rejection.code());
+        self.per_function("Rejections", "reason", rejection.code());
     }
 }
 
