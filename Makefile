@@ -3,7 +3,7 @@ SHELL := /bin/bash
 VENV := .venv
 DEV_STACK ?= baton-local
 
-.PHONY: dev demo test lint template check-domain unit sdl token package bench-graph emulator stop undeploy clean
+.PHONY: dev demo test lint template check-domain unit sdl token package bench bench-quick emulator stop undeploy clean
 
 ## dev: start the emulator if none answers, build and deploy every function as stage `local`
 dev: $(VENV)/.installed
@@ -52,10 +52,18 @@ package: $(VENV)/.installed
 	$(VENV)/bin/pip install --quiet -r infra/package-requirements.txt
 	./infra/package.sh
 
-## bench-graph: provenance lookup among 100,000 records and lineage of a 1,000-node graph, on the
-## emulator; prints a table and writes target/bench/graph.json
-bench-graph: $(VENV)/.installed
-	./localstack/bench-graph.sh
+## bench: release build, then every figure side by side in one run against the emulator: AWS
+## calls and $ per million lifecycles, throughput against the emulator's ceiling, latency through
+## API Gateway, cold init, arm64 package size, peak memory, task-graph lookups. Prints a table
+## and writes target/bench/report.json. Sizes: BENCH_TASKS, BENCH_CONCURRENCY, ... (see
+## tests/src/bin/bench/main.rs)
+bench: $(VENV)/.installed
+	./localstack/bench.sh
+
+## bench-quick: the same stages at small sizes on the dev build, as CI runs them (no figure is
+## asserted)
+bench-quick: $(VENV)/.installed
+	./localstack/bench.sh --quick
 
 ## token: mint a bearer token for the local stage, e.g. `make token TENANT=acme` (`ADMIN=1`: with
 ## the baton:admin scope, for the global kill switch)

@@ -2,6 +2,7 @@
 # Builds every function as a native `bootstrap`, uploads the packages that changed to the
 # emulator's S3 (keys are content hashes, so an unchanged function keeps its key and is not
 # redeployed), and deploys infra/template.yaml as stack $1 with stage $2.
+# `BATON_PROFILE=release` builds and deploys release binaries (default: the dev profile).
 #
 #   localstack/deploy.sh STACK STAGE
 set -euo pipefail
@@ -13,10 +14,12 @@ BUCKET="${BATON_CODE_BUCKET:-baton-code}"
 mapfile -t FUNCTIONS <"$ROOT/infra/functions"
 case "$(uname -m)" in aarch64|arm64) ARCH=arm64 ;; *) ARCH=x86_64 ;; esac
 
-echo "building bootstraps (dev profile)"
+PROFILE="${BATON_PROFILE:-dev}"
+case "$PROFILE" in dev) TARGET_DIR=debug ;; *) TARGET_DIR="$PROFILE" ;; esac
+echo "building bootstraps ($PROFILE profile)"
 packages=()
 for f in "${FUNCTIONS[@]}"; do packages+=(-p "baton-fn-$f"); done
-(cd "$ROOT" && cargo build --quiet --bins "${packages[@]}")
+(cd "$ROOT" && cargo build --quiet --profile "$PROFILE" --bins "${packages[@]}")
 
 "$AWS" s3api head-bucket --bucket "$BUCKET" >/dev/null 2>&1 || "$AWS" s3 mb "s3://$BUCKET" >/dev/null
 
@@ -27,13 +30,13 @@ overrides=(Stage="$STAGE" Architecture="$ARCH" CodeBucket="$BUCKET"
   LogLevel="${BATON_LOG_LEVEL:-info}"
   JwtSecret="$BATON_JWT_SECRET" JwtIssuer="$BATON_JWT_ISSUER" JwtAudience="$BATON_JWT_AUDIENCE")
 for f in "${FUNCTIONS[@]}"; do
-  binary="$ROOT/target/debug/baton-fn-$f"
+  binary="$ROOT/target/$TARGET_DIR/baton-fn-$f"
   hash=$(sha256sum "$binary" | cut -c1-16)
   key="functions/$f-$hash.zip"
   if ! "$AWS" s3api head-object --bucket "$BUCKET" --key "$key" >/dev/null 2>&1; then
-    mkdir -p "$BUILD/package"
-    "$ROOT/.venv/bin/python" "$ROOT/localstack/package.py" "$binary" "$BUILD/package/$f.zip"
-    "$AWS" s3 cp --quiet "$BUILD/package/$f.zip" "s3://$BUCKET/$key"
+    mkdir -p "$BUILD/local"
+    "$ROOT/.venv/bin/python" "$ROOT/localstack/package.py" "$binary" "$BUILD/local/$f.zip"
+    "$AWS" s3 cp --quiet "$BUILD/local/$f.zip" "s3://$BUCKET/$key"
     echo "  uploaded $f ($hash)"
   fi
   param=$(echo "$f" | sed -E 's/(^|-)([a-z])/\U\2/g')CodeKey

@@ -86,6 +86,32 @@ pub fn eventbridge_event(detail_type: &str, id: &str, detail: Value) -> String {
     event.to_string()
 }
 
+/// A bearer token for `tenant` as an operator, signed with the local stack's settings
+/// (`BATON_JWT_*` from `localstack/env.sh`).
+pub fn token(tenant: &str) -> String {
+    let var = |name: &str| std::env::var(name).unwrap_or_else(|_| panic!("{name} is not set"));
+    let caller = baton_app::Caller {
+        tenant: baton_domain::Tenant::parse(tenant).expect("a tenant name"),
+        subject: "e2e".to_owned(),
+        admin: true,
+    };
+    baton_graphql::auth::mint(
+        var("BATON_JWT_SECRET").as_bytes(),
+        &var("BATON_JWT_ISSUER"),
+        &var("BATON_JWT_AUDIENCE"),
+        &caller,
+        chrono::Duration::hours(1),
+    )
+}
+
+/// A GraphQL POST as API Gateway's HTTP API hands it to the gateway function, with `token`.
+pub fn http_api_request(token: &str, body: &Value) -> Value {
+    let mut request = fixture("apigw-v2-post-graphql.json");
+    request["headers"]["authorization"] = json!(format!("Bearer {token}"));
+    request["body"] = json!(body.to_string());
+    request
+}
+
 /// A fixture file from `tests/fixtures`, parsed.
 pub fn fixture(name: &str) -> Value {
     let path = format!("{ROOT}/tests/fixtures/{name}");
@@ -192,6 +218,14 @@ pub struct Sandbox {
 impl Sandbox {
     /// Creates a fresh set of resources.
     pub async fn new() -> Result<Self> {
+        Self::with_clients(baton_aws::Clients::new).await
+    }
+
+    /// [`Sandbox::new`] with the service's SDK clients built by `clients` (to count or disturb
+    /// its calls); the sandbox's own calls use plain clients.
+    pub async fn with_clients(
+        clients: impl FnOnce(&SdkConfig) -> baton_aws::Clients,
+    ) -> Result<Self> {
         let sdk = emulator().await;
         let name = unique("sandbox");
         let sqs = aws_sdk_sqs::Client::new(&sdk);
@@ -220,7 +254,7 @@ impl Sandbox {
             due_queue_url,
         };
         let clock = Arc::new(ManualClock::new(chrono::Utc::now()));
-        let baton = baton_aws::baton(&sdk, &settings, clock.clone());
+        let baton = baton_aws::baton_on(clients(&sdk), &settings, clock.clone());
         Ok(Self {
             baton,
             clock,
@@ -491,19 +525,7 @@ impl Stack {
 
     /// A bearer token for `tenant`, signed as the local stack expects (`localstack/env.sh`).
     pub fn token(&self, tenant: &str) -> String {
-        let var = |name: &str| std::env::var(name).unwrap_or_else(|_| panic!("{name} is not set"));
-        let caller = baton_app::Caller {
-            tenant: baton_domain::Tenant::parse(tenant).expect("a tenant name"),
-            subject: "e2e".to_owned(),
-            admin: true,
-        };
-        baton_graphql::auth::mint(
-            var("BATON_JWT_SECRET").as_bytes(),
-            &var("BATON_JWT_ISSUER"),
-            &var("BATON_JWT_AUDIENCE"),
-            &caller,
-            chrono::Duration::hours(1),
-        )
+        token(tenant)
     }
 
     /// A GraphQL request to the stack's API as `tenant` (an operator): the whole response.
@@ -665,6 +687,11 @@ pub struct WorkerQueue {
 }
 
 impl WorkerQueue {
+    /// The queue's URL.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
     /// Waits for the next `TaskReady` detail, up to `limit`.
     pub async fn next_ready(&self, limit: Duration) -> Result<Value> {
         eventually("a TaskReady event", limit, || async {

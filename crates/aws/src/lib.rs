@@ -59,21 +59,39 @@ pub async fn sdk_config() -> aws_config::SdkConfig {
     aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await
 }
 
+/// The SDK clients the service calls through.
+#[derive(Debug, Clone)]
+pub struct Clients {
+    /// Tasks, projects, switches.
+    pub dynamodb: aws_sdk_dynamodb::Client,
+    /// The bus.
+    pub eventbridge: aws_sdk_eventbridge::Client,
+    /// The due queue.
+    pub sqs: aws_sdk_sqs::Client,
+}
+
+impl Clients {
+    /// Each client built from `sdk` as it is.
+    pub fn new(sdk: &aws_config::SdkConfig) -> Self {
+        Self {
+            dynamodb: aws_sdk_dynamodb::Client::new(sdk),
+            eventbridge: aws_sdk_eventbridge::Client::new(sdk),
+            sqs: aws_sdk_sqs::Client::new(sdk),
+        }
+    }
+}
+
 /// The service wired to DynamoDB, EventBridge and SQS with the given clock.
 pub fn baton(sdk: &aws_config::SdkConfig, settings: &Settings, clock: Arc<dyn Clock>) -> Baton {
+    baton_on(Clients::new(sdk), settings, clock)
+}
+
+/// [`baton`] on clients built by the caller (with interceptors of its own, say).
+pub fn baton_on(clients: Clients, settings: &Settings, clock: Arc<dyn Clock>) -> Baton {
     Baton::new(
-        Arc::new(DynamoStore::new(
-            aws_sdk_dynamodb::Client::new(sdk),
-            &settings.table,
-        )),
-        Arc::new(EventBridgeBus::new(
-            aws_sdk_eventbridge::Client::new(sdk),
-            &settings.bus,
-        )),
-        Arc::new(SqsTimers::new(
-            aws_sdk_sqs::Client::new(sdk),
-            &settings.due_queue_url,
-        )),
+        Arc::new(DynamoStore::new(clients.dynamodb, &settings.table)),
+        Arc::new(EventBridgeBus::new(clients.eventbridge, &settings.bus)),
+        Arc::new(SqsTimers::new(clients.sqs, &settings.due_queue_url)),
         clock,
     )
 }

@@ -1,28 +1,24 @@
-//! The task-graph figures of the benchmark, against the emulator (a fresh sandbox table):
-//! provenance lookup of one task among `BENCH_PROVENANCE` (default 100,000) stored provenance
-//! records, and the lineage of a `BENCH_GRAPH` (default 1,000) node graph, downstream from its root
-//! and upstream from a leaf. Prints a table and writes `target/bench/graph.json`.
+//! The task-graph figures, against the emulator (a fresh sandbox table): provenance lookup of one
+//! task among `BENCH_PROVENANCE` (default 100,000) stored provenance records, and the lineage of
+//! a `BENCH_GRAPH` (default 1,000) node graph, downstream from its root and upstream from a leaf.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::{Context, Result};
 use aws_sdk_dynamodb::types::{PutRequest, WriteRequest};
 use baton_app::Direction;
 use baton_domain::{Command, Outcome, Provenance, Status, SubmitRequest, Task, TaskId};
 use baton_tests::Sandbox;
+use serde::Serialize;
 use serde_json::json;
+
+use crate::progress;
+use crate::stack::Percentiles;
 
 /// BatchWriteItem takes at most this many items.
 const BATCH: usize = 25;
 /// Seeding runs this many batches at once.
 const SEED_CONCURRENCY: usize = 8;
-
-fn setting(name: &str, default: usize) -> usize {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 fn request(depends_on: &[TaskId]) -> Result<SubmitRequest> {
     Ok(serde_json::from_value(json!({
@@ -60,25 +56,35 @@ fn succeeded(template: &Task, i: usize) -> Result<Task> {
     Ok(task)
 }
 
-fn percentile(sorted: &[Duration], p: f64) -> f64 {
-    let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[index].as_secs_f64() * 1000.0
+/// Provenance and lineage figures.
+#[derive(Debug, Clone, Serialize)]
+pub struct GraphFigures {
+    /// Provenance records stored.
+    pub records: usize,
+    /// Lookups timed.
+    pub lookups: usize,
+    /// One task's provenance among `records`, ms.
+    pub provenance_lookup: Percentiles,
+    /// Nodes in the graph.
+    pub nodes: usize,
+    /// Lineage downstream from the root, ms (20 runs).
+    pub lineage_downstream: Percentiles,
+    /// Lineage upstream from a leaf, ms (20 runs).
+    pub lineage_upstream: Percentiles,
+    /// Seeding the records, s.
+    pub seed_seconds: f64,
+    /// Submitting the graph through the service, s.
+    pub graph_submit_seconds: f64,
 }
 
-fn summary(mut samples: Vec<Duration>) -> (f64, f64, f64) {
-    samples.sort();
-    (
-        percentile(&samples, 0.5),
-        percentile(&samples, 0.95),
-        percentile(&samples, 0.99),
-    )
+fn ms(samples: Vec<std::time::Duration>) -> Percentiles {
+    Percentiles::of(samples.iter().map(|d| d.as_secs_f64() * 1000.0).collect())
 }
 
-#[tokio::main]
-async fn main() -> Result<()> {
-    let records = setting("BENCH_PROVENANCE", 100_000);
-    let nodes = setting("BENCH_GRAPH", 1_000);
-    let lookups = setting("BENCH_LOOKUPS", 500);
+/// Seeds `records` provenance records and a `nodes`-node tree, then times `lookups` provenance
+/// lookups and 20 lineage walks each way.
+pub async fn measure(records: usize, nodes: usize, lookups: usize) -> Result<GraphFigures> {
+    progress(&format!("graph: seeding {records} provenance records"));
     let sandbox = Sandbox::new().await?;
     let dynamodb = aws_sdk_dynamodb::Client::new(&baton_tests::emulator().await);
     let template = Task::submitted(
@@ -144,7 +150,9 @@ async fn main() -> Result<()> {
         }
         seeded += group.iter().map(Vec::len).sum::<usize>();
         if seeded % 10_000 < BATCH * SEED_CONCURRENCY {
-            eprintln!("seeded {seeded}/{records} provenance records");
+            progress(&format!(
+                "graph: seeded {seeded}/{records} provenance records"
+            ));
         }
     }
     let seed_time = started.elapsed();
@@ -163,8 +171,7 @@ async fn main() -> Result<()> {
         samples.push(started.elapsed());
         anyhow::ensure!(task.provenance.is_some(), "task {id} lost its provenance");
     }
-    let provenance = summary(samples);
-    eprintln!("provenance lookups done");
+    let provenance_lookup = ms(samples);
 
     // 3. A graph of `nodes` tasks submitted through the service: a tree, fan-out 10.
     let started = Instant::now();
@@ -175,7 +182,7 @@ async fn main() -> Result<()> {
         sandbox.baton.submit(&request(&parent)?, id).await?;
         graph.push(id);
         if (i + 1) % 250 == 0 {
-            eprintln!("submitted {}/{nodes} graph tasks", i + 1);
+            progress(&format!("graph: submitted {}/{nodes} graph tasks", i + 1));
         }
     }
     let graph_time = started.elapsed();
@@ -198,41 +205,15 @@ async fn main() -> Result<()> {
         up.push(started.elapsed());
     }
     anyhow::ensure!(found == nodes, "lineage found {found} of {nodes} tasks");
-    let (down, up) = (summary(down), summary(up));
-
-    println!("Baton graph benchmark (emulator, one sandbox table, dev build of the client)");
-    println!("| figure | p50 ms | p95 ms | p99 ms | goal |");
-    println!("|---|---|---|---|---|");
-    println!(
-        "| provenance lookup, 1 of {records} records ({lookups} lookups) | {:.1} | {:.1} | {:.1} | p95 ≤ 50 ms |",
-        provenance.0, provenance.1, provenance.2
-    );
-    println!(
-        "| lineage downstream of a {nodes}-node tree (fan-out 10), 20 runs | {:.1} | {:.1} | {:.1} | — |",
-        down.0, down.1, down.2
-    );
-    println!(
-        "| lineage upstream of a leaf, 20 runs | {:.1} | {:.1} | {:.1} | — |",
-        up.0, up.1, up.2
-    );
-    println!(
-        "seeding {records} records took {:.1} s; submitting the {nodes}-node graph {:.1} s",
-        seed_time.as_secs_f64(),
-        graph_time.as_secs_f64()
-    );
-    let report = json!({
-        "provenance_lookup_ms": {"records": records, "lookups": lookups,
-            "p50": provenance.0, "p95": provenance.1, "p99": provenance.2, "goal_p95": 50},
-        "lineage_downstream_ms": {"nodes": nodes, "p50": down.0, "p95": down.1, "p99": down.2},
-        "lineage_upstream_ms": {"p50": up.0, "p95": up.1, "p99": up.2},
-        "seed_seconds": seed_time.as_secs_f64(),
-        "graph_submit_seconds": graph_time.as_secs_f64(),
-    });
-    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../target/bench");
-    std::fs::create_dir_all(dir)?;
-    std::fs::write(
-        format!("{dir}/graph.json"),
-        serde_json::to_string_pretty(&report)?,
-    )?;
-    sandbox.teardown().await
+    sandbox.teardown().await?;
+    Ok(GraphFigures {
+        records,
+        lookups,
+        provenance_lookup,
+        nodes,
+        lineage_downstream: ms(down),
+        lineage_upstream: ms(up),
+        seed_seconds: seed_time.as_secs_f64(),
+        graph_submit_seconds: graph_time.as_secs_f64(),
+    })
 }

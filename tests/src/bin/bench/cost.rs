@@ -1,0 +1,503 @@
+//! AWS calls and list cost per lifecycle. N tasks of each kind run through the functions'
+//! handlers in this process against a sandbox in the emulator, with the service's SDK clients
+//! counted by [`Calls`]; what the event source mappings, EventBridge's deliveries and the worker
+//! add is derived from the messages that moved, at the template's batch size.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use baton_app::Clock;
+use baton_graphql::live::Live;
+use baton_tests::{Sandbox, eventbridge_event, sqs_batch, unique};
+use futures_util::{StreamExt, TryStreamExt, stream};
+use serde::Serialize;
+use serde_json::{Value, json};
+
+use crate::calls::{Calls, Tallies};
+use crate::progress;
+
+/// AWS list prices used (us-east-1, on-demand, arm64), in $ per million units.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Prices {
+    /// DynamoDB on-demand write request unit.
+    pub dynamodb_write_unit: f64,
+    /// DynamoDB on-demand read request unit.
+    pub dynamodb_read_unit: f64,
+    /// SQS standard queue request (per 64 KB chunk).
+    pub sqs_request: f64,
+    /// EventBridge custom event published (per 64 KB chunk).
+    pub eventbridge_event: f64,
+    /// Lambda request.
+    pub lambda_request: f64,
+    /// Lambda arm64 compute, per million GB-seconds.
+    pub lambda_gb_second: f64,
+    /// Step Functions standard state transition, for comparison.
+    pub step_functions_transition: f64,
+}
+
+/// The prices the report states.
+pub const PRICES: Prices = Prices {
+    dynamodb_write_unit: 0.625,
+    dynamodb_read_unit: 0.125,
+    sqs_request: 0.40,
+    eventbridge_event: 1.00,
+    lambda_request: 0.20,
+    lambda_gb_second: 13.3334,
+    step_functions_transition: 25.0,
+};
+
+/// The template's event source mappings deliver up to this many messages per invocation; under
+/// load they fill.
+const ESM_BATCH: f64 = 10.0;
+/// The template's function memory, in GB.
+const MEMORY_GB: f64 = 0.125;
+/// The lifecycles counted.
+pub const KINDS: [Kind; 3] = [Kind::Immediate, Kind::Scheduled, Kind::Retried];
+
+/// A kind of lifecycle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Kind {
+    /// Due now: submit → ready → result → succeeded.
+    Immediate,
+    /// Due in 2 s: the same after the due timer.
+    Scheduled,
+    /// The first attempt fails, the retry (1 s backoff) succeeds.
+    Retried,
+}
+
+impl Kind {
+    fn extra(self) -> Value {
+        match self {
+            Kind::Immediate => json!({}),
+            Kind::Scheduled => json!({"delay_seconds": 2}),
+            Kind::Retried => json!({"retry": {"max_attempts": 2, "backoff_seconds": 1}}),
+        }
+    }
+
+    /// The outcome a worker reports for `attempt`.
+    fn outcome(self, attempt: u64) -> Value {
+        match (self, attempt) {
+            (Kind::Retried, 1) => {
+                json!({"status": "failed", "error": {"code": "FLAKY", "message": "try again"}})
+            }
+            _ => json!({"status": "succeeded", "output": {"ok": true}}),
+        }
+    }
+}
+
+/// Per lifecycle, one kind.
+#[derive(Debug, Clone, Serialize)]
+pub struct LifecycleCost {
+    /// The kind.
+    pub kind: Kind,
+    /// Lifecycles run.
+    pub lifecycles: usize,
+    /// Baton's own requests per lifecycle by `service.operation`, with the DynamoDB capacity
+    /// units (or EventBridge entries) they took.
+    pub baton_calls: BTreeMap<String, PerLifecycle>,
+    /// DynamoDB write request units per lifecycle.
+    pub write_units: f64,
+    /// DynamoDB read request units per lifecycle.
+    pub read_units: f64,
+    /// SQS requests per lifecycle: Baton's, EventBridge's deliveries, the mappings' receives and
+    /// deletes, the worker's.
+    pub sqs_requests: f64,
+    /// EventBridge events per lifecycle: Baton's and the client's and worker's.
+    pub events: f64,
+    /// Lambda invocations per lifecycle at full batches.
+    pub invocations: f64,
+    /// Lambda GB-seconds per lifecycle (handler time measured here, at the template's memory).
+    pub gb_seconds: f64,
+    /// $ per million lifecycles by part.
+    pub dollars: BTreeMap<&'static str, f64>,
+    /// $ per million lifecycles.
+    pub per_million: f64,
+    /// Step Functions standard, same number of transitions, $ per million.
+    pub step_functions_per_million: f64,
+}
+
+/// One operation's requests and units per lifecycle.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct PerLifecycle {
+    /// Requests.
+    pub calls: f64,
+    /// DynamoDB capacity units, or EventBridge entries.
+    pub units: f64,
+}
+
+/// Where an event goes: the queues the template's rules (and a worker's rule for `TaskReady`)
+/// deliver it to.
+fn targets(rules: &[(Vec<String>, usize)], detail_type: &str) -> f64 {
+    let routed: usize = rules
+        .iter()
+        .filter(|(types, _)| types.iter().any(|t| t == detail_type))
+        .map(|(_, n)| n)
+        .sum();
+    let worker = usize::from(detail_type == "TaskReady");
+    (routed + worker) as f64
+}
+
+/// The template's rules that match any tier: `(detail-types, targets)`.
+fn template_rules() -> Result<Vec<(Vec<String>, usize)>> {
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../infra/template.yaml"
+    ))?;
+    let template: serde_norway::Value = serde_norway::from_str(&text)?;
+    let resources = template["Resources"]
+        .as_mapping()
+        .context("template resources")?;
+    Ok(resources
+        .values()
+        .filter(|r| r["Type"].as_str() == Some("AWS::Events::Rule"))
+        .filter(|r| r["Properties"]["EventPattern"].get("detail").is_none())
+        .map(|r| {
+            let pattern = &r["Properties"]["EventPattern"]["detail-type"];
+            let types = pattern
+                .as_sequence()
+                .map(|s| {
+                    s.iter()
+                        .filter_map(|t| t.as_str().map(str::to_owned))
+                        .collect()
+                })
+                .unwrap_or_default();
+            let targets = r["Properties"]["Targets"].as_sequence().map_or(0, Vec::len);
+            (types, targets)
+        })
+        .collect())
+}
+
+/// Message counts and handler time while lifecycles run.
+#[derive(Default)]
+struct Flow {
+    /// Messages each function consumed.
+    consumed: BTreeMap<&'static str, usize>,
+    /// Events published on the bus, by detail-type (Baton's, the client's, the worker's).
+    events: BTreeMap<String, usize>,
+    /// Time spent in handlers.
+    busy: Duration,
+    /// Transitions made (for the Step Functions comparison).
+    transitions: usize,
+}
+
+struct Driver<'a> {
+    sandbox: &'a Sandbox,
+    live: &'a Live,
+    /// Batches handled at once.
+    concurrency: usize,
+    flow: Flow,
+}
+
+impl Driver<'_> {
+    /// Keeps the sandbox's clock on real time, so the due timers SQS delays meet due tasks.
+    fn tick(&self) {
+        let behind = chrono::Utc::now() - self.sandbox.clock.now();
+        if behind > chrono::Duration::zero() {
+            self.sandbox.clock.advance(behind);
+        }
+    }
+
+    /// Delivers `bodies` to `function` in batches as its event source mapping would.
+    async fn deliver(&mut self, function: &'static str, bodies: Vec<String>) -> Result<()> {
+        self.tick();
+        let (baton, live) = (&self.sandbox.baton, self.live);
+        let handled: Vec<(usize, Duration)> = stream::iter(bodies.chunks(ESM_BATCH as usize))
+            .map(|chunk| async move {
+                let event = sqs_batch(chunk);
+                let start = Instant::now();
+                let batch = match function {
+                    "submit" => baton_fn_submit::handle(baton, event).await,
+                    "on-due" => baton_fn_on_due::handle(baton, event).await,
+                    "on-result" => baton_fn_on_result::handle(baton, event).await,
+                    "notify" => baton_fn_notifier::handle(live, event).await,
+                    other => bail!("no handler {other}"),
+                };
+                if !batch.failed.is_empty() {
+                    bail!("{function} failed: {:?}", batch.failed);
+                }
+                Ok((chunk.len(), start.elapsed()))
+            })
+            .buffer_unordered(self.concurrency)
+            .try_collect()
+            .await?;
+        for (messages, busy) in handled {
+            self.flow.busy += busy;
+            *self.flow.consumed.entry(function).or_default() += messages;
+        }
+        Ok(())
+    }
+
+    /// Runs `n` lifecycles of `kind` until every task has succeeded.
+    async fn run(&mut self, kind: Kind, n: usize) -> Result<()> {
+        let submissions: Vec<String> = (0..n)
+            .map(|i| {
+                let mut detail = json!({"tenant": "bench", "project": PROJECT, "name": "step",
+                    "tier": "cpu", "input": {"i": i}, "timeout_seconds": 60});
+                detail
+                    .as_object_mut()
+                    .expect("an object")
+                    .extend(kind.extra().as_object().expect("an object").clone());
+                eventbridge_event("SubmitTask", &unique("submit"), detail)
+            })
+            .collect();
+        *self.flow.events.entry("SubmitTask".into()).or_default() += n;
+        self.deliver("submit", submissions).await?;
+        let mut succeeded = 0;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while succeeded < n {
+            if Instant::now() > deadline {
+                bail!("{kind:?}: {succeeded} of {n} succeeded after 60 s");
+            }
+            let timers = self.sandbox.due_timers().await?;
+            let published = self.sandbox.published().await?;
+            if timers.is_empty() && published.is_empty() {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+            self.deliver("on-due", timers).await?;
+            let mut results = Vec::new();
+            let mut changes = Vec::new();
+            for (detail_type, detail) in published {
+                *self.flow.events.entry(detail_type.clone()).or_default() += 1;
+                match detail_type.as_str() {
+                    "TaskReady" => {
+                        let attempt = detail["attempt"].as_u64().unwrap_or(1);
+                        let mut answer = json!({"tenant": detail["tenant"],
+                            "task_id": detail["task_id"], "attempt": attempt});
+                        answer.as_object_mut().expect("an object").extend(
+                            kind.outcome(attempt)
+                                .as_object()
+                                .expect("an object")
+                                .clone(),
+                        );
+                        results.push(eventbridge_event("TaskResult", &unique("result"), answer));
+                    }
+                    "TaskSucceeded" => succeeded += 1,
+                    _ => {}
+                }
+                changes.push(eventbridge_event(&detail_type, &unique("change"), detail));
+            }
+            *self.flow.events.entry("TaskResult".into()).or_default() += results.len();
+            self.deliver("on-result", results).await?;
+            self.deliver("notify", changes).await?;
+        }
+        Ok(())
+    }
+}
+
+/// A sandbox whose service's calls `calls` counts, and the notifier's side on it.
+async fn counted(calls: &Calls) -> Result<(Sandbox, Live)> {
+    let counted = calls.clone();
+    let sandbox = Sandbox::with_clients(move |sdk| baton_aws::Clients {
+        dynamodb: aws_sdk_dynamodb::Client::from_conf(
+            aws_sdk_dynamodb::config::Builder::from(sdk)
+                .interceptor(counted.clone())
+                .build(),
+        ),
+        eventbridge: aws_sdk_eventbridge::Client::from_conf(
+            aws_sdk_eventbridge::config::Builder::from(sdk)
+                .interceptor(counted.clone())
+                .build(),
+        ),
+        sqs: aws_sdk_sqs::Client::from_conf(
+            aws_sdk_sqs::config::Builder::from(sdk)
+                .interceptor(counted)
+                .build(),
+        ),
+    })
+    .await?;
+    let live = live(&sandbox, calls).await;
+    unlimited(&sandbox, PROJECT).await?;
+    sandbox.published().await?;
+    Ok((sandbox, live))
+}
+
+/// The project the lifecycles run in.
+const PROJECT: &str = "cost";
+
+/// Lifts `project`'s concurrency limit to the most there is, so no task of a run waits for a
+/// slot.
+pub async fn unlimited(sandbox: &Sandbox, project: &str) -> Result<()> {
+    let operator = baton_app::Operator {
+        by: "bench",
+        reason: "a benchmark runs every task at once",
+    };
+    sandbox
+        .baton
+        .set_limit(
+            &baton_domain::Tenant::parse("bench")?,
+            &baton_domain::ProjectId::parse(project)?,
+            baton_domain::MAX_CONCURRENCY_LIMIT,
+            &operator,
+        )
+        .await?;
+    Ok(())
+}
+
+/// Runs `n` lifecycles of each kind, one batch at a time, and prices them.
+pub async fn measure(n: usize) -> Result<Vec<LifecycleCost>> {
+    let calls = Calls::default();
+    let (sandbox, live) = counted(&calls).await?;
+    let rules = template_rules()?;
+    let mut costs = Vec::new();
+    for kind in KINDS {
+        progress(&format!("cost: {n} {kind:?} lifecycles"));
+        calls.take();
+        let mut driver = Driver {
+            sandbox: &sandbox,
+            live: &live,
+            concurrency: 1,
+            flow: Flow::default(),
+        };
+        if let Err(failure) = driver.run(kind, n).await {
+            sandbox.teardown().await?;
+            return Err(failure);
+        }
+        let tallies = calls.take();
+        driver.flow.transitions = transitions(&sandbox, n).await?;
+        costs.push(price(kind, n, &tallies, &driver.flow, &rules));
+    }
+    sandbox.teardown().await?;
+    Ok(costs)
+}
+
+/// The ceiling: `n` immediate lifecycles through the same handlers in this process,
+/// `concurrency` batches at once, with nothing between them and the emulator. Lifecycles/s and
+/// Baton's requests/s.
+pub async fn ceiling(n: usize, concurrency: usize) -> Result<(f64, f64)> {
+    let calls = Calls::default();
+    let (sandbox, live) = counted(&calls).await?;
+    let mut driver = Driver {
+        sandbox: &sandbox,
+        live: &live,
+        concurrency,
+        flow: Flow::default(),
+    };
+    let start = Instant::now();
+    let outcome = driver.run(Kind::Immediate, n).await;
+    let elapsed = start.elapsed().as_secs_f64();
+    sandbox.teardown().await?;
+    outcome?;
+    let requests: u64 = calls.take().values().map(|t| t.calls).sum();
+    Ok((n as f64 / elapsed, requests as f64 / elapsed))
+}
+
+/// The notifier's side: connections in the sandbox table through a counted client, no
+/// subscribers (the cost of a lifecycle nobody watches).
+async fn live(sandbox: &Sandbox, calls: &Calls) -> Live {
+    let sdk = baton_tests::emulator().await;
+    let dynamodb = aws_sdk_dynamodb::Client::from_conf(
+        aws_sdk_dynamodb::config::Builder::from(&sdk)
+            .interceptor(calls.clone())
+            .build(),
+    );
+    let schema = baton_graphql::schema(sandbox.baton.clone(), baton_graphql::Options::default());
+    Live::new(
+        sandbox.baton.clone(),
+        schema,
+        Arc::new(baton_aws::DynamoConnections::new(
+            dynamodb,
+            &sandbox.settings.table,
+        )),
+        Arc::new(baton_app::memory::MemoryPush::default()),
+        None,
+    )
+}
+
+/// Transitions in `n` lifecycles: every entry of the newest task's history, its submission
+/// included, as Step Functions counts its start.
+async fn transitions(sandbox: &Sandbox, n: usize) -> Result<usize> {
+    let tenant = baton_domain::Tenant::parse("bench")?;
+    let project = baton_domain::ProjectId::parse(PROJECT)?;
+    let page = sandbox
+        .baton
+        .tasks(&baton_app::TaskQuery::project(tenant, project, 1))
+        .await?;
+    let task = page.tasks.first().context("a task")?;
+    Ok(task.history.len() * n)
+}
+
+fn price(
+    kind: Kind,
+    n: usize,
+    tallies: &Tallies,
+    flow: &Flow,
+    rules: &[(Vec<String>, usize)],
+) -> LifecycleCost {
+    let per = |x: f64| x / n as f64;
+    let mut baton_calls = BTreeMap::new();
+    let (mut write_units, mut read_units, mut baton_sqs, mut baton_events) = (0.0, 0.0, 0.0, 0.0);
+    for ((service, operation), tally) in tallies {
+        let units = match service.as_str() {
+            "EventBridge" => tally.entries as f64,
+            _ => tally.units,
+        };
+        baton_calls.insert(
+            format!("{service}.{operation}"),
+            PerLifecycle {
+                calls: per(tally.calls as f64),
+                units: per(units),
+            },
+        );
+        match service.to_ascii_lowercase().as_str() {
+            "dynamodb" if is_read(operation) => read_units += per(tally.units),
+            "dynamodb" => write_units += per(tally.units),
+            "sqs" => baton_sqs += per(tally.calls as f64),
+            _ => baton_events += per(tally.entries as f64),
+        }
+    }
+    // Events the client and the worker put, then every event's deliveries to queues.
+    let outside = per((flow.events.get("SubmitTask").copied().unwrap_or(0)
+        + flow.events.get("TaskResult").copied().unwrap_or(0)) as f64);
+    let deliveries: f64 = flow
+        .events
+        .iter()
+        .map(|(t, count)| per(*count as f64) * targets(rules, t))
+        .sum();
+    let consumed: f64 = flow.consumed.values().map(|c| per(*c as f64)).sum();
+    let worker_messages = per(flow.events.get("TaskReady").copied().unwrap_or(0) as f64);
+    // Each consumer (a mapping, or the worker) receives and deletes a full batch per request.
+    let polling = 2.0 * (consumed + worker_messages) / ESM_BATCH;
+    let sqs_requests = baton_sqs + deliveries + polling;
+    let events = baton_events + outside;
+    let invocations = consumed / ESM_BATCH;
+    let gb_seconds = per(flow.busy.as_secs_f64()) * MEMORY_GB;
+    let p = PRICES;
+    let dollars = BTreeMap::from([
+        (
+            "dynamodb",
+            write_units * p.dynamodb_write_unit + read_units * p.dynamodb_read_unit,
+        ),
+        ("sqs", sqs_requests * p.sqs_request),
+        ("eventbridge", events * p.eventbridge_event),
+        (
+            "lambda",
+            invocations * p.lambda_request + gb_seconds * p.lambda_gb_second,
+        ),
+    ]);
+    let per_million = dollars.values().sum();
+    LifecycleCost {
+        kind,
+        lifecycles: n,
+        baton_calls,
+        write_units,
+        read_units,
+        sqs_requests,
+        events,
+        invocations,
+        gb_seconds,
+        dollars,
+        per_million,
+        step_functions_per_million: per(flow.transitions as f64) * p.step_functions_transition,
+    }
+}
+
+fn is_read(operation: &str) -> bool {
+    matches!(
+        operation,
+        "GetItem" | "BatchGetItem" | "Query" | "Scan" | "TransactGetItems"
+    )
+}

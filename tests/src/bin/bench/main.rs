@@ -1,0 +1,252 @@
+//! `make bench`: Baton's figures side by side, measured in one run — AWS calls and list cost per
+//! lifecycle, throughput against the emulator's own ceiling, latency through API Gateway, cold
+//! init, package size and peak memory per function. Prints one table and writes the same figures
+//! to `target/bench/report.json`.
+//!
+//! Knobs: `BENCH_TASKS` (lifecycles per measurement, default 200), `BENCH_CONCURRENCY` (clients
+//! at once, default 8), `BENCH_EVENTS` (events per process in the memory run, default 1000),
+//! `BENCH_SAMPLES` (latency samples, default 200), `BENCH_COLD_STARTS` (per function, default 5),
+//! `BENCH_PROVENANCE`, `BENCH_GRAPH`, `BENCH_LOOKUPS` (the graph figures: 100,000 records, a
+//! 1,000-node tree, 500 lookups). `--quick`: small sizes, a smoke run for CI that checks every
+//! stage works and asserts no figure.
+//!
+//! Needs the emulator, a stack deployed from release binaries (`BATON_STACK_OUTPUTS`), the
+//! release binaries in `target/release` and the arm64 packages in `.build/package`;
+//! `localstack/bench.sh` provides them.
+
+mod calls;
+mod cost;
+mod graph;
+mod runtime;
+mod stack;
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::Result;
+use serde::Serialize;
+
+/// The sizes of a run.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Sizes {
+    /// Lifecycles per measurement.
+    pub tasks: usize,
+    /// Clients at once.
+    pub concurrency: usize,
+    /// Events each process handles in the memory run.
+    pub events: usize,
+    /// Latency samples per figure.
+    pub samples: usize,
+    /// Cold starts per function.
+    pub cold_starts: usize,
+    /// Provenance records stored for the lookup figure.
+    pub provenance_records: usize,
+    /// Nodes of the lineage graph.
+    pub graph_nodes: usize,
+    /// Provenance lookups timed.
+    pub lookups: usize,
+}
+
+impl Sizes {
+    fn from_env(quick: bool) -> Self {
+        let setting = |name: &str, default: usize, quick_default: usize| {
+            std::env::var(name)
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(if quick { quick_default } else { default })
+        };
+        Self {
+            tasks: setting("BENCH_TASKS", 200, 10),
+            concurrency: setting("BENCH_CONCURRENCY", 8, 2),
+            events: setting("BENCH_EVENTS", 1000, 20),
+            samples: setting("BENCH_SAMPLES", 200, 10),
+            cold_starts: setting("BENCH_COLD_STARTS", 5, 1),
+            provenance_records: setting("BENCH_PROVENANCE", 100_000, 1_000),
+            graph_nodes: setting("BENCH_GRAPH", 1_000, 100),
+            lookups: setting("BENCH_LOOKUPS", 500, 20),
+        }
+    }
+}
+
+static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+
+/// One progress line on stderr, with the time since the run began.
+pub fn progress(line: &str) {
+    let elapsed = START.get_or_init(Instant::now).elapsed().as_secs_f64();
+    eprintln!("[bench {elapsed:6.1}s] {line}");
+}
+
+/// Everything the run measured.
+#[derive(Debug, Serialize)]
+struct Report {
+    quick: bool,
+    sizes: Sizes,
+    prices: cost::Prices,
+    cost: Vec<cost::LifecycleCost>,
+    throughput: stack::Throughput,
+    latency: stack::Latency,
+    functions: Vec<runtime::FunctionFigures>,
+    graph: graph::GraphFigures,
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    START.get_or_init(Instant::now);
+    let quick = std::env::args().any(|a| a == "--quick");
+    let sizes = Sizes::from_env(quick);
+    std::fs::create_dir_all(concat!(env!("CARGO_MANIFEST_DIR"), "/../target/bench"))?;
+    progress(&format!("sizes: {sizes:?}"));
+    let cost = cost::measure(sizes.tasks).await?;
+    let functions = runtime::measure(&sizes).await?;
+    let stack = baton_tests::Stack::deployed().await?;
+    let throughput = stack::throughput(&stack, &sizes).await?;
+    let latency = stack::latency(&stack, &sizes).await?;
+    let graph = graph::measure(sizes.provenance_records, sizes.graph_nodes, sizes.lookups).await?;
+    let report = Report {
+        quick,
+        sizes,
+        prices: cost::PRICES,
+        cost,
+        throughput,
+        latency,
+        functions,
+        graph,
+    };
+    print!("{}", table(&report));
+    let path = PathBuf::from(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../target/bench/report.json"
+    ));
+    std::fs::write(&path, serde_json::to_string_pretty(&report)?)?;
+    progress(&format!("report written to {}", path.display()));
+    Ok(())
+}
+
+/// A figure against its goal: `✓` when it holds, `✗` when not, blank without a goal.
+fn verdict(holds: Option<bool>) -> &'static str {
+    match holds {
+        Some(true) => "✓",
+        Some(false) => "✗",
+        None => "",
+    }
+}
+
+fn table(report: &Report) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    let mut row = |what: &str, figure: String, goal: &str, holds: Option<bool>| {
+        let _ = writeln!(
+            out,
+            "{what:<44} {figure:>26}  {goal:<14} {}",
+            verdict(holds)
+        );
+    };
+    row("figure", "measured".into(), "goal", None);
+    for c in &report.cost {
+        let kind = format!("{:?}", c.kind).to_lowercase();
+        let goal = (c.kind == cost::Kind::Immediate).then_some("≤ $4.00/M");
+        row(
+            &format!("cost, {kind} lifecycle ($/M)"),
+            format!(
+                "${:.2} (SFN ${:.2})",
+                c.per_million, c.step_functions_per_million
+            ),
+            goal.unwrap_or(""),
+            goal.map(|_| c.per_million <= 4.0),
+        );
+        let calls: f64 = c.baton_calls.values().map(|p| p.calls).sum();
+        row(
+            &format!("  {kind}: Baton's AWS calls, WRU, RRU"),
+            format!("{calls:.1}, {:.1}, {:.1}", c.write_units, c.read_units),
+            "",
+            None,
+        );
+        row(
+            &format!("  {kind}: SQS req, events, invocations"),
+            format!(
+                "{:.1}, {:.1}, {:.2}",
+                c.sqs_requests, c.events, c.invocations
+            ),
+            "",
+            None,
+        );
+    }
+    let t = &report.throughput;
+    row(
+        "throughput: ceiling (direct), lifecycles/s",
+        format!("{:.1}", t.ceiling),
+        "",
+        None,
+    );
+    row(
+        "throughput: through the stack, lifecycles/s",
+        format!("{:.1}", t.stack),
+        "",
+        None,
+    );
+    row(
+        "throughput: stack ÷ ceiling",
+        format!("{:.2}", t.ratio),
+        "≥ 0.9",
+        Some(t.ratio >= 0.9),
+    );
+    let l = &report.latency;
+    row(
+        "latency: submitTask p50/p95/p99 (ms)",
+        l.submit.to_string(),
+        "p95 ≤ 25 ms",
+        Some(l.submit.p95 <= 25.0),
+    );
+    row(
+        "latency: task(id) p50/p95/p99 (ms)",
+        l.status.to_string(),
+        "p95 ≤ 10 ms",
+        Some(l.status.p95 <= 10.0),
+    );
+    row(
+        "latency: due → TaskReady p50/p95 (ms)",
+        format!("{:.0} / {:.0}", l.due_to_ready.p50, l.due_to_ready.p95),
+        "",
+        None,
+    );
+    let g = &report.graph;
+    row(
+        &format!("provenance of 1 of {} p50/p95/p99 (ms)", g.records),
+        g.provenance_lookup.to_string(),
+        "p95 ≤ 50 ms",
+        Some(g.provenance_lookup.p95 <= 50.0),
+    );
+    row(
+        &format!("lineage of {} nodes, down p50/p95/p99 (ms)", g.nodes),
+        g.lineage_downstream.to_string(),
+        "",
+        None,
+    );
+    row(
+        "lineage up from a leaf p50/p95/p99 (ms)",
+        g.lineage_upstream.to_string(),
+        "",
+        None,
+    );
+    for f in &report.functions {
+        row(
+            &format!("{}: init / first invocation (ms)", f.function),
+            format!("{:.1} / {:.1}", f.init_ms, f.first_invocation_ms),
+            "init ≤ 15 ms",
+            Some(f.init_ms <= 15.0),
+        );
+        row(
+            &format!("{}: arm64 zip (MB)", f.function),
+            f.zip_mb.map_or("-".into(), |mb| format!("{mb:.2}")),
+            "≤ 4 MB",
+            f.zip_mb.map(|mb| mb <= 4.0),
+        );
+        row(
+            &format!("{}: peak RSS, {} events (MB)", f.function, f.events),
+            format!("{:.1}", f.peak_rss_mb),
+            "≤ 32 MB",
+            Some(f.peak_rss_mb <= 32.0),
+        );
+    }
+    out
+}
