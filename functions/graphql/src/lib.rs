@@ -7,7 +7,6 @@
 use std::sync::Arc;
 
 use async_graphql::futures_util::future::join_all;
-use async_graphql::http::GraphiQLSource;
 use async_graphql::{BatchRequest, ServerError};
 use aws_lambda_events::apigw::ApiGatewayWebsocketProxyRequestContext;
 use baton_app::{Baton, Caller, SystemClock};
@@ -21,6 +20,10 @@ use lambda_http::request::RequestContext;
 use lambda_http::{Body, Error, Request, RequestExt, Response};
 use serde_json::{Value, json};
 use tracing::error;
+
+/// GraphiQL, loaded from unpkg by the browser: a page of our own rather than async-graphql's
+/// template, whose template engine took 0.1 MB of the gateway's arm64 package (4.42 → 4.32 MB).
+const GRAPHIQL: &str = include_str!("graphiql.html");
 
 /// Everything the gateway serves with.
 #[derive(Clone)]
@@ -85,7 +88,7 @@ pub async fn handle(gateway: &Gateway, request: Request) -> Result<Response<Body
         Method::GET => respond(
             StatusCode::OK,
             "text/html; charset=utf-8",
-            GraphiQLSource::build().endpoint("graphql").finish(),
+            GRAPHIQL.to_owned(),
         ),
         Method::POST => graphql(gateway, &request).await,
         _ => respond(

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use aws_sdk_eventbridge::types::PutEventsRequestEntry;
-use aws_sdk_sqs::types::DeleteMessageBatchRequestEntry;
+use aws_sdk_sqs::types::{DeleteMessageBatchRequestEntry, MessageSystemAttributeName};
 use baton_tests::{Stack, unique};
 use futures_util::{StreamExt, TryStreamExt, stream};
 use serde::Serialize;
@@ -86,6 +86,9 @@ impl std::fmt::Display for Percentiles {
 /// Latency figures, warm.
 #[derive(Debug, Clone, Serialize)]
 pub struct Latency {
+    /// `GET /health` through API Gateway: the emulator's gateway-to-function round trip, with no
+    /// AWS call behind it.
+    pub floor: Percentiles,
     /// `submitTask` through API Gateway.
     pub submit: Percentiles,
     /// `task(id)` through API Gateway.
@@ -138,12 +141,23 @@ impl Clients {
 
     /// Receives up to ten events (waiting up to a second), deletes them, returns their details.
     async fn take(&self, url: &str) -> Result<Vec<Value>> {
+        Ok(self
+            .take_sent(url)
+            .await?
+            .into_iter()
+            .map(|(d, _)| d)
+            .collect())
+    }
+
+    /// [`Clients::take`], with the time each event entered the queue.
+    async fn take_sent(&self, url: &str) -> Result<Vec<(Value, chrono::DateTime<chrono::Utc>)>> {
         let output = self
             .sqs
             .receive_message()
             .queue_url(url)
             .max_number_of_messages(10)
             .wait_time_seconds(1)
+            .message_system_attribute_names(MessageSystemAttributeName::SentTimestamp)
             .send()
             .await?;
         let messages = output.messages();
@@ -170,7 +184,13 @@ impl Clients {
             .iter()
             .map(|m| {
                 let envelope: Value = serde_json::from_str(m.body().unwrap_or("{}"))?;
-                Ok(envelope["detail"].clone())
+                let sent = m
+                    .attributes()
+                    .and_then(|a| a.get(&MessageSystemAttributeName::SentTimestamp))
+                    .and_then(|ms| ms.parse().ok())
+                    .and_then(chrono::DateTime::from_timestamp_millis)
+                    .context("a message without its SentTimestamp")?;
+                Ok((envelope["detail"].clone(), sent))
             })
             .collect()
     }
@@ -298,6 +318,14 @@ pub async fn latency(stack: &Stack, sizes: &Sizes) -> Result<Latency> {
     for _ in 0..5 {
         call(SUBMIT, submission(3600)).await?;
     }
+    // The floor: the same route to the same function answering without a single AWS call.
+    let health = format!("{}health", url.trim_end_matches("graphql"));
+    let mut floor = Vec::new();
+    for _ in 0..sizes.samples {
+        let start = Instant::now();
+        http.get(&health).send().await?.error_for_status()?;
+        floor.push(start.elapsed().as_secs_f64() * 1000.0);
+    }
     let (mut submits, mut ids) = (Vec::new(), Vec::new());
     for _ in 0..sizes.samples {
         let (ms, data) = call(SUBMIT, submission(3600)).await?;
@@ -324,12 +352,10 @@ pub async fn latency(stack: &Stack, sizes: &Sizes) -> Result<Latency> {
     let mut delays = Vec::new();
     let limit = Instant::now() + Duration::from_secs(60);
     while delays.len() < due.len() && Instant::now() < limit {
-        for detail in clients.take(&ready).await? {
+        for (detail, sent) in clients.take_sent(&ready).await? {
             let id = detail["task_id"].as_str().unwrap_or_default();
             if let Some(at) = due.get(id) {
-                delays.push(
-                    (chrono::Utc::now() - *at).num_microseconds().unwrap_or(0) as f64 / 1000.0,
-                );
+                delays.push((sent - *at).num_microseconds().unwrap_or(0) as f64 / 1000.0);
             }
         }
     }
@@ -342,6 +368,7 @@ pub async fn latency(stack: &Stack, sizes: &Sizes) -> Result<Latency> {
         );
     }
     Ok(Latency {
+        floor: Percentiles::of(floor),
         submit: Percentiles::of(submits),
         status: Percentiles::of(statuses),
         due_to_ready: Percentiles::of(delays),
