@@ -21,3 +21,17 @@ mkdir -p "$BUILD"
 aws() {
   if [ -n "${AWS_ENDPOINT_URL:-}" ]; then "$AWS" --endpoint-url "$AWS_ENDPOINT_URL" "$@"; else "$AWS" "$@"; fi
 }
+# Whether an emulator answers at $AWS_ENDPOINT_URL (MiniStack, or a LocalStack you run).
+emulator_healthy() {
+  curl -fsS -m 2 "$AWS_ENDPOINT_URL/_ministack/health" >/dev/null 2>&1 \
+    || curl -fsS -m 2 "$AWS_ENDPOINT_URL/_localstack/health" >/dev/null 2>&1
+}
+# Starts MiniStack unless an emulator answers; `emulator_started` is set when this started it, so
+# the caller stops only what it started.
+emulator_started=""
+ensure_emulator() {
+  if ! emulator_healthy; then
+    "$ROOT/localstack/start.sh"
+    emulator_started=yes
+  fi
+}

@@ -4,10 +4,7 @@
 set -euo pipefail
 source "$(dirname "$0")/env.sh"
 
-healthy() { curl -fsS -m 2 "$AWS_ENDPOINT_URL/_ministack/health" >/dev/null 2>&1 \
-  || curl -fsS -m 2 "$AWS_ENDPOINT_URL/_localstack/health" >/dev/null 2>&1; }
-
-if healthy; then
+if emulator_healthy; then
   echo "emulator already running at $AWS_ENDPOINT_URL"
   exit 0
 fi
@@ -16,7 +13,7 @@ BIND_HOST=127.0.0.1 GATEWAY_PORT="$BATON_EMULATOR_PORT" LOG_LEVEL="${MINISTACK_L
   nohup "$ROOT/.venv/bin/ministack" >"$BUILD/ministack.log" 2>&1 &
 echo $! >"$BUILD/ministack.pid"
 for _ in $(seq 1 60); do
-  if healthy; then echo "MiniStack is up"; exit 0; fi
+  if emulator_healthy; then echo "MiniStack is up"; exit 0; fi
   sleep 0.5
 done
 echo "MiniStack did not become healthy; last log lines:" >&2

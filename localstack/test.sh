@@ -5,15 +5,10 @@ set -euo pipefail
 source "$(dirname "$0")/env.sh"
 STACK="baton-test-$(date +%s)-$RANDOM"
 
-started=""
-if ! curl -fsS -m 2 "$AWS_ENDPOINT_URL/_ministack/health" >/dev/null 2>&1 \
-  && ! curl -fsS -m 2 "$AWS_ENDPOINT_URL/_localstack/health" >/dev/null 2>&1; then
-  "$ROOT/localstack/start.sh"
-  started=yes
-fi
+ensure_emulator
 cleanup() {
   "$ROOT/localstack/destroy.sh" "$STACK" || true
-  if [ -n "$started" ]; then "$ROOT/localstack/stop.sh"; fi
+  if [ -n "$emulator_started" ]; then "$ROOT/localstack/stop.sh"; fi
 }
 trap cleanup EXIT
 

@@ -996,19 +996,27 @@ impl Drop for TestServer {
     }
 }
 
-/// Answers one request on `stream`, then closes it.
-async fn serve(stream: tokio::net::TcpStream, seen: Arc<std::sync::Mutex<HashMap<String, u32>>>) {
-    use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-    let mut reader = BufReader::new(stream);
+/// One HTTP/1.1 request from `reader`: its method, path and body (by `content-length`). `None`
+/// when the peer closed the connection or sent something unreadable.
+pub async fn read_request<R>(reader: &mut R) -> Option<(String, String, Vec<u8>)>
+where
+    R: tokio::io::AsyncBufRead + Unpin,
+{
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt};
     let mut line = String::new();
-    if reader.read_line(&mut line).await.is_err() {
-        return;
+    if reader.read_line(&mut line).await.ok()? == 0 {
+        return None;
     }
-    let path = line.split_whitespace().nth(1).unwrap_or("/").to_owned();
+    let mut parts = line.split_whitespace();
+    let method = parts.next()?.to_owned();
+    let path = parts.next()?.to_owned();
     let mut length = 0;
     loop {
         let mut header = String::new();
-        if reader.read_line(&mut header).await.unwrap_or(0) == 0 || header.trim().is_empty() {
+        if reader.read_line(&mut header).await.ok()? == 0 {
+            return None;
+        }
+        if header.trim().is_empty() {
             break;
         }
         if let Some((name, value)) = header.split_once(':')
@@ -1018,9 +1026,17 @@ async fn serve(stream: tokio::net::TcpStream, seen: Arc<std::sync::Mutex<HashMap
         }
     }
     let mut body = vec![0; length];
-    if reader.read_exact(&mut body).await.is_err() {
+    reader.read_exact(&mut body).await.ok()?;
+    Some((method, path, body))
+}
+
+/// Answers one request on `stream`, then closes it.
+async fn serve(stream: tokio::net::TcpStream, seen: Arc<std::sync::Mutex<HashMap<String, u32>>>) {
+    use tokio::io::{AsyncWriteExt, BufReader};
+    let mut reader = BufReader::new(stream);
+    let Some((_, path, body)) = read_request(&mut reader).await else {
         return;
-    }
+    };
     let (status, answer) = match path.as_str() {
         "/ok" => (200, br#"{"ok":true}"#.to_vec()),
         "/echo" => (200, body),

@@ -11,10 +11,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use baton_domain::{SubmitRequest, TaskId};
-use baton_tests::{Sandbox, TestServer, eventbridge_event, sqs_batch, unique};
+use baton_tests::{Sandbox, TestServer, eventbridge_event, read_request, sqs_batch, unique};
 use serde::Serialize;
 use serde_json::{Value, json};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Mutex, mpsc, oneshot};
 
@@ -126,36 +126,8 @@ async fn connection(
     state: Arc<ApiState>,
 ) {
     let mut reader = BufReader::new(stream);
-    loop {
-        let mut line = String::new();
-        if reader.read_line(&mut line).await.unwrap_or(0) == 0 {
-            return;
-        }
+    while let Some((method, path, body)) = read_request(&mut reader).await {
         let at = Instant::now();
-        let mut parts = line.split_whitespace();
-        let (method, path) = (
-            parts.next().unwrap_or("").to_owned(),
-            parts.next().unwrap_or("").to_owned(),
-        );
-        let mut length = 0;
-        loop {
-            let mut header = String::new();
-            if reader.read_line(&mut header).await.unwrap_or(0) == 0 {
-                return;
-            }
-            if header.trim().is_empty() {
-                break;
-            }
-            if let Some((name, value)) = header.split_once(':')
-                && name.eq_ignore_ascii_case("content-length")
-            {
-                length = value.trim().parse().unwrap_or(0);
-            }
-        }
-        let mut body = vec![0; length];
-        if reader.read_exact(&mut body).await.is_err() {
-            return;
-        }
         let (status, headers, answer) = if path.ends_with("/invocation/next") {
             first_next.lock().await.get_or_insert(at);
             let Some(invocation) = queue.lock().await.recv().await else {
