@@ -10,9 +10,9 @@
 //! 1,000-node tree, 500 lookups). `--quick`: small sizes, a smoke run for CI that checks every
 //! stage works and asserts no figure.
 //!
-//! Needs the emulator, a stack deployed from release binaries (`BATON_STACK_OUTPUTS`), the
-//! release binaries in `target/release` and the arm64 packages in `.build/package`;
-//! `localstack/bench.sh` provides them.
+//! Needs the emulator, a deployed stack (`BATON_STACK_OUTPUTS`), the function binaries
+//! (`BENCH_BINARIES`, default `target/release`) and, for sizes, the arm64 packages
+//! (`BENCH_PACKAGES`); `localstack/bench.sh` provides them.
 
 mod calls;
 mod cost;
