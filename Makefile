@@ -3,7 +3,7 @@ SHELL := /bin/bash
 VENV := .venv
 DEV_STACK ?= baton-local
 
-.PHONY: dev demo test lint template check-domain unit sdl token package bench bench-quick emulator stop undeploy clean
+.PHONY: dev demo test lint template check-domain unit sdl token package bench bench-quick reliability emulator stop undeploy clean
 
 ## dev: start the emulator if none answers, build and deploy every function as stage `local`
 dev: $(VENV)/.installed
@@ -64,6 +64,11 @@ bench: $(VENV)/.installed
 ## asserted)
 bench-quick: $(VENV)/.installed
 	./localstack/bench.sh --quick
+
+## reliability: the reliability suites at full size against the emulator (races: 500 trials
+## each; `make test` runs 50)
+reliability: $(VENV)/.installed
+	./localstack/reliability.sh
 
 ## token: mint a bearer token for the local stage, e.g. `make token TENANT=acme` (`ADMIN=1`: with
 ## the baton:admin scope, for the global kill switch)

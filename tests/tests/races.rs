@@ -1,0 +1,213 @@
+//! Races against the emulator's DynamoDB, through the service in process: two commands for one
+//! task run at once, each a real read and conditional write, so they interleave as two function
+//! invocations would. Each race runs `BATON_RACE_TRIALS` trials (50 here; `make reliability`
+//! runs 500): exactly one command wins, and the task's history holds one entry per version.
+
+use anyhow::Result;
+use baton_app::Handled;
+use baton_domain::{Command, Outcome, Status, SubmitRequest, Task, TaskError, TaskId, Tenant};
+use baton_tests::Sandbox;
+use serde_json::json;
+
+fn trials() -> usize {
+    std::env::var("BATON_RACE_TRIALS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(50)
+}
+
+fn succeed(attempt: u32) -> Command {
+    Command::Complete {
+        attempt,
+        outcome: Outcome::Succeeded {
+            output: json!({"ok": true}),
+        },
+        provenance: None,
+    }
+}
+
+fn fail(attempt: u32) -> Command {
+    Command::Complete {
+        attempt,
+        outcome: Outcome::Failed {
+            error: TaskError {
+                code: "BOOM".into(),
+                message: "failed".into(),
+            },
+        },
+        provenance: None,
+    }
+}
+
+/// A project whose tasks never wait for a slot, in a fresh sandbox.
+async fn sandbox(project: &str) -> Result<Sandbox> {
+    let sandbox = Sandbox::new().await?;
+    let operator = baton_app::Operator {
+        by: "races",
+        reason: "every trial's tasks run at once",
+    };
+    sandbox
+        .baton
+        .set_limit(
+            &Tenant::parse("acme")?,
+            &baton_domain::ProjectId::parse(project)?,
+            baton_domain::MAX_CONCURRENCY_LIMIT,
+            &operator,
+        )
+        .await?;
+    Ok(sandbox)
+}
+
+async fn submit(sandbox: &Sandbox, project: &str, depends_on: &[TaskId]) -> Result<Task> {
+    let request: SubmitRequest = serde_json::from_value(json!({"tenant": "acme",
+        "project": project, "name": "race", "tier": "cpu", "timeout_seconds": 1,
+        "retry": {"max_attempts": 2, "backoff_seconds": 60},
+        "depends_on": depends_on.iter().map(ToString::to_string).collect::<Vec<_>>()}))?;
+    let id = TaskId::from_uuid(uuid::Uuid::now_v7());
+    Ok(sandbox.baton.submit(&request, id).await?.task)
+}
+
+/// A task of `project` in its first attempt.
+async fn running(sandbox: &Sandbox, project: &str) -> Result<Task> {
+    let task = submit(sandbox, project, &[]).await?;
+    run(sandbox, &task, &Command::Dispatch { attempt: 1 }).await?;
+    reload(sandbox, &task).await
+}
+
+async fn run(sandbox: &Sandbox, task: &Task, command: &Command) -> Result<Handled> {
+    Ok(sandbox
+        .baton
+        .execute(&task.tenant, &task.id, command)
+        .await?)
+}
+
+async fn reload(sandbox: &Sandbox, task: &Task) -> Result<Task> {
+    let stored = sandbox.baton.task(&task.tenant, &task.id).await?;
+    stored.ok_or_else(|| anyhow::anyhow!("task {} is gone", task.id))
+}
+
+/// Runs `a` and `b` against `task` at once; answers the task after both and which won.
+async fn race(sandbox: &Sandbox, task: &Task, a: &Command, b: &Command) -> Result<(Task, bool)> {
+    let (first, second) = tokio::join!(run(sandbox, task, a), run(sandbox, task, b));
+    let applied = |h: &Handled| matches!(h, Handled::Applied(_));
+    let (first, second) = (first?, second?);
+    assert!(
+        applied(&first) != applied(&second),
+        "exactly one of {} and {} wins: {first:?} / {second:?}",
+        a.name(),
+        b.name()
+    );
+    let after = reload(sandbox, task).await?;
+    assert_eq!(after.version, task.version + 1, "one transition: {after:?}");
+    assert_eq!(
+        after.history.len() as u64,
+        after.version,
+        "one entry per version"
+    );
+    Ok((after, applied(&first)))
+}
+
+#[tokio::test]
+async fn cancel_against_a_result_one_wins_every_time() -> Result<()> {
+    let sandbox = sandbox("cancel-result").await?;
+    let cancel = Command::Cancel {
+        reason: "race".into(),
+    };
+    let mut wins = [0, 0];
+    for _ in 0..trials() {
+        let task = running(&sandbox, "cancel-result").await?;
+        let (after, cancel_won) = race(&sandbox, &task, &cancel, &succeed(1)).await?;
+        let expected = if cancel_won {
+            Status::Cancelled
+        } else {
+            Status::Succeeded
+        };
+        assert_eq!(after.status, expected);
+        wins[usize::from(cancel_won)] += 1;
+    }
+    println!(
+        "cancel vs result over {} trials: result won {}, cancel won {}",
+        trials(),
+        wins[0],
+        wins[1]
+    );
+    sandbox.teardown().await
+}
+
+#[tokio::test]
+async fn a_result_against_its_timeout_one_wins_every_time() -> Result<()> {
+    let sandbox = sandbox("result-timeout").await?;
+    let mut wins = [0, 0];
+    for _ in 0..trials() {
+        let task = running(&sandbox, "result-timeout").await?;
+        // Past the attempt's one-second deadline: the sweeper's timeout is due.
+        sandbox.clock.advance(chrono::Duration::seconds(2));
+        let timeout = Command::TimeOut { attempt: 1 };
+        let (after, result_won) = race(&sandbox, &task, &succeed(1), &timeout).await?;
+        match result_won {
+            true => assert_eq!(after.status, Status::Succeeded),
+            // Attempts are left: the timeout schedules the second, and the result is stale.
+            false => assert_eq!((after.status, after.attempt), (Status::Scheduled, 2)),
+        }
+        wins[usize::from(result_won)] += 1;
+    }
+    println!(
+        "result vs timeout over {} trials: timeout won {}, result won {}",
+        trials(),
+        wins[0],
+        wins[1]
+    );
+    sandbox.teardown().await
+}
+
+#[tokio::test]
+async fn two_results_for_one_attempt_one_wins_every_time() -> Result<()> {
+    let sandbox = sandbox("two-results").await?;
+    let mut wins = [0, 0];
+    for _ in 0..trials() {
+        let task = running(&sandbox, "two-results").await?;
+        let (after, success_won) = race(&sandbox, &task, &succeed(1), &fail(1)).await?;
+        match success_won {
+            true => assert_eq!(after.status, Status::Succeeded),
+            false => assert_eq!((after.status, after.attempt), (Status::Scheduled, 2)),
+        }
+        wins[usize::from(success_won)] += 1;
+    }
+    println!(
+        "two results over {} trials: failure won {}, success won {}",
+        trials(),
+        wins[0],
+        wins[1]
+    );
+    sandbox.teardown().await
+}
+
+#[tokio::test]
+async fn two_parents_succeeding_at_once_release_their_child_once() -> Result<()> {
+    let sandbox = sandbox("two-parents").await?;
+    for _ in 0..trials() {
+        let (a, b) = (
+            running(&sandbox, "two-parents").await?,
+            running(&sandbox, "two-parents").await?,
+        );
+        let child = submit(&sandbox, "two-parents", &[a.id, b.id]).await?;
+        assert_eq!(child.status, Status::Pending);
+        let done = succeed(1);
+        let (first, second) = tokio::join!(run(&sandbox, &a, &done), run(&sandbox, &b, &done));
+        assert!(matches!(first?, Handled::Applied(_)));
+        assert!(matches!(second?, Handled::Applied(_)));
+        let after = reload(&sandbox, &child).await?;
+        assert_eq!(
+            (after.status, after.version),
+            (Status::Scheduled, 2),
+            "{after:?}"
+        );
+        let releases = after
+            .history
+            .iter()
+            .filter(|h| h.cause == "released")
+            .count();
+        assert_eq!(releases, 1, "{:?}", after.history);
+    }
+    sandbox.teardown().await
+}
