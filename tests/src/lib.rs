@@ -267,6 +267,24 @@ impl Sandbox {
         })
     }
 
+    /// Lifts the concurrency limit of `tenant`'s `project` to the most there is, so none of its
+    /// tasks waits for a slot however many run at once.
+    pub async fn unlimited(&self, tenant: &str, project: &str) -> Result<()> {
+        let operator = baton_app::Operator {
+            by: "tests",
+            reason: "every task of a run starts at once",
+        };
+        self.baton
+            .set_limit(
+                &baton_domain::Tenant::parse(tenant)?,
+                &baton_domain::ProjectId::parse(project)?,
+                baton_domain::MAX_CONCURRENCY_LIMIT,
+                &operator,
+            )
+            .await?;
+        Ok(())
+    }
+
     /// Events published on the sandbox bus since the last call: `(detail-type, detail)`.
     pub async fn published(&self) -> Result<Vec<(String, Value)>> {
         let envelopes = drain(&self.sqs, &self.capture_queue_url).await?;

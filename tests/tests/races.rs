@@ -5,7 +5,7 @@
 
 use anyhow::Result;
 use baton_app::Handled;
-use baton_domain::{Command, Outcome, Status, SubmitRequest, Task, TaskError, TaskId, Tenant};
+use baton_domain::{Command, Outcome, Status, SubmitRequest, Task, TaskError, TaskId};
 use baton_tests::Sandbox;
 use serde_json::json;
 
@@ -42,19 +42,7 @@ fn fail(attempt: u32) -> Command {
 /// A project whose tasks never wait for a slot, in a fresh sandbox.
 async fn sandbox(project: &str) -> Result<Sandbox> {
     let sandbox = Sandbox::new().await?;
-    let operator = baton_app::Operator {
-        by: "races",
-        reason: "every trial's tasks run at once",
-    };
-    sandbox
-        .baton
-        .set_limit(
-            &Tenant::parse("acme")?,
-            &baton_domain::ProjectId::parse(project)?,
-            baton_domain::MAX_CONCURRENCY_LIMIT,
-            &operator,
-        )
-        .await?;
+    sandbox.unlimited("acme", project).await?;
     Ok(sandbox)
 }
 
@@ -107,79 +95,87 @@ async fn race(sandbox: &Sandbox, task: &Task, a: &Command, b: &Command) -> Resul
     Ok((after, applied(&first)))
 }
 
+/// `trials()` races of `a` against `b` (named in the printed tally), each on a new task of
+/// `project` in its first attempt (`past_deadline`: with its deadline passed); `expected` gives
+/// the task's status and attempt after `a` won (`true`) or `b` did.
+async fn one_wins_every_time(
+    project: &str,
+    (a_name, a): (&str, Command),
+    (b_name, b): (&str, Command),
+    past_deadline: bool,
+    expected: impl Fn(bool) -> (Status, u32),
+) -> Result<()> {
+    let sandbox = sandbox(project).await?;
+    let mut wins = [0, 0];
+    for _ in 0..trials() {
+        let task = running(&sandbox, project).await?;
+        if past_deadline {
+            // Past the attempt's one-second deadline: the sweeper's timeout is due.
+            sandbox.clock.advance(chrono::Duration::seconds(2));
+        }
+        let (after, a_won) = race(&sandbox, &task, &a, &b).await?;
+        assert_eq!((after.status, after.attempt), expected(a_won), "{after:?}");
+        wins[usize::from(a_won)] += 1;
+    }
+    println!(
+        "{a_name} vs {b_name} over {} trials: {a_name} won {}, {b_name} won {}",
+        trials(),
+        wins[1],
+        wins[0]
+    );
+    sandbox.teardown().await
+}
+
 #[tokio::test]
 async fn cancel_against_a_result_one_wins_every_time() -> Result<()> {
-    let sandbox = sandbox("cancel-result").await?;
     let cancel = Command::Cancel {
         reason: "race".into(),
     };
-    let mut wins = [0, 0];
-    for _ in 0..trials() {
-        let task = running(&sandbox, "cancel-result").await?;
-        let (after, cancel_won) = race(&sandbox, &task, &cancel, &succeed(1)).await?;
-        let expected = if cancel_won {
-            Status::Cancelled
-        } else {
-            Status::Succeeded
-        };
-        assert_eq!(after.status, expected);
-        wins[usize::from(cancel_won)] += 1;
-    }
-    println!(
-        "cancel vs result over {} trials: result won {}, cancel won {}",
-        trials(),
-        wins[0],
-        wins[1]
-    );
-    sandbox.teardown().await
+    one_wins_every_time(
+        "cancel-result",
+        ("cancel", cancel),
+        ("result", succeed(1)),
+        false,
+        |cancel_won| match cancel_won {
+            true => (Status::Cancelled, 1),
+            false => (Status::Succeeded, 1),
+        },
+    )
+    .await
 }
 
 #[tokio::test]
 async fn a_result_against_its_timeout_one_wins_every_time() -> Result<()> {
-    let sandbox = sandbox("result-timeout").await?;
-    let mut wins = [0, 0];
-    for _ in 0..trials() {
-        let task = running(&sandbox, "result-timeout").await?;
-        // Past the attempt's one-second deadline: the sweeper's timeout is due.
-        sandbox.clock.advance(chrono::Duration::seconds(2));
-        let timeout = Command::TimeOut { attempt: 1 };
-        let (after, result_won) = race(&sandbox, &task, &succeed(1), &timeout).await?;
-        match result_won {
-            true => assert_eq!(after.status, Status::Succeeded),
-            // Attempts are left: the timeout schedules the second, and the result is stale.
-            false => assert_eq!((after.status, after.attempt), (Status::Scheduled, 2)),
-        }
-        wins[usize::from(result_won)] += 1;
-    }
-    println!(
-        "result vs timeout over {} trials: timeout won {}, result won {}",
-        trials(),
-        wins[0],
-        wins[1]
-    );
-    sandbox.teardown().await
+    let timeout = Command::TimeOut { attempt: 1 };
+    one_wins_every_time(
+        "result-timeout",
+        ("result", succeed(1)),
+        ("timeout", timeout),
+        true,
+        |result_won| {
+            match result_won {
+                true => (Status::Succeeded, 1),
+                // Attempts are left: the timeout schedules the second, and the result is stale.
+                false => (Status::Scheduled, 2),
+            }
+        },
+    )
+    .await
 }
 
 #[tokio::test]
 async fn two_results_for_one_attempt_one_wins_every_time() -> Result<()> {
-    let sandbox = sandbox("two-results").await?;
-    let mut wins = [0, 0];
-    for _ in 0..trials() {
-        let task = running(&sandbox, "two-results").await?;
-        let (after, success_won) = race(&sandbox, &task, &succeed(1), &fail(1)).await?;
-        match success_won {
-            true => assert_eq!(after.status, Status::Succeeded),
-            false => assert_eq!((after.status, after.attempt), (Status::Scheduled, 2)),
-        }
-        wins[usize::from(success_won)] += 1;
-    }
-    println!(
-        "two results over {} trials: failure won {}, success won {}",
-        trials(),
-        wins[0],
-        wins[1]
-    );
-    sandbox.teardown().await
+    one_wins_every_time(
+        "two-results",
+        ("success", succeed(1)),
+        ("failure", fail(1)),
+        false,
+        |success_won| match success_won {
+            true => (Status::Succeeded, 1),
+            false => (Status::Scheduled, 2),
+        },
+    )
+    .await
 }
 
 #[tokio::test]

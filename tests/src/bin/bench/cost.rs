@@ -310,32 +310,13 @@ async fn counted(calls: &Calls) -> Result<(Sandbox, Live)> {
     })
     .await?;
     let live = live(&sandbox, calls).await;
-    unlimited(&sandbox, PROJECT).await?;
+    sandbox.unlimited("bench", PROJECT).await?;
     sandbox.published().await?;
     Ok((sandbox, live))
 }
 
 /// The project the lifecycles run in.
 const PROJECT: &str = "cost";
-
-/// Lifts `project`'s concurrency limit to the most there is, so no task of a run waits for a
-/// slot.
-pub async fn unlimited(sandbox: &Sandbox, project: &str) -> Result<()> {
-    let operator = baton_app::Operator {
-        by: "bench",
-        reason: "a benchmark runs every task at once",
-    };
-    sandbox
-        .baton
-        .set_limit(
-            &baton_domain::Tenant::parse("bench")?,
-            &baton_domain::ProjectId::parse(project)?,
-            baton_domain::MAX_CONCURRENCY_LIMIT,
-            &operator,
-        )
-        .await?;
-    Ok(())
-}
 
 /// Runs `n` lifecycles of each kind, one batch at a time, and prices them.
 pub async fn measure(n: usize) -> Result<Vec<LifecycleCost>> {

@@ -397,7 +397,7 @@ fn median(mut samples: Vec<Duration>) -> f64 {
 /// Cold starts, then the memory run, for every function.
 pub async fn measure(sizes: &Sizes) -> Result<Vec<FunctionFigures>> {
     let sandbox = Sandbox::new().await?;
-    crate::cost::unlimited(&sandbox, "memory").await?;
+    sandbox.unlimited("bench", "memory").await?;
     let env = function_env(&sandbox);
     let mut workloads = Workloads {
         sandbox,
