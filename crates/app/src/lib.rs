@@ -3,6 +3,7 @@
 //! `baton-aws`, in-memory ones in [`memory`].
 
 pub mod dead_letters;
+pub mod faults;
 mod graph;
 pub mod memory;
 mod ports;
