@@ -2,7 +2,7 @@
 
 use async_graphql::{Context, Enum, ID, SimpleObject};
 use baton_app::{Baton, Direction, GraphError, MAX_LINEAGE_DEPTH, ModelQuery};
-use baton_domain::{DependencyError, TaskId};
+use baton_domain::{DependencyError, TaskId, check_reason};
 use chrono::{DateTime, Utc};
 
 use crate::flow::StatusCount;
@@ -262,9 +262,7 @@ pub async fn request_rollback(
     let caller = caller(ctx)?;
     let id = parse_id(task_id)?;
     let reason = reason.unwrap_or_else(|| format!("rolled back by {}", caller.subject));
-    if reason.trim().is_empty() || reason.chars().count() > 500 {
-        return Err(invalid("reason", "must be 1 to 500 characters"));
-    }
+    check_reason(&reason).map_err(|message| invalid("reason", message))?;
     let request = uuid::Uuid::now_v7().to_string();
     let handled = ctx
         .data_unchecked::<Baton>()

@@ -4,6 +4,7 @@
 //! out to subscribers.
 
 pub mod auth;
+mod codes;
 mod flow;
 mod graph;
 pub mod limits;
@@ -18,7 +19,7 @@ use async_graphql::{
     Context, ErrorExtensions, ID, InputObject, Object, Schema, SchemaBuilder, Subscription,
 };
 use baton_app::{Baton, Handled, InfraError, SubmitError, TaskQuery, Watch};
-use baton_domain::{Command, ProjectId, SubmitRequest, TaskId, Tier};
+use baton_domain::{Command, ProjectId, SubmitRequest, TaskId, Tier, check_reason};
 use chrono::{DateTime, Utc};
 use tracing::error;
 
@@ -50,7 +51,8 @@ fn builder() -> SchemaBuilder<QueryRoot, MutationRoot, SubscriptionRoot> {
     Schema::build(QueryRoot, MutationRoot, SubscriptionRoot)
 }
 
-/// Builds the schema over `baton`, with every limit in [`LIMITS`] on and field suggestions off.
+/// Builds the schema over `baton`, with every limit in [`LIMITS`] on, every error coded and field
+/// suggestions off.
 pub fn schema(baton: Baton, options: Options) -> BatonSchema {
     let mut schema = builder().data(baton);
     if let Some(dead_letters) = options.dead_letters {
@@ -58,6 +60,7 @@ pub fn schema(baton: Baton, options: Options) -> BatonSchema {
     }
     let schema = schema
         .extension(LIMITS)
+        .extension(codes::ErrorCodes)
         .disable_suggestions()
         .limit_recursive_depth(LIMITS.depth * 4);
     match options.introspection {
@@ -340,9 +343,9 @@ impl MutationRoot {
     ) -> async_graphql::Result<Task> {
         let caller = caller(ctx)?;
         let task_id = parse_id(&id)?;
-        let command = Command::Cancel {
-            reason: reason.unwrap_or_else(|| format!("cancelled by {}", caller.subject)),
-        };
+        let reason = reason.unwrap_or_else(|| format!("cancelled by {}", caller.subject));
+        check_reason(&reason).map_err(|message| invalid("reason", message))?;
+        let command = Command::Cancel { reason };
         let handled = ctx
             .data_unchecked::<Baton>()
             .execute(&caller.tenant, &task_id, &command)
