@@ -21,6 +21,8 @@ use baton_app::memory::ManualClock;
 use baton_aws::Settings;
 use serde_json::{Value, json};
 
+pub mod fuzz;
+
 const ROOT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
 
 /// The SDK configuration for the emulator (dummy credentials, `us-east-1` unless set).

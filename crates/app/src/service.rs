@@ -3,7 +3,8 @@ use std::sync::Arc;
 use baton_domain::{
     Change, Command, ControlEvent, Decision, DependencyError, Effects, Event, Gate,
     InvalidSubmission, KillSwitch, MAX_CONCURRENCY_LIMIT, Parked, ProjectId, Rejection, Scope,
-    Status, Step, SubmitRequest, Task, TaskId, Tenant, Timer, check_dependencies, decide,
+    Status, Step, SubmitRequest, Task, TaskId, Tenant, Timer, check_dependencies, check_reason,
+    decide,
 };
 use chrono::{DateTime, Duration, Utc};
 use tracing::{Instrument, Span, info, info_span, warn};
@@ -117,7 +118,7 @@ impl ControlError {
 pub struct Operator<'a> {
     /// The caller's identity.
     pub by: &'a str,
-    /// Their reason, 1 to 500 characters.
+    /// Their reason, 1 to [`baton_domain::MAX_REASON_CHARS`] characters.
     pub reason: &'a str,
 }
 
@@ -679,13 +680,9 @@ impl Baton {
     }
 
     fn change(&self, operator: &Operator<'_>) -> Result<Change, ControlError> {
+        check_reason(operator.reason)
+            .map_err(|message| ControlError::invalid("reason", message))?;
         let reason = operator.reason.trim();
-        if reason.is_empty() || reason.chars().count() > 500 {
-            return Err(ControlError::invalid(
-                "reason",
-                "must be 1 to 500 characters",
-            ));
-        }
         Ok(Change {
             by: operator.by.to_owned(),
             reason: reason.to_owned(),

@@ -3,7 +3,8 @@
 
 use aws_lambda_events::eventbridge::EventBridgeEvent;
 use baton_domain::{
-    Command, EventKind, Outcome, ProjectId, Provenance, SubmitRequest, Taint, TaskId, Tenant, Timer,
+    Command, EventKind, Outcome, ProjectId, Provenance, SubmitRequest, Taint, TaskId, Tenant,
+    Timer, check_reason,
 };
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -13,8 +14,8 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{code}: {reason}")]
 pub struct Malformed {
-    /// A stable code: `MALFORMED_ENVELOPE`, `UNEXPECTED_DETAIL_TYPE`, `INVALID_DETAIL`,
-    /// `INVALID_SUBMISSION`, `MALFORMED_TIMER`.
+    /// A stable code: `EVENT_TOO_LARGE`, `MALFORMED_ENVELOPE`, `UNEXPECTED_DETAIL_TYPE`,
+    /// `INVALID_DETAIL`, `INVALID_SUBMISSION`, `MALFORMED_TIMER`.
     pub code: &'static str,
     /// What is wrong.
     pub reason: String,
@@ -41,12 +42,26 @@ pub struct Envelope<T> {
     pub detail: T,
 }
 
-/// The body of an SQS message.
+/// The largest event EventBridge delivers, in bytes. An SQS message (up to 1 MiB) can carry a
+/// larger body only if something other than Baton's rules sent it.
+pub const MAX_EVENT_BYTES: usize = 256 * 1024;
+
+/// The body of an SQS message, refused unparsed when no EventBridge event could be that large.
 pub fn body(message: &aws_lambda_events::sqs::SqsMessage) -> Result<&str, Malformed> {
-    message
+    let body = message
         .body
         .as_deref()
-        .ok_or_else(|| Malformed::new("MALFORMED_ENVELOPE", "the message has no body"))
+        .ok_or_else(|| Malformed::new("MALFORMED_ENVELOPE", "the message has no body"))?;
+    if body.len() > MAX_EVENT_BYTES {
+        return Err(Malformed::new(
+            "EVENT_TOO_LARGE",
+            format!(
+                "the body is {} bytes; events are at most {MAX_EVENT_BYTES}",
+                body.len()
+            ),
+        ));
+    }
+    Ok(body)
 }
 
 /// Parses an SQS body holding an EventBridge event of `detail_type`.
@@ -191,7 +206,8 @@ pub struct RollbackRequest {
 
 impl RollbackRequest {
     /// The rollback command this request asks for; `event_id` names the request if it does not.
-    pub fn command(self, event_id: &str) -> Addressed {
+    /// A reason out of bounds is refused.
+    pub fn command(self, event_id: &str) -> Result<Addressed, Malformed> {
         let taint = Taint {
             root: self.root.unwrap_or(self.task_id),
             via: self.via,
@@ -200,11 +216,12 @@ impl RollbackRequest {
         let reason = self
             .reason
             .unwrap_or_else(|| "rollback requested".to_owned());
-        (
+        check_reason(&reason).map_err(|e| invalid("RollbackRequested", &format!("reason {e}")))?;
+        Ok((
             self.tenant,
             self.task_id,
             Command::Rollback { reason, taint },
-        )
+        ))
     }
 }
 
@@ -212,13 +229,11 @@ impl RollbackRequest {
 pub type Addressed = (Tenant, TaskId, Command);
 
 impl TaskResult {
-    /// The completion this result reports; provenance out of bounds is refused.
+    /// The completion this result reports; a result or provenance out of bounds is refused.
     pub fn command(self) -> Result<Addressed, Malformed> {
-        if let Some(provenance) = &self.provenance {
-            provenance.check().map_err(|reason| {
-                Malformed::new("INVALID_DETAIL", format!("TaskResult: {reason}"))
-            })?;
-        }
+        self.outcome
+            .check(self.provenance.as_ref())
+            .map_err(|reason| invalid("TaskResult", &reason))?;
         Ok((
             self.tenant,
             self.task_id,
@@ -232,11 +247,17 @@ impl TaskResult {
 }
 
 impl TaskRequest {
-    /// The cancel command this request asks for.
-    pub fn cancel(self) -> Addressed {
+    /// The cancel command this request asks for; a reason out of bounds is refused.
+    pub fn cancel(self) -> Result<Addressed, Malformed> {
         let reason = self.reason.unwrap_or_else(|| "cancel requested".to_owned());
-        (self.tenant, self.task_id, Command::Cancel { reason })
+        check_reason(&reason).map_err(|e| invalid("CancelTask", &format!("reason {e}")))?;
+        Ok((self.tenant, self.task_id, Command::Cancel { reason }))
     }
+}
+
+/// A detail of `detail_type` that parsed but is out of bounds.
+fn invalid(detail_type: &str, reason: &str) -> Malformed {
+    Malformed::new("INVALID_DETAIL", format!("{detail_type}: {reason}"))
 }
 
 /// Parses a due-queue message into the dispatch it asks for.
@@ -322,7 +343,7 @@ mod tests {
             json!({"tenant": "acme", "task_id": task}),
         );
         let request = envelope::<RollbackRequest>(&body, "RollbackRequested").unwrap();
-        let (_, id, command) = request.detail.command("event-1");
+        let (_, id, command) = request.detail.command("event-1").unwrap();
         let Command::Rollback { taint, .. } = command else {
             panic!("{command:?}");
         };

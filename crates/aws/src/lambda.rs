@@ -160,7 +160,8 @@ fn failure(message: &SqsMessage) -> BatchItemFailure {
     failure
 }
 
-/// Logs what became of a command; every outcome here is acknowledged.
+/// Logs what became of a command; every outcome here is acknowledged, and each that changed
+/// nothing is logged with a code.
 pub fn log_handled(handled: &Handled) {
     match handled {
         Handled::Applied(task) => info!(
@@ -173,13 +174,19 @@ pub fn log_handled(handled: &Handled) {
             version = task.version, correlation_id = %task.correlation_id,
             "already applied; effects repeated"
         ),
-        Handled::LostRace(rejection) => warn!(%rejection, "lost a race to another transition"),
-        Handled::Rejected(rejection) => warn!(%rejection, "command rejected"),
+        Handled::LostRace(rejection) => warn!(
+            code = rejection.code(), %rejection, "lost a race to another transition"
+        ),
+        Handled::Rejected(rejection) => {
+            warn!(code = rejection.code(), %rejection, "command rejected")
+        }
         Handled::Rearmed(timer) => {
             info!(task_id = %timer.task_id, due_at = %timer.due_at, "timer early; armed again")
         }
         Handled::Parked(gate) => info!(gate = gate.as_str(), "due but held back; parked"),
-        Handled::NotFound => warn!("no such task"),
+        // An unknown task, or one of another tenant: the same answer, so nothing is learned
+        // about other tenants' ids.
+        Handled::NotFound => warn!(code = "TASK_NOT_FOUND", "no such task of this tenant"),
     }
 }
 

@@ -23,4 +23,7 @@ pub use ids::{IdError, ProjectId, TaskId, Tenant, Tier};
 pub use submission::{
     FieldError, Idempotency, InvalidSubmission, NewTask, RetryInput, SubmitRequest,
 };
-pub use task::{HistoryEntry, Outcome, RetryPolicy, Status, Task, TaskError};
+pub use task::{
+    HistoryEntry, MAX_REASON_CHARS, MAX_RESULT_BYTES, Outcome, RetryPolicy, Status, Task,
+    TaskError, check_reason,
+};

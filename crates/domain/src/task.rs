@@ -126,6 +126,48 @@ pub enum Outcome {
     },
 }
 
+/// Largest accepted result (`output`, or `error`, with the provenance) as JSON, in bytes: the
+/// `TaskSucceeded` event that carries it keeps 64 KiB of EventBridge's 256 KiB for its other
+/// fields, and the task's item holds it beside its input (at most 64 KiB) inside 400 KB.
+pub const MAX_RESULT_BYTES: usize = 192 * 1024;
+/// Longest `error.code` a worker may report, in characters.
+const MAX_ERROR_CODE_CHARS: usize = 100;
+/// Longest reason a cancel, a rollback or an operator's control may give, in characters.
+pub const MAX_REASON_CHARS: usize = 500;
+
+impl Outcome {
+    /// Checks the bounds that keep a result (with its `provenance`) inside the events that
+    /// carry it and the task's item; names what is out of them.
+    pub fn check(&self, provenance: Option<&Provenance>) -> Result<(), String> {
+        if let Outcome::Failed { error } = self
+            && error.code.chars().count() > MAX_ERROR_CODE_CHARS
+        {
+            return Err(format!(
+                "error.code must be at most {MAX_ERROR_CODE_CHARS} characters"
+            ));
+        }
+        if let Some(provenance) = provenance {
+            provenance.check()?;
+        }
+        let bytes = serde_json::to_vec(&(self, provenance)).map_or(0, |json| json.len());
+        if bytes > MAX_RESULT_BYTES {
+            return Err(format!(
+                "the result is {bytes} bytes as JSON; at most {MAX_RESULT_BYTES} fit its events"
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Checks a reason given for a cancel, a rollback or a control: 1 to [`MAX_REASON_CHARS`]
+/// characters, not blank.
+pub fn check_reason(reason: &str) -> Result<(), String> {
+    match reason.trim().is_empty() || reason.chars().count() > MAX_REASON_CHARS {
+        true => Err(format!("must be 1 to {MAX_REASON_CHARS} characters")),
+        false => Ok(()),
+    }
+}
+
 /// One transition as recorded in the task's history.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct HistoryEntry {

@@ -11,7 +11,7 @@ use baton_aws::lambda::{Batch, execute, for_each_message};
 pub async fn handle(baton: &Baton, event: SqsEvent) -> Batch {
     for_each_message(event, |message| async move {
         let request = envelope::<TaskRequest>(body(&message)?, "CancelTask")?;
-        execute(baton, request.detail.cancel()).await
+        execute(baton, request.detail.cancel()?).await
     })
     .await
 }

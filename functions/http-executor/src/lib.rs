@@ -156,8 +156,13 @@ pub async fn execute(client: &reqwest::Client, input: &Value, limit: Duration) -
         .iter()
         .filter_map(|(name, value)| Some((name.as_str(), value.to_str().ok()?)))
         .collect();
-    Outcome::Succeeded {
+    let succeeded = Outcome::Succeeded {
         output: json!({"status": status.as_u16(), "headers": headers, "body": text}),
+    };
+    // Escaped as JSON, a body under the cap may still not fit the result's events.
+    match succeeded.check(None) {
+        Ok(()) => succeeded,
+        Err(reason) => failed("RESPONSE_TOO_LARGE", reason),
     }
 }
 

@@ -12,7 +12,7 @@ use baton_aws::lambda::{Batch, execute, for_each_message};
 pub async fn handle(baton: &Baton, event: SqsEvent) -> Batch {
     for_each_message(event, |message| async move {
         let request = envelope::<RollbackRequest>(body(&message)?, "RollbackRequested")?;
-        execute(baton, request.detail.command(&request.id)).await
+        execute(baton, request.detail.command(&request.id)?).await
     })
     .await
 }
