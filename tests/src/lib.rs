@@ -16,9 +16,10 @@ use aws_sdk_dynamodb::types::{
     AttributeDefinition, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType, Projection,
     ProjectionType, ScalarAttributeType,
 };
-use baton_app::Baton;
 use baton_app::memory::ManualClock;
+use baton_app::{Baton, Handled};
 use baton_aws::Settings;
+use baton_domain::{Command, Outcome, SubmitRequest, Task, TaskError, TaskId};
 use serde_json::{Value, json};
 
 pub mod fuzz;
@@ -112,6 +113,31 @@ pub fn http_api_request(token: &str, body: &Value) -> Value {
     request["headers"]["authorization"] = json!(format!("Bearer {token}"));
     request["body"] = json!(body.to_string());
     request
+}
+
+/// A worker's success for `attempt`.
+pub fn succeed(attempt: u32) -> Command {
+    Command::Complete {
+        attempt,
+        outcome: Outcome::Succeeded {
+            output: json!({"ok": true}),
+        },
+        provenance: None,
+    }
+}
+
+/// A worker's failure of `attempt`.
+pub fn fail(attempt: u32) -> Command {
+    Command::Complete {
+        attempt,
+        outcome: Outcome::Failed {
+            error: TaskError {
+                code: "BOOM".into(),
+                message: "failed".into(),
+            },
+        },
+        provenance: None,
+    }
 }
 
 /// A fixture file from `tests/fixtures`, parsed.
@@ -285,6 +311,35 @@ impl Sandbox {
             )
             .await?;
         Ok(())
+    }
+
+    /// Submits a task of `acme`'s `project` (1 s timeout, 2 attempts, 60 s apart) that depends
+    /// on `depends_on`.
+    pub async fn submit_task(&self, project: &str, depends_on: &[TaskId]) -> Result<Task> {
+        let request: SubmitRequest = serde_json::from_value(json!({"tenant": "acme",
+            "project": project, "name": "reliability", "tier": "cpu", "timeout_seconds": 1,
+            "retry": {"max_attempts": 2, "backoff_seconds": 60},
+            "depends_on": depends_on.iter().map(ToString::to_string).collect::<Vec<_>>()}))?;
+        let id = TaskId::from_uuid(uuid::Uuid::now_v7());
+        Ok(self.baton.submit(&request, id).await?.task)
+    }
+
+    /// A task of `project` in its first attempt.
+    pub async fn running(&self, project: &str) -> Result<Task> {
+        let task = self.submit_task(project, &[]).await?;
+        self.run(&task, &Command::Dispatch { attempt: 1 }).await?;
+        self.reload(&task).await
+    }
+
+    /// Runs `command` against `task`.
+    pub async fn run(&self, task: &Task, command: &Command) -> Result<Handled> {
+        Ok(self.baton.execute(&task.tenant, &task.id, command).await?)
+    }
+
+    /// `task` as stored now.
+    pub async fn reload(&self, task: &Task) -> Result<Task> {
+        let stored = self.baton.task(&task.tenant, &task.id).await?;
+        stored.ok_or_else(|| anyhow::anyhow!("task {} is gone", task.id))
     }
 
     /// Events published on the sandbox bus since the last call: `(detail-type, detail)`.

@@ -5,38 +5,14 @@
 
 use anyhow::Result;
 use baton_app::Handled;
-use baton_domain::{Command, Outcome, Status, SubmitRequest, Task, TaskError, TaskId};
-use baton_tests::Sandbox;
-use serde_json::json;
+use baton_domain::{Command, Status, Task};
+use baton_tests::{Sandbox, fail, succeed};
 
 fn trials() -> usize {
     std::env::var("BATON_RACE_TRIALS")
         .ok()
         .and_then(|n| n.parse().ok())
         .unwrap_or(50)
-}
-
-fn succeed(attempt: u32) -> Command {
-    Command::Complete {
-        attempt,
-        outcome: Outcome::Succeeded {
-            output: json!({"ok": true}),
-        },
-        provenance: None,
-    }
-}
-
-fn fail(attempt: u32) -> Command {
-    Command::Complete {
-        attempt,
-        outcome: Outcome::Failed {
-            error: TaskError {
-                code: "BOOM".into(),
-                message: "failed".into(),
-            },
-        },
-        provenance: None,
-    }
 }
 
 /// A project whose tasks never wait for a slot, in a fresh sandbox.
@@ -46,37 +22,9 @@ async fn sandbox(project: &str) -> Result<Sandbox> {
     Ok(sandbox)
 }
 
-async fn submit(sandbox: &Sandbox, project: &str, depends_on: &[TaskId]) -> Result<Task> {
-    let request: SubmitRequest = serde_json::from_value(json!({"tenant": "acme",
-        "project": project, "name": "race", "tier": "cpu", "timeout_seconds": 1,
-        "retry": {"max_attempts": 2, "backoff_seconds": 60},
-        "depends_on": depends_on.iter().map(ToString::to_string).collect::<Vec<_>>()}))?;
-    let id = TaskId::from_uuid(uuid::Uuid::now_v7());
-    Ok(sandbox.baton.submit(&request, id).await?.task)
-}
-
-/// A task of `project` in its first attempt.
-async fn running(sandbox: &Sandbox, project: &str) -> Result<Task> {
-    let task = submit(sandbox, project, &[]).await?;
-    run(sandbox, &task, &Command::Dispatch { attempt: 1 }).await?;
-    reload(sandbox, &task).await
-}
-
-async fn run(sandbox: &Sandbox, task: &Task, command: &Command) -> Result<Handled> {
-    Ok(sandbox
-        .baton
-        .execute(&task.tenant, &task.id, command)
-        .await?)
-}
-
-async fn reload(sandbox: &Sandbox, task: &Task) -> Result<Task> {
-    let stored = sandbox.baton.task(&task.tenant, &task.id).await?;
-    stored.ok_or_else(|| anyhow::anyhow!("task {} is gone", task.id))
-}
-
 /// Runs `a` and `b` against `task` at once; answers the task after both and which won.
 async fn race(sandbox: &Sandbox, task: &Task, a: &Command, b: &Command) -> Result<(Task, bool)> {
-    let (first, second) = tokio::join!(run(sandbox, task, a), run(sandbox, task, b));
+    let (first, second) = tokio::join!(sandbox.run(task, a), sandbox.run(task, b));
     let applied = |h: &Handled| matches!(h, Handled::Applied(_));
     let (first, second) = (first?, second?);
     assert!(
@@ -85,7 +33,7 @@ async fn race(sandbox: &Sandbox, task: &Task, a: &Command, b: &Command) -> Resul
         a.name(),
         b.name()
     );
-    let after = reload(sandbox, task).await?;
+    let after = sandbox.reload(task).await?;
     assert_eq!(after.version, task.version + 1, "one transition: {after:?}");
     assert_eq!(
         after.history.len() as u64,
@@ -108,7 +56,7 @@ async fn one_wins_every_time(
     let sandbox = sandbox(project).await?;
     let mut wins = [0, 0];
     for _ in 0..trials() {
-        let task = running(&sandbox, project).await?;
+        let task = sandbox.running(project).await?;
         if past_deadline {
             // Past the attempt's one-second deadline: the sweeper's timeout is due.
             sandbox.clock.advance(chrono::Duration::seconds(2));
@@ -183,16 +131,16 @@ async fn two_parents_succeeding_at_once_release_their_child_once() -> Result<()>
     let sandbox = sandbox("two-parents").await?;
     for _ in 0..trials() {
         let (a, b) = (
-            running(&sandbox, "two-parents").await?,
-            running(&sandbox, "two-parents").await?,
+            sandbox.running("two-parents").await?,
+            sandbox.running("two-parents").await?,
         );
-        let child = submit(&sandbox, "two-parents", &[a.id, b.id]).await?;
+        let child = sandbox.submit_task("two-parents", &[a.id, b.id]).await?;
         assert_eq!(child.status, Status::Pending);
         let done = succeed(1);
-        let (first, second) = tokio::join!(run(&sandbox, &a, &done), run(&sandbox, &b, &done));
+        let (first, second) = tokio::join!(sandbox.run(&a, &done), sandbox.run(&b, &done));
         assert!(matches!(first?, Handled::Applied(_)));
         assert!(matches!(second?, Handled::Applied(_)));
-        let after = reload(&sandbox, &child).await?;
+        let after = sandbox.reload(&child).await?;
         assert_eq!(
             (after.status, after.version),
             (Status::Scheduled, 2),

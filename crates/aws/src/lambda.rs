@@ -14,6 +14,7 @@ use tracing::{Instrument, error, info, info_span, warn};
 
 use crate::dlq::Parking;
 use crate::emf::EmfMetrics;
+use crate::faults::Chaos;
 use crate::inbound::{Addressed, Malformed};
 pub use crate::logs::init_tracing;
 
@@ -142,11 +143,15 @@ impl Settlement {
                 }
                 Ok(false) => {
                     info!(code = error.code(), "failed; it will be delivered again");
-                    response.batch_item_failures.push(failure(&message));
+                    response
+                        .batch_item_failures
+                        .push(failure(message.message_id.clone().unwrap_or_default()));
                 }
                 Err(infra) => {
                     error!(error = ?infra, "could not park; it will be delivered again");
-                    response.batch_item_failures.push(failure(&message));
+                    response
+                        .batch_item_failures
+                        .push(failure(message.message_id.clone().unwrap_or_default()));
                 }
             }
         }
@@ -154,9 +159,10 @@ impl Settlement {
     }
 }
 
-fn failure(message: &SqsMessage) -> BatchItemFailure {
+/// The failure of the message with `id`, so SQS delivers it again.
+fn failure(id: String) -> BatchItemFailure {
     let mut failure = BatchItemFailure::default();
-    failure.item_identifier = message.message_id.clone().unwrap_or_default();
+    failure.item_identifier = id;
     failure
 }
 
@@ -221,15 +227,53 @@ where
         metrics,
     }));
     let handle = &handle;
+    let chaos = Chaos::from_env();
     // Boxed: the runtime's future nested in the caller's is deeper than the compiler's layout
     // limit.
     Box::pin(lambda_runtime::run(service_fn(
         move |event: LambdaEvent<SqsEvent>| {
+            let ids: Vec<String> = match chaos {
+                Some(_) => event
+                    .payload
+                    .records
+                    .iter()
+                    .filter_map(|r| r.message_id.clone())
+                    .collect(),
+                None => Vec::new(),
+            };
             let batch = handle(state, event.payload);
-            async move { Ok::<_, Infallible>(settlement.settle(batch.await).await) }
+            async move {
+                let mut response = settlement.settle(batch.await).await;
+                if let Some(chaos) = chaos {
+                    disturb(&chaos, &ids, &mut response);
+                }
+                Ok::<_, Infallible>(response)
+            }
         },
     )))
     .await
+}
+
+/// The chaos run's faults on a settled batch: some handled messages reported failed, so SQS
+/// delivers them again; now and then the process dies before the batch is acknowledged.
+fn disturb(chaos: &Chaos, ids: &[String], response: &mut SqsBatchResponse) {
+    if Chaos::strikes(chaos.crash) {
+        error!(
+            messages = ids.len(),
+            "chaos: killed after the batch's commits, before its acknowledgement"
+        );
+        std::process::exit(137);
+    }
+    for id in ids {
+        let failed = response
+            .batch_item_failures
+            .iter()
+            .any(|f| &f.item_identifier == id);
+        if !failed && Chaos::strikes(chaos.duplicate) {
+            warn!(message_id = %id, "chaos: a handled message will be delivered again");
+            response.batch_item_failures.push(failure(id.clone()));
+        }
+    }
 }
 
 /// Serves a function that runs commands from an SQS queue: the service from the environment,

@@ -8,6 +8,7 @@ pub mod dlq;
 mod dynamo;
 pub mod emf;
 mod eventbridge;
+pub mod faults;
 mod flow;
 pub mod inbound;
 pub mod lambda;
@@ -56,7 +57,11 @@ impl Settings {
 /// The SDK configuration from the environment. `AWS_ENDPOINT_URL`, when set, points every client
 /// at an emulator (MiniStack, LocalStack); unset, at AWS.
 pub async fn sdk_config() -> aws_config::SdkConfig {
-    aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await
+    let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+    match faults::Chaos::from_env() {
+        Some(chaos) if chaos.lose > 0.0 => faults::FaultyHttp::losing(chaos.lose).sdk(&sdk),
+        _ => sdk,
+    }
 }
 
 /// The SDK clients the service calls through.

@@ -272,4 +272,43 @@ impl Task {
             .find(|entry| entry.cause.starts_with("result:"))
             .map(|entry| entry.at)
     }
+
+    /// Checks what every stored task must show, however its commands were delivered: one
+    /// history entry per version, each starting where the one before ended, nothing moving on
+    /// from a terminal status but a rollback of a success, one dispatch per attempt, and the
+    /// status the last entry reached. Names the first thing that does not hold.
+    pub fn check_history(&self) -> Result<(), String> {
+        if self.history.len() as u64 != self.version {
+            return Err(format!(
+                "{} history entries at version {}",
+                self.history.len(),
+                self.version
+            ));
+        }
+        let mut from = None;
+        let mut dispatched = Vec::new();
+        for (i, entry) in self.history.iter().enumerate() {
+            if entry.version != i as u64 + 1 || entry.from != from {
+                return Err(format!("entry {} does not follow the one before", i + 1));
+            }
+            let rollback = (entry.from, entry.to) == (Some(Status::Succeeded), Status::RolledBack);
+            if from.is_some_and(Status::is_terminal) && !entry.is_note() && !rollback {
+                return Err(format!("entry {} moves on from {:?}", i + 1, entry.from));
+            }
+            if entry.to == Status::Running && !entry.is_note() {
+                if dispatched.contains(&entry.attempt) {
+                    return Err(format!("attempt {} dispatched twice", entry.attempt));
+                }
+                dispatched.push(entry.attempt);
+            }
+            from = Some(entry.to);
+        }
+        match from == Some(self.status) {
+            true => Ok(()),
+            false => Err(format!(
+                "the last entry reached {from:?}, the task is {:?}",
+                self.status
+            )),
+        }
+    }
 }
