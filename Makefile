@@ -65,8 +65,10 @@ bench: $(VENV)/.installed
 bench-quick: $(VENV)/.installed
 	./localstack/bench.sh --quick
 
-## reliability: the reliability suites at full size against the emulator (races: 500 trials
-## each; `make test` runs 50)
+## reliability: the reliability suites at full size against the emulator: races (500 trials
+## each), the model-based test (100,000 sequences), the bad-input fuzz (5,000 cases per
+## property), SDK faults, and the chaos run (1,000 tasks). `make test` runs each smaller.
+## The cargo-fuzz targets are in fuzz/ (nightly: `cd fuzz && cargo +nightly fuzz run events`).
 reliability: $(VENV)/.installed
 	./localstack/reliability.sh
 

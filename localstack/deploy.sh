@@ -29,6 +29,8 @@ overrides=(Stage="$STAGE" Architecture="$ARCH" CodeBucket="$BUCKET"
   MaxReceiveCount="${BATON_MAX_RECEIVE_COUNT:-3}"
   LogLevel="${BATON_LOG_LEVEL:-info}"
   JwtSecret="$BATON_JWT_SECRET" JwtIssuer="$BATON_JWT_ISSUER" JwtAudience="$BATON_JWT_AUDIENCE")
+# Test only (the chaos run): faults the functions inject; the template honours it on local and test.
+if [ -n "${BATON_CHAOS:-}" ]; then overrides+=(Chaos="$BATON_CHAOS"); fi
 for f in "${FUNCTIONS[@]}"; do
   binary="$ROOT/target/$TARGET_DIR/baton-fn-$f"
   hash=$(sha256sum "$binary" | cut -c1-16)

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The emulator tests: starts MiniStack if none answers (and stops it afterwards if it started it),
-# deploys a stack with a unique name, runs the in-process and end-to-end tests, removes the stack.
+# deploys a stack with a unique name, runs the in-process and end-to-end tests, removes the stack,
+# then the chaos run at a reduced size on a stack of its own.
 set -euo pipefail
 source "$(dirname "$0")/env.sh"
 STACK="baton-test-$(date +%s)-$RANDOM"
@@ -15,3 +16,5 @@ trap cleanup EXIT
 "$ROOT/localstack/deploy.sh" "$STACK" test
 export BATON_STACK_OUTPUTS="$BUILD/$STACK.outputs.json"
 cd "$ROOT" && cargo test -p baton-tests --tests
+# The chaos run at a reduced size, on a stack of its own (`make reliability`: 1,000 tasks).
+CHAOS_TASKS="${CHAOS_TASKS:-100}" "$ROOT/localstack/chaos.sh"

@@ -7,7 +7,7 @@
 //! known code, which parks it in its DLQ with that code; a GraphQL request gets JSON with data or
 //! coded errors. Anything else, a panic included, is a finding.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use baton_app::memory::{MemoryBus, MemoryConnections, MemoryPush, MemoryStore, MemoryTimers};
 use baton_app::{Baton, Caller, SystemClock};
@@ -189,4 +189,19 @@ impl Harness {
         }
         Ok((status, answer))
     }
+}
+
+/// Runs `f` on one harness per process, on a runtime of its own: for fuzz targets, which hand
+/// inputs over one at a time from a synchronous callback.
+pub fn on_shared<T>(f: impl AsyncFnOnce(&Harness) -> T) -> T {
+    static SHARED: OnceLock<(tokio::runtime::Runtime, Harness)> = OnceLock::new();
+    let (runtime, harness) = SHARED.get_or_init(|| {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a runtime");
+        let harness = runtime.block_on(Harness::new());
+        (runtime, harness)
+    });
+    runtime.block_on(f(harness))
 }

@@ -289,3 +289,27 @@ where
     let baton: &'static Baton = Box::leak(Box::new(crate::baton_from_env().await?));
     serve_batches(baton, Arc::new(EmfMetrics::from_env()), handle).await
 }
+
+#[cfg(test)]
+mod chaos_tests {
+    use super::*;
+
+    #[test]
+    fn chaos_reports_handled_messages_failed_so_they_come_again() {
+        let chaos = Chaos {
+            lose: 0.0,
+            duplicate: 1.0,
+            crash: 0.0,
+        };
+        let ids = vec!["a".to_owned(), "b".to_owned()];
+        let mut response = SqsBatchResponse::default();
+        response.batch_item_failures.push(failure("b".to_owned()));
+        disturb(&chaos, &ids, &mut response);
+        let failed: Vec<&str> = response
+            .batch_item_failures
+            .iter()
+            .map(|f| f.item_identifier.as_str())
+            .collect();
+        assert_eq!(failed, ["b", "a"]);
+    }
+}
