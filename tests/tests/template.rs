@@ -152,3 +152,29 @@ fn every_dlq_and_every_function_has_an_alarm() {
         assert!(alarmed.contains(&logical), "{logical} has no errors alarm");
     }
 }
+
+#[test]
+fn chaos_reaches_the_functions_only_on_the_local_and_test_stages_and_is_off_by_default() {
+    let template = template();
+    assert_eq!(
+        template["Parameters"]["Chaos"]["Default"].as_str(),
+        Some("")
+    );
+    // `ChaosOn: !And [given, !Or [Stage = local, Stage = test]]`, as YAML sees the tags.
+    let condition = format!("{:?}", template["Conditions"]["ChaosOn"]);
+    for needed in ["\"Chaos\"", "\"local\"", "\"test\"", "Or", "And", "Not"] {
+        assert!(
+            condition.contains(needed),
+            "ChaosOn lacks {needed}: {condition}"
+        );
+    }
+    assert!(!condition.contains("prod"), "{condition}");
+    let variable = format!(
+        "{:?}",
+        template["Globals"]["Function"]["Environment"]["Variables"]["BATON_CHAOS"]
+    );
+    assert!(
+        variable.contains("ChaosOn") && variable.contains("AWS::NoValue"),
+        "{variable}"
+    );
+}
