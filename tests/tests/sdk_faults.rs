@@ -11,11 +11,14 @@ use baton_aws::faults::{FaultyHttp, SdkFault};
 use baton_domain::{Command, Rejection, Status, Task};
 use baton_tests::{Sandbox, succeed};
 
-/// A sandbox whose service talks to the emulator through `faults`.
-async fn sandbox(faults: &FaultyHttp) -> Result<Sandbox> {
+/// A sandbox whose service talks to the emulator through the returned fault connector, with a
+/// task in its first attempt.
+async fn running() -> Result<(FaultyHttp, Sandbox, Task)> {
+    let faults = FaultyHttp::new();
     let sandbox = Sandbox::with_clients(|sdk| baton_aws::Clients::new(&faults.sdk(sdk))).await?;
     sandbox.unlimited("acme", "faults").await?;
-    Ok(sandbox)
+    let task = sandbox.running("faults").await?;
+    Ok((faults, sandbox, task))
 }
 
 /// The task moved exactly `moves` times since it was submitted, each once.
@@ -32,9 +35,7 @@ fn moved_once_each(task: &Task, status: Status, moves: u64) {
 #[tokio::test]
 async fn a_commit_whose_response_is_lost_is_its_own_write_and_a_redelivery_finds_it_applied()
 -> Result<()> {
-    let faults = FaultyHttp::new();
-    let sandbox = sandbox(&faults).await?;
-    let task = sandbox.running("faults").await?;
+    let (faults, sandbox, task) = running().await?;
 
     // The write is applied; the SDK retries on the 500 and meets its own condition.
     faults.next("TransactWriteItems", SdkFault::LoseResponse);
@@ -52,9 +53,7 @@ async fn a_commit_whose_response_is_lost_is_its_own_write_and_a_redelivery_finds
 #[tokio::test]
 async fn a_lost_response_the_sdk_gives_up_on_fails_the_message_and_its_redelivery_is_applied_once()
 -> Result<()> {
-    let faults = FaultyHttp::new();
-    let sandbox = sandbox(&faults).await?;
-    let task = sandbox.running("faults").await?;
+    let (faults, sandbox, task) = running().await?;
 
     // Every attempt of the SDK loses its response: the first applies, the others meet it.
     for _ in 0..3 {
@@ -80,9 +79,7 @@ async fn a_lost_response_the_sdk_gives_up_on_fails_the_message_and_its_redeliver
 
 #[tokio::test]
 async fn throttling_and_unavailable_answers_are_retried_by_the_sdk() -> Result<()> {
-    let faults = FaultyHttp::new();
-    let sandbox = sandbox(&faults).await?;
-    let task = sandbox.running("faults").await?;
+    let (faults, sandbox, task) = running().await?;
 
     faults
         .next("GetItem", SdkFault::Throttle)
@@ -98,9 +95,7 @@ async fn throttling_and_unavailable_answers_are_retried_by_the_sdk() -> Result<(
 #[tokio::test]
 async fn a_duplicated_write_applies_once_and_a_duplicated_event_carries_the_same_version()
 -> Result<()> {
-    let faults = FaultyHttp::new();
-    let sandbox = sandbox(&faults).await?;
-    let task = sandbox.running("faults").await?;
+    let (faults, sandbox, task) = running().await?;
     sandbox.published().await?;
 
     faults
@@ -127,9 +122,7 @@ async fn a_duplicated_write_applies_once_and_a_duplicated_event_carries_the_same
 
 #[tokio::test]
 async fn a_result_held_back_while_a_cancel_commits_loses_the_race() -> Result<()> {
-    let faults = FaultyHttp::new();
-    let sandbox = sandbox(&faults).await?;
-    let task = sandbox.running("faults").await?;
+    let (faults, sandbox, task) = running().await?;
 
     // The result reads the running task, then its write waits while the cancel commits.
     faults.next(
@@ -159,9 +152,7 @@ async fn a_result_held_back_while_a_cancel_commits_loses_the_race() -> Result<()
 
 #[tokio::test]
 async fn a_result_held_back_past_its_timeout_is_stale() -> Result<()> {
-    let faults = FaultyHttp::new();
-    let sandbox = sandbox(&faults).await?;
-    let task = sandbox.running("faults").await?;
+    let (faults, sandbox, task) = running().await?;
     sandbox.clock.advance(chrono::Duration::seconds(2));
 
     // The result's write waits while the timeout retries the task: attempt 1 is then stale.

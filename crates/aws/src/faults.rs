@@ -11,7 +11,7 @@
 //! `Chaos` parameter is given on the `local` or `test` stage.
 
 use std::collections::VecDeque;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use aws_config::SdkConfig;
@@ -200,11 +200,16 @@ pub struct Chaos {
 }
 
 impl Chaos {
-    /// From `BATON_CHAOS` (`lose=0.1,duplicate=0.1,crash=0.02`); `None` when unset. A value that
-    /// does not parse is logged and ignored: chaos is never switched on by accident.
+    /// From `BATON_CHAOS` (`lose=0.1,duplicate=0.1,crash=0.02`), read once per process; `None`
+    /// when unset. A value that does not parse is logged and ignored: chaos is never switched on
+    /// by accident.
     pub fn from_env() -> Option<Self> {
-        let text = std::env::var("BATON_CHAOS").ok()?;
-        match Self::parse(&text) {
+        static CHAOS: OnceLock<Option<Chaos>> = OnceLock::new();
+        *CHAOS.get_or_init(|| Self::read(&std::env::var("BATON_CHAOS").ok()?))
+    }
+
+    fn read(text: &str) -> Option<Self> {
+        match Self::parse(text) {
             Ok(chaos) => {
                 warn!(?chaos, "chaos is on: faults will be injected");
                 Some(chaos)
