@@ -35,3 +35,14 @@ ensure_emulator() {
     emulator_started=yes
   fi
 }
+# One output of stack $1: `stack_output STACK KEY`.
+stack_output() {
+  "$AWS" cloudformation describe-stacks --stack-name "$1" \
+    --query "Stacks[0].Outputs[?OutputKey=='$2'].OutputValue" --output text
+}
+# Where stack $1 answers in the emulator: sets DASHBOARD_URL, GRAPHQL_URL and WEBSOCKET_URL.
+stack_urls() {
+  DASHBOARD_URL="$AWS_ENDPOINT_URL/_aws/execute-api/$(stack_output "$1" HttpApiId)/\$default/"
+  GRAPHQL_URL="${DASHBOARD_URL}graphql"
+  WEBSOCKET_URL="${AWS_ENDPOINT_URL/http/ws}/_aws/execute-api/$(stack_output "$1" WebSocketApiId)/$(stack_output "$1" WebSocketStage)"
+}

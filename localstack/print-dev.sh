@@ -1,32 +1,28 @@
 #!/usr/bin/env bash
-# Prints how to use the dev stack $1: the GraphQL URL, an event to paste, where the logs are.
+# Prints how to use the dev stack $1: the dashboard and GraphQL URLs, an event to paste, where the logs are.
 set -euo pipefail
 source "$(dirname "$0")/env.sh"
 STACK="${1:?usage: print-dev.sh STACK}"
-output() {
-  "$AWS" cloudformation describe-stacks --stack-name "$STACK" \
-    --query "Stacks[0].Outputs[?OutputKey=='$1'].OutputValue" --output text
-}
-API=$(output HttpApiId)
-BUS=$(output BusName)
-URL="$AWS_ENDPOINT_URL/_aws/execute-api/$API/\$default/graphql"
-WS="${AWS_ENDPOINT_URL/http/ws}/_aws/execute-api/$(output WebSocketApiId)/$(output WebSocketStage)"
+stack_urls "$STACK"
+BUS=$(stack_output "$STACK" BusName)
 TOKEN=$(cd "$ROOT" && cargo run --quiet -p baton-graphql --bin baton-token -- acme developer --admin)
 cat <<MSG
 
 Baton is running in the emulator (stack $STACK).
 
+  Dashboard (open in a browser, sign in with the token below):
+    $DASHBOARD_URL
   GraphQL (POST) and GraphiQL (GET, open in a browser):
-    $URL
+    $GRAPHQL_URL
   Subscriptions (graphql-transport-ws; send the token in connection_init):
-    $WS
+    $WEBSOCKET_URL
 
   A bearer token for tenant acme with the baton:admin scope (12 hours; \`make token TENANT=other\`
   mints more):
     TOKEN=$TOKEN
 
   Submit a task over GraphQL:
-    curl -s -X POST '$URL' -H 'content-type: application/json' -H "authorization: Bearer \$TOKEN" \\
+    curl -s -X POST '$GRAPHQL_URL' -H 'content-type: application/json' -H "authorization: Bearer \$TOKEN" \\
       -d '{"query":"mutation { submitTask(input: {projectId: \\"demo\\", name: \\"hello\\", tier: \\"gpu\\"}) { id status } }"}'
 
   Or put an event on the bus (localstack/env.sh sets the emulator's address and test credentials,

@@ -5,6 +5,7 @@
 
 pub mod auth;
 mod codes;
+pub mod dashboard;
 mod flow;
 mod graph;
 pub mod limits;

@@ -96,6 +96,7 @@ impl Harness {
             verifier,
             baton: baton.clone(),
             queues: Arc::new(baton_aws::dlq::SqsDeadLetters::new(sqs, Default::default())),
+            dashboard: baton_graphql::dashboard::page(&Default::default()).into(),
         };
         Self {
             baton,

@@ -341,6 +341,7 @@ async fn gateway(sandbox: &Sandbox) -> (baton_fn_graphql::Gateway, Arc<MemoryPus
             aws_sdk_sqs::Client::new(&sdk),
             Default::default(),
         )),
+        dashboard: baton_graphql::dashboard::page(&Default::default()).into(),
     };
     (gateway, push)
 }
@@ -371,6 +372,35 @@ fn code(body: &Value) -> &str {
     body["errors"][0]["extensions"]["code"]
         .as_str()
         .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn the_gateway_serves_the_dashboard_at_its_root_and_graphiql_at_graphql() -> Result<()> {
+    let sandbox = Sandbox::new().await?;
+    let (gateway, _) = gateway(&sandbox).await;
+    for (path, marker) in [("/", "<title>Baton</title>"), ("/graphql", "GraphiQL")] {
+        let mut request = fixture("apigw-v2-post-graphql.json");
+        request["routeKey"] = json!(format!("GET {path}"));
+        request["rawPath"] = json!(path);
+        request["requestContext"]["http"]["method"] = json!("GET");
+        request["requestContext"]["http"]["path"] = json!(path);
+        request["headers"]
+            .as_object_mut()
+            .unwrap()
+            .remove("authorization");
+        let request = lambda_http::request::from_str(&request.to_string())?;
+        let response = baton_fn_graphql::handle(&gateway, request)
+            .await
+            .expect("a response");
+        assert_eq!(response.status(), 200, "{path}");
+        assert_eq!(
+            response.headers()["content-type"],
+            "text/html; charset=utf-8"
+        );
+        let body = std::str::from_utf8(response.body())?;
+        assert!(body.contains(marker), "{path} serves {marker}");
+    }
+    Ok(())
 }
 
 #[tokio::test]

@@ -110,10 +110,22 @@ pub fn live(
     sdk: &aws_config::SdkConfig,
     settings: &Settings,
 ) -> Result<LiveAdapters, MissingSetting> {
-    let var = |name: &'static str| std::env::var(name).map_err(|_| MissingSetting(name));
+    let (api, stage) = websocket_api()?;
     let connections = DynamoConnections::new(aws_sdk_dynamodb::Client::new(sdk), &settings.table);
-    let push = ApiGatewayPush::new(sdk, &var("WEBSOCKET_API_ID")?, &var("WEBSOCKET_STAGE")?);
+    let push = ApiGatewayPush::new(sdk, &api, &stage);
     Ok((Arc::new(connections), Arc::new(push)))
+}
+
+/// Where clients connect for subscriptions: the WebSocket API the template passes in
+/// `WEBSOCKET_API_ID` and `WEBSOCKET_STAGE`, as a `wss://` (emulator: `ws://`) URL.
+pub fn subscriptions_url(sdk: &aws_config::SdkConfig) -> Result<String, MissingSetting> {
+    let (api, stage) = websocket_api()?;
+    Ok(push::websocket_url(sdk, &api, &stage))
+}
+
+fn websocket_api() -> Result<(String, String), MissingSetting> {
+    let var = |name: &'static str| std::env::var(name).map_err(|_| MissingSetting(name));
+    Ok((var("WEBSOCKET_API_ID")?, var("WEBSOCKET_STAGE")?))
 }
 
 /// The service as a deployed function uses it: settings from the environment, system clock,

@@ -3,6 +3,35 @@ use aws_sdk_apigatewaymanagement::Client;
 use aws_sdk_apigatewaymanagement::primitives::Blob;
 use baton_app::{Delivery, InfraError, Push};
 
+/// The HTTPS endpoint of WebSocket API `api_id`, stage `stage`: on AWS
+/// `https://{api}.execute-api.{region}.amazonaws.com/{stage}`; with `AWS_ENDPOINT_URL` set (an
+/// emulator), `{endpoint}/_aws/execute-api/{api}/{stage}`. Its `@connections` path is the
+/// management API; the same address with a WebSocket scheme is where clients connect
+/// ([`websocket_url`]).
+pub fn websocket_endpoint(sdk: &aws_config::SdkConfig, api_id: &str, stage: &str) -> String {
+    match sdk.endpoint_url() {
+        Some(emulator) => format!(
+            "{}/_aws/execute-api/{api_id}/{stage}",
+            emulator.trim_end_matches('/')
+        ),
+        None => {
+            let region = sdk.region().map_or("us-east-1", |r| r.as_ref());
+            format!("https://{api_id}.execute-api.{region}.amazonaws.com/{stage}")
+        }
+    }
+}
+
+/// Where clients of WebSocket API `api_id`, stage `stage` connect: [`websocket_endpoint`] with
+/// `wss://` (or `ws://` for a plain-HTTP emulator).
+pub fn websocket_url(sdk: &aws_config::SdkConfig, api_id: &str, stage: &str) -> String {
+    let endpoint = websocket_endpoint(sdk, api_id, stage);
+    match endpoint.split_once("://") {
+        Some(("http", rest)) => format!("ws://{rest}"),
+        Some((_, rest)) => format!("wss://{rest}"),
+        None => endpoint,
+    }
+}
+
 /// Messages to WebSocket clients through API Gateway's `@connections` management API.
 #[derive(Debug, Clone)]
 pub struct ApiGatewayPush {
@@ -10,20 +39,10 @@ pub struct ApiGatewayPush {
 }
 
 impl ApiGatewayPush {
-    /// Pushes through the management endpoint of WebSocket API `api_id`, stage `stage`: on AWS
-    /// `https://{api}.execute-api.{region}.amazonaws.com/{stage}`; with `AWS_ENDPOINT_URL` set
-    /// (an emulator), `{endpoint}/_aws/execute-api/{api}/{stage}`.
+    /// Pushes through the management endpoint of WebSocket API `api_id`, stage `stage`
+    /// ([`websocket_endpoint`]).
     pub fn new(sdk: &aws_config::SdkConfig, api_id: &str, stage: &str) -> Self {
-        let endpoint = match sdk.endpoint_url() {
-            Some(emulator) => format!(
-                "{}/_aws/execute-api/{api_id}/{stage}",
-                emulator.trim_end_matches('/')
-            ),
-            None => {
-                let region = sdk.region().map_or("us-east-1", |r| r.as_ref());
-                format!("https://{api_id}.execute-api.{region}.amazonaws.com/{stage}")
-            }
-        };
+        let endpoint = websocket_endpoint(sdk, api_id, stage);
         let config = aws_sdk_apigatewaymanagement::config::Builder::from(sdk)
             .endpoint_url(endpoint)
             .build();

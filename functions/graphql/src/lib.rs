@@ -1,6 +1,7 @@
-//! The `graphql` gateway. Behind an API Gateway HTTP API (payload v2): POST `/graphql` runs
-//! GraphQL requests, GET serves GraphiQL, GET `/health` answers that the function runs and GET
-//! `/ready` whether the table and every queue answer, with the global kill switch's state. Behind an API Gateway WebSocket API: `$connect`,
+//! The `graphql` gateway. Behind an API Gateway HTTP API (payload v2): GET `/` serves the
+//! dashboard, POST `/graphql` runs GraphQL requests, GET `/graphql` serves GraphiQL, GET `/health`
+//! answers that the function runs and GET `/ready` whether the table and every queue answer,
+//! with the global kill switch's state. Behind an API Gateway WebSocket API: `$connect`,
 //! messages and `$disconnect` of graphql-transport-ws subscriptions. The caller comes from the
 //! JWT authorizer's claims when one ran, else from a bearer token verified here.
 
@@ -13,6 +14,7 @@ use baton_app::{Baton, Caller, SystemClock};
 use baton_aws::dlq::SqsDeadLetters;
 use baton_domain::Scope;
 use baton_graphql::auth::{AuthError, Verifier, bearer, caller_from_claims};
+use baton_graphql::dashboard::{self, Endpoints};
 use baton_graphql::live::{Connect, Handshake, Live};
 use baton_graphql::{BatonSchema, DeadLetterQueues, LIMITS, Options, limits};
 use lambda_http::http::{Method, StatusCode, header};
@@ -38,6 +40,8 @@ pub struct Gateway {
     pub baton: Baton,
     /// The queues and DLQs readiness checks.
     pub queues: Arc<SqsDeadLetters>,
+    /// The dashboard page, with this stack's subscription URL in it.
+    pub dashboard: Arc<str>,
 }
 
 /// The gateway as the template configures it: the service, connections and pushes from the
@@ -56,6 +60,10 @@ pub async fn gateway_from_env() -> Result<Gateway, Error> {
     let schema = baton_graphql::schema(baton.clone(), options);
     let verifier = Verifier::from_env()?;
     let (connections, push) = baton_aws::live(&sdk, &settings)?;
+    let dashboard = dashboard::page(&Endpoints {
+        graphql: None,
+        websocket: baton_aws::subscriptions_url(&sdk)?,
+    });
     let live = Live::new(
         baton.clone(),
         schema.clone(),
@@ -69,6 +77,7 @@ pub async fn gateway_from_env() -> Result<Gateway, Error> {
         verifier,
         baton,
         queues,
+        dashboard: dashboard.into(),
     })
 }
 
@@ -85,11 +94,9 @@ pub async fn handle(gateway: &Gateway, request: Request) -> Result<Response<Body
             json!({"status": "ok"}).to_string(),
         ),
         Method::GET if path.ends_with("/ready") => ready(gateway).await,
-        Method::GET => respond(
-            StatusCode::OK,
-            "text/html; charset=utf-8",
-            GRAPHIQL.to_owned(),
-        ),
+        Method::GET if path.ends_with("/graphql") => html(GRAPHIQL.to_owned()),
+        // The template routes only `GET /` here besides the paths above.
+        Method::GET => html(gateway.dashboard.to_string()),
         Method::POST => graphql(gateway, &request).await,
         _ => respond(
             StatusCode::METHOD_NOT_ALLOWED,
@@ -276,6 +283,10 @@ async fn websocket(
             )
         }
     }
+}
+
+fn html(page: String) -> Result<Response<Body>, Error> {
+    respond(StatusCode::OK, "text/html; charset=utf-8", page)
 }
 
 fn respond(status: StatusCode, content_type: &str, body: String) -> Result<Response<Body>, Error> {
