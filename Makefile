@@ -3,7 +3,7 @@ SHELL := /bin/bash
 VENV := .venv
 DEV_STACK ?= baton-local
 
-.PHONY: dev demo test lint template check-domain unit sdl token package bench bench-quick reliability emulator stop undeploy clean
+.PHONY: dev demo dashboard test lint template check-domain unit sdl token package bench bench-quick reliability emulator stop undeploy clean
 
 ## dev: start the emulator if none answers, build and deploy every function as stage `local`
 dev: $(VENV)/.installed
@@ -16,6 +16,11 @@ dev: $(VENV)/.installed
 demo:
 	source localstack/env.sh && BATON_STACK_OUTPUTS="$$PWD/.build/$(DEV_STACK).outputs.json" \
 		cargo run --quiet -p baton-tests --bin demo
+
+## dashboard: the dashboard of the dev stack as a static page, .build/dashboard/index.html, to host
+## apart from the API (the gateway serves it at `/` either way; see localstack/dashboard.sh)
+dashboard: $(VENV)/.installed
+	./localstack/dashboard.sh $(DEV_STACK) .build/dashboard
 
 ## test: formatting, lints, the domain purity check, unit tests, then the emulator tests
 test: $(VENV)/.installed lint template check-domain unit

@@ -31,6 +31,8 @@ overrides=(Stage="$STAGE" Architecture="$ARCH" CodeBucket="$BUCKET"
   JwtSecret="$BATON_JWT_SECRET" JwtIssuer="$BATON_JWT_ISSUER" JwtAudience="$BATON_JWT_AUDIENCE")
 # Test only (the chaos run): faults the functions inject; the template honours it on local and test.
 if [ -n "${BATON_CHAOS:-}" ]; then overrides+=(Chaos="$BATON_CHAOS"); fi
+# Where the dashboard is hosted as a static page (`make dashboard`): origins the HTTP API allows.
+if [ -n "${BATON_DASHBOARD_ORIGINS:-}" ]; then overrides+=(DashboardOrigins="$BATON_DASHBOARD_ORIGINS"); fi
 for f in "${FUNCTIONS[@]}"; do
   binary="$ROOT/target/$TARGET_DIR/baton-fn-$f"
   hash=$(sha256sum "$binary" | cut -c1-16)
@@ -52,6 +54,12 @@ echo "deploying stack $STACK (stage $STAGE)"
   --capabilities CAPABILITY_IAM CAPABILITY_AUTO_EXPAND \
   --no-fail-on-empty-changeset \
   --parameter-overrides "${overrides[@]}" >/dev/null
+# MiniStack provisions the template's CorsConfiguration empty; the API's own call sets it as the
+# template does.
+if [ -n "${BATON_DASHBOARD_ORIGINS:-}" ]; then
+  "$AWS" apigatewayv2 update-api --api-id "$(stack_output "$STACK" HttpApiId)" --cors-configuration \
+    "AllowOrigins=$BATON_DASHBOARD_ORIGINS,AllowMethods=GET,POST,AllowHeaders=authorization,content-type,MaxAge=3600" >/dev/null
+fi
 "$AWS" cloudformation describe-stacks --stack-name "$STACK" \
   --query 'Stacks[0].Outputs' --output json >"$BUILD/$STACK.outputs.json"
 echo "stack $STACK deployed; outputs in .build/$STACK.outputs.json"
