@@ -262,9 +262,8 @@ function signOut(message) {
   showSignIn(message);
 }
 
-$("sign-in-form").addEventListener("submit", async (event) => {
-  event.preventDefault();
-  token = $("token").value.trim();
+/** Checks the token with one read (the global switch, shown in the header), then opens. */
+async function enter() {
   try {
     await loadGlobalSwitch();
   } catch (e) {
@@ -272,8 +271,14 @@ $("sign-in-form").addEventListener("submit", async (event) => {
     return;
   }
   sessionStorage.setItem(TOKEN_KEY, token);
-  $("token").value = "";
   start();
+}
+
+$("sign-in-form").addEventListener("submit", (event) => {
+  event.preventDefault();
+  token = $("token").value.trim();
+  $("token").value = "";
+  enter();
 });
 $("sign-out").addEventListener("click", () => signOut());
 
@@ -693,5 +698,5 @@ function route() {
 }
 
 window.addEventListener("hashchange", route);
-if (token) start();
+if (token) enter();
 else showSignIn();

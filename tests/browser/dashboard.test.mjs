@@ -178,9 +178,10 @@ describe("the dashboard", () => {
     assert.deepEqual(paused.projectStatus, { paused: true, pause: { reason: "deploy window" } });
     await shot(page, "paused");
 
+    // Enter confirms, as in any form.
     await card.locator("button", { hasText: "Resume" }).click();
     await page.fill("#reason", "window over");
-    await page.click("#reason-ok");
+    await page.press("#reason", "Enter");
     await page.locator(`.project[data-project="${project}"][data-paused=false]`).waitFor();
     const resumed = await graphql(`query($id: String!) { projectStatus(projectId: $id) { paused } }`, { id: project });
     assert.equal(resumed.projectStatus.paused, false);
