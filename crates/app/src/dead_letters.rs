@@ -303,7 +303,6 @@ pub async fn redrive(
     let id = format!("rd-{}", uuid::Uuid::now_v7());
     let interval = StdDuration::from_secs(1) / redrive.rate_per_second;
     let deadline = Instant::now() + redrive.budget;
-    let started = baton.now();
     let mut next_send = Instant::now();
     let mut report = RedriveReport {
         id: id.clone(),
@@ -321,9 +320,7 @@ pub async fn redrive(
         }
         let mut batch = batch.into_iter();
         while let Some(letter) = batch.next() {
-            // A letter that reached the DLQ after this call began stays: it may be one this call
-            // sent back that failed again at once, which would go round until the budget ends.
-            if letter.sent_at > started || !redrive.filter.matches(&letter, baton.now()) {
+            if !redrive.filter.matches(&letter, baton.now()) {
                 kept.push(letter);
                 continue;
             }

@@ -139,38 +139,6 @@ async fn a_filtered_redrive_moves_only_its_class_at_its_rate_and_notes_each_task
 }
 
 #[tokio::test]
-async fn a_letter_that_arrives_during_a_redrive_stays_so_poison_does_not_go_round() {
-    let w = world();
-    let dead = MemoryDeadLetters::new(&["result"]);
-    let class = "TaskResult/INVALID_DETAIL";
-    let before = dead.park(
-        "result",
-        failure("TaskResult", "INVALID_DETAIL", None),
-        t0(),
-    );
-    // As a poison this call sent back would come back: parked again after the call began.
-    let again = dead.park(
-        "result",
-        failure("TaskResult", "INVALID_DETAIL", None),
-        t0() + Duration::seconds(1),
-    );
-    let report = redrive(&w.baton, &dead, &chosen(class, 100)).await.unwrap();
-    assert!(report.complete);
-    assert_eq!(report.moved, 1);
-    let back: Vec<String> = dead
-        .sent_back("result")
-        .into_iter()
-        .map(|(id, _)| id)
-        .collect();
-    assert_eq!(back, [before]);
-    assert_eq!(
-        dead.parked("result"),
-        [again],
-        "the newer letter waits for the next call"
-    );
-}
-
-#[tokio::test]
 async fn a_dry_run_lists_what_would_move_and_moves_nothing() {
     let w = world();
     let dead = MemoryDeadLetters::new(&["result"]);
