@@ -70,7 +70,14 @@ impl Harness {
         baton.submit(&request, id).await.expect("submitted");
         let tenant = Tenant::parse("acme").expect("a tenant");
         baton
-            .execute(&tenant, &id, &Command::Dispatch { attempt: 1 })
+            .execute(
+                &tenant,
+                &id,
+                &Command::Dispatch {
+                    attempt: 1,
+                    lease: lease(),
+                },
+            )
             .await
             .expect("dispatched");
         let task = baton.task(&tenant, &id).await.unwrap().expect("the task");

@@ -118,6 +118,7 @@ pub fn http_api_request(token: &str, body: &Value) -> Value {
 /// A worker's success for `attempt`.
 pub fn succeed(attempt: u32) -> Command {
     Command::Complete {
+        lease: Some(lease()),
         attempt,
         outcome: Outcome::Succeeded {
             output: json!({"ok": true}),
@@ -129,6 +130,7 @@ pub fn succeed(attempt: u32) -> Command {
 /// A worker's failure of `attempt`.
 pub fn fail(attempt: u32) -> Command {
     Command::Complete {
+        lease: Some(lease()),
         attempt,
         outcome: Outcome::Failed {
             error: TaskError {
@@ -327,7 +329,14 @@ impl Sandbox {
     /// A task of `project` in its first attempt.
     pub async fn running(&self, project: &str) -> Result<Task> {
         let task = self.submit_task(project, &[]).await?;
-        self.run(&task, &Command::Dispatch { attempt: 1 }).await?;
+        self.run(
+            &task,
+            &Command::Dispatch {
+                attempt: 1,
+                lease: lease(),
+            },
+        )
+        .await?;
         self.reload(&task).await
     }
 

@@ -52,6 +52,7 @@ fn result(succeeded: bool, model: &str) -> Command {
         }
     };
     Command::Complete {
+        lease: Some(lease()),
         attempt: 1,
         outcome,
         provenance: Some(provenance),
@@ -62,7 +63,14 @@ fn result(succeeded: bool, model: &str) -> Command {
 async fn finish(sandbox: &Sandbox, task: &Task, command: Command) -> Result<Task> {
     let baton = &sandbox.baton;
     baton
-        .execute(&task.tenant, &task.id, &Command::Dispatch { attempt: 1 })
+        .execute(
+            &task.tenant,
+            &task.id,
+            &Command::Dispatch {
+                attempt: 1,
+                lease: lease(),
+            },
+        )
         .await?;
     baton.execute(&task.tenant, &task.id, &command).await?;
     reload(sandbox, task).await
@@ -110,7 +118,14 @@ async fn a_diamond_is_released_once_when_both_branches_finish_at_once() -> Resul
     let baton = &sandbox.baton;
     for task in [&b, &c] {
         baton
-            .execute(&task.tenant, &task.id, &Command::Dispatch { attempt: 1 })
+            .execute(
+                &task.tenant,
+                &task.id,
+                &Command::Dispatch {
+                    attempt: 1,
+                    lease: lease(),
+                },
+            )
             .await?;
     }
     // Both results at once: each commit is followed by a release check of D.

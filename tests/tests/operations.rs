@@ -164,13 +164,21 @@ async fn poison_is_parked_at_once_with_its_class_and_a_redrive_of_one_class_comp
     // And they complete: the dependency succeeds, which releases them; each runs and succeeds.
     let acme = Tenant::parse("acme")?;
     let succeed = |attempt| Command::Complete {
+        lease: Some(lease()),
         attempt,
         outcome: Outcome::Succeeded { output: json!(1) },
         provenance: None,
     };
     for id in std::iter::once(dependency).chain(waiting.iter().map(|(_, id)| *id)) {
         baton
-            .execute(&acme, &id, &Command::Dispatch { attempt: 1 })
+            .execute(
+                &acme,
+                &id,
+                &Command::Dispatch {
+                    attempt: 1,
+                    lease: lease(),
+                },
+            )
             .await?;
         baton.execute(&acme, &id, &succeed(1)).await?;
         assert_eq!(task(&sandbox, id).await?.unwrap().status, Status::Succeeded);

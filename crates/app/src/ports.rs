@@ -3,13 +3,15 @@ use std::error::Error;
 use async_trait::async_trait;
 use baton_domain::{
     Cascade, Change, Command, ControlEvent, DEFAULT_CONCURRENCY_LIMIT, Event, Gate, Idempotency,
-    KillSwitch, Parked, ProjectId, Rejection, Scope, Status, Task, TaskId, Tenant, Tier, Timer,
+    KillSwitch, Lease, Parked, ProjectId, Rejection, Scope, Status, Task, TaskId, Tenant, Tier,
+    Timer,
 };
 use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
 
 /// An infrastructure failure (network, throttling, a missing resource). Retryable: the message
-/// that caused it is failed so its queue delivers it again.
+/// that caused it is failed so its queue delivers it again; unless it is `permanent`, a refusal
+/// the service will give every time (DynamoDB's `ValidationException`), which is parked at once.
 #[derive(Debug, thiserror::Error)]
 #[error("{operation} failed")]
 pub struct InfraError {
@@ -18,6 +20,8 @@ pub struct InfraError {
     /// The underlying error, chain intact.
     #[source]
     pub source: Box<dyn Error + Send + Sync>,
+    /// Whether the service refused the request itself, so repeating it cannot succeed.
+    pub permanent: bool,
 }
 
 impl InfraError {
@@ -26,6 +30,18 @@ impl InfraError {
         Self {
             operation,
             source: source.into(),
+            permanent: false,
+        }
+    }
+
+    /// Wraps `source` as a refusal of `operation` that no retry changes.
+    pub fn permanent(
+        operation: &'static str,
+        source: impl Into<Box<dyn Error + Send + Sync>>,
+    ) -> Self {
+        Self {
+            permanent: true,
+            ..Self::new(operation, source)
         }
     }
 }
@@ -436,6 +452,15 @@ impl Metrics for NoMetrics {
 pub trait Clock: Send + Sync {
     /// Now.
     fn now(&self) -> DateTime<Utc>;
+}
+
+/// A fresh lease for an attempt, from the operating system's cryptographic random source.
+/// Without that source no lease is safe to hand out: the failure is an infrastructure error,
+/// and the dispatch waits for a later delivery.
+pub fn draw_lease() -> Result<Lease, InfraError> {
+    let mut bytes = [0u8; 16];
+    getrandom::fill(&mut bytes).map_err(|e| InfraError::new("draw a lease", e.to_string()))?;
+    Ok(Lease::from_random(bytes))
 }
 
 /// The system's clock.

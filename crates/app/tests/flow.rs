@@ -8,7 +8,7 @@ use baton_domain::{
     Command, ControlEvent, EventKind, Gate, ProjectId, Scope, Status, Task, TaskId, Tenant,
 };
 use chrono::Duration;
-use common::{World, request, success, world};
+use common::{World, lease, request, success, world};
 use serde_json::json;
 
 const OPS: Operator<'static> = Operator {
@@ -34,6 +34,7 @@ impl World {
             task,
             Command::Dispatch {
                 attempt: task.attempt,
+                lease: lease(),
             },
         )
         .await

@@ -7,7 +7,7 @@ use baton_app::{Direction, GraphError, Handled, ModelQuery, SubmitError};
 use baton_domain::{
     Command, DependencyError, EventKind, Outcome, Provenance, Status, Task, TaskId,
 };
-use common::{World, failure, request, success, world};
+use common::{World, failure, lease, request, success, world};
 use serde_json::json;
 
 fn ids(tasks: &[&Task]) -> Vec<String> {
@@ -30,7 +30,14 @@ impl World {
 
     /// Dispatches `task` and completes it with `result`.
     async fn finish(&self, task: &Task, result: Command) -> Task {
-        self.run(task, Command::Dispatch { attempt: 1 }).await;
+        self.run(
+            task,
+            Command::Dispatch {
+                attempt: 1,
+                lease: lease(),
+            },
+        )
+        .await;
         self.run(task, result).await;
         self.reload(task).await
     }
@@ -50,6 +57,7 @@ fn produced_by(model: &str, tokens: u64) -> Command {
     }))
     .unwrap();
     Command::Complete {
+        lease: Some(lease()),
         attempt: 1,
         outcome: Outcome::Succeeded {
             output: json!({"rows": tokens}),
@@ -121,7 +129,14 @@ async fn a_rollback_walks_the_chain_once_whatever_the_repeats() {
     w.finish(&a, produced_by("m-1", 100)).await;
     w.finish(&b, produced_by("m-1", 10)).await;
     w.finish(&c, produced_by("m-2", 1)).await;
-    w.run(&late, Command::Dispatch { attempt: 1 }).await;
+    w.run(
+        &late,
+        Command::Dispatch {
+            attempt: 1,
+            lease: lease(),
+        },
+    )
+    .await;
 
     let preview = w.baton.rollback_preview(&a.tenant, &a.id).await.unwrap();
     let rolled: Vec<TaskId> = preview.rolled_back.iter().map(|t| t.id).collect();
@@ -227,9 +242,15 @@ async fn a_dependency_that_moves_during_the_submit_is_read_again() {
     let w = world();
     let a = w.submit(json!({})).await;
     // Between the submit's read of A and its write, A starts.
-    let Some(baton_domain::Decision::Apply(dispatch)) =
-        baton_domain::decide(&a, &Command::Dispatch { attempt: 1 }, w.baton.now()).ok()
-    else {
+    let Some(baton_domain::Decision::Apply(dispatch)) = baton_domain::decide(
+        &a,
+        &Command::Dispatch {
+            attempt: 1,
+            lease: lease(),
+        },
+        w.baton.now(),
+    )
+    .ok() else {
         panic!("A is due");
     };
     w.store.race_next_commit(dispatch.task.clone());

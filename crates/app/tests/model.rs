@@ -5,7 +5,8 @@
 //! ticks, sweeps and operator controls. The service runs on the in-memory store, bus and timers
 //! behind a seeded fault layer (calls that fail, writes whose response is lost, requests sent
 //! twice), and messages are delivered the way SQS does it: in any order, some twice, timers and
-//! results some not at all, and a message whose handler failed is delivered again.
+//! results some not at all, and a message whose handler failed is delivered again. Now and then
+//! a forger answers a `TaskReady` too, with a lease of its own: it must never move the task.
 //!
 //! After every step every task is compared with the model: a step that succeeded must leave
 //! exactly the model's next state; a step that failed may leave the state before or after (the
@@ -25,8 +26,8 @@ use baton_app::faults::{Fault, Faults, Faulty};
 use baton_app::memory::{ManualClock, MemoryBus, MemoryStore, MemoryTimers};
 use baton_app::{ADMIT_RATE, Baton, Clock, Handled, Operator, SubmitError, TaskStore};
 use baton_domain::{
-    Command, EventKind, Outcome, ProjectId, Scope, Status, SubmitRequest, Task, TaskError, TaskId,
-    Tenant, Timer,
+    Command, EventKind, Lease, Outcome, ProjectId, Scope, Status, SubmitRequest, Task, TaskError,
+    TaskId, Tenant, Timer,
 };
 use chrono::{DateTime, Duration, Utc};
 use serde_json::json;
@@ -44,6 +45,8 @@ const FAULT_RATE: f64 = 0.08;
 /// The share of deliveries that are lost (timers and results only) and duplicated.
 const DROP_RATE: f64 = 0.04;
 const DUPLICATE_RATE: f64 = 0.08;
+/// The share of `TaskReady` events a forger also answers, without the attempt's lease.
+const FORGE_RATE: f64 = 0.05;
 /// Trace lines kept for a failure's report (a replay keeps them all).
 const RECENT: usize = 30;
 /// Rounds of deliver, tick, sweep the world gets to settle.
@@ -128,11 +131,14 @@ enum Message {
     },
     /// A timer, deliverable from `at`.
     Timer { timer: Timer, at: DateTime<Utc> },
-    /// A worker's result.
+    /// A worker's result, with the lease it came with.
     Result {
         id: TaskId,
         attempt: u32,
         succeeded: bool,
+        lease: Option<Lease>,
+        /// Sent by someone who never received the attempt: the lease is not its own.
+        forged: bool,
     },
     /// A client's cancel.
     Cancel { id: TaskId },
@@ -278,11 +284,14 @@ impl Model {
                 id,
                 attempt,
                 succeeded,
+                forged,
+                ..
             } => {
                 let task = &self.tasks[id];
-                let next = match (task.status, task.attempt == *attempt, succeeded) {
-                    (Status::Running, true, true) => task.moved(Status::Succeeded),
-                    (Status::Running, true, false) => task.failed(now),
+                let next = match (task.status, task.attempt == *attempt, succeeded, forged) {
+                    (_, _, _, true) => task.clone(),
+                    (Status::Running, true, true, false) => task.moved(Status::Succeeded),
+                    (Status::Running, true, false, false) => task.failed(now),
                     _ => task.clone(),
                 };
                 (*id, next)
@@ -320,6 +329,7 @@ struct Stats {
     redeliveries: u64,
     dropped: u64,
     duplicated: u64,
+    forged: u64,
     sweeps: u64,
     controls: u64,
     tasks: u64,
@@ -337,6 +347,7 @@ impl Stats {
         self.redeliveries += run.redeliveries;
         self.dropped += run.dropped;
         self.duplicated += run.duplicated;
+        self.forged += run.forged;
         self.sweeps += run.sweeps;
         self.controls += run.controls;
         self.tasks += run.tasks;
@@ -354,14 +365,15 @@ impl std::fmt::Display for Stats {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "{} steps, {} deliveries ({} again after a failed handler, {} lost, {} duplicated), \
-             {} sweeps, {} controls; faults injected {:?}; {} tasks, finished {:?}, \
+            "{} steps, {} deliveries ({} again after a failed handler, {} lost, {} duplicated, \
+             {} forged results), {} sweeps, {} controls; faults injected {:?}; {} tasks, finished {:?}, \
              {} not finished",
             self.steps,
             self.deliveries,
             self.redeliveries,
             self.dropped,
             self.duplicated,
+            self.forged,
             self.sweeps,
             self.controls,
             self.faults,
@@ -544,6 +556,7 @@ impl Sim {
             Message::Timer { timer, .. } => {
                 let command = Command::Dispatch {
                     attempt: timer.attempt,
+                    lease: Lease::from_random(self.rng.u128(..).to_le_bytes()),
                 };
                 self.execute(&timer.task_id, &command).await
             }
@@ -551,6 +564,8 @@ impl Sim {
                 id,
                 attempt,
                 succeeded,
+                lease,
+                ..
             } => {
                 let outcome = match succeeded {
                     true => Outcome::Succeeded {
@@ -564,6 +579,7 @@ impl Sim {
                     },
                 };
                 let command = Command::Complete {
+                    lease: lease.clone(),
                     attempt: *attempt,
                     outcome,
                     provenance: None,
@@ -790,6 +806,22 @@ impl Sim {
                     id: event.task_id,
                     attempt: event.attempt,
                     succeeded: self.settling || self.rng.f64() < 0.7,
+                    lease: event.lease.clone(),
+                    forged: false,
+                });
+            }
+            if !self.settling && self.rng.f64() < FORGE_RATE {
+                self.stats.forged += 1;
+                let lease = match self.rng.bool() {
+                    true => Some(Lease::from_random(self.rng.u128(..).to_le_bytes())),
+                    false => None,
+                };
+                self.inbox.push(Message::Result {
+                    id: event.task_id,
+                    attempt: event.attempt,
+                    succeeded: true,
+                    lease,
+                    forged: true,
                 });
             }
         }

@@ -5,7 +5,7 @@ mod common;
 use baton_app::{Handled, MAX_TIMER_DELAY, SweepReport, TIMER_GRACE, WakeKind};
 use baton_domain::{Command, EventKind, Rejection, Status, TaskId};
 use chrono::Duration;
-use common::{failure, request, success, world};
+use common::{failure, lease, request, success, world};
 use serde_json::json;
 
 #[tokio::test]
@@ -14,7 +14,14 @@ async fn a_task_due_now_is_armed_at_once_and_runs_to_success() {
     let task = w.submit(json!({})).await;
     assert_eq!(w.timers.armed()[0].1, Duration::zero());
     assert!(matches!(
-        w.run(&task, Command::Dispatch { attempt: 1 }).await,
+        w.run(
+            &task,
+            Command::Dispatch {
+                attempt: 1,
+                lease: lease()
+            }
+        )
+        .await,
         Handled::Applied(_)
     ));
     assert!(matches!(
@@ -37,7 +44,14 @@ async fn a_task_due_now_is_armed_at_once_and_runs_to_success() {
 async fn a_result_delivered_twice_makes_one_transition_and_repeats_its_event() {
     let w = world();
     let task = w.submit(json!({})).await;
-    w.run(&task, Command::Dispatch { attempt: 1 }).await;
+    w.run(
+        &task,
+        Command::Dispatch {
+            attempt: 1,
+            lease: lease(),
+        },
+    )
+    .await;
     assert!(matches!(
         w.run(&task, success(1)).await,
         Handled::Applied(_)
@@ -62,7 +76,15 @@ async fn a_commit_whose_response_was_lost_counts_as_applied() {
     let w = world();
     let task = w.submit(json!({})).await;
     w.store.lose_commit_responses(1);
-    let handled = w.run(&task, Command::Dispatch { attempt: 1 }).await;
+    let handled = w
+        .run(
+            &task,
+            Command::Dispatch {
+                attempt: 1,
+                lease: lease(),
+            },
+        )
+        .await;
     assert!(matches!(handled, Handled::Applied(t) if t.status == Status::Running));
     assert_eq!(w.kinds(), [EventKind::Submitted, EventKind::Ready]);
 }
@@ -72,14 +94,27 @@ async fn a_twin_that_loses_the_race_to_its_own_command_leaves_the_effects_to_the
     let w = world();
     let task = w.submit(json!({})).await;
     // The same dispatch, committed a moment earlier by another invocation.
-    let Ok(baton_domain::Decision::Apply(twin)) =
-        baton_domain::decide(&task, &Command::Dispatch { attempt: 1 }, w.baton.now())
-    else {
+    let Ok(baton_domain::Decision::Apply(twin)) = baton_domain::decide(
+        &task,
+        &Command::Dispatch {
+            attempt: 1,
+            lease: lease(),
+        },
+        w.baton.now(),
+    ) else {
         panic!("the task is due");
     };
     w.store.race_next_commit(twin.task);
     w.clock.advance(Duration::milliseconds(5));
-    let handled = w.run(&task, Command::Dispatch { attempt: 1 }).await;
+    let handled = w
+        .run(
+            &task,
+            Command::Dispatch {
+                attempt: 1,
+                lease: lease(),
+            },
+        )
+        .await;
     assert!(matches!(handled, Handled::AlreadyApplied(t) if t.status == Status::Running));
     assert_eq!(
         w.kinds(),
@@ -87,7 +122,14 @@ async fn a_twin_that_loses_the_race_to_its_own_command_leaves_the_effects_to_the
         "the winner publishes TaskReady"
     );
     // A repeat delivery (no race) repeats them, in case the winner stopped before them.
-    w.run(&task, Command::Dispatch { attempt: 1 }).await;
+    w.run(
+        &task,
+        Command::Dispatch {
+            attempt: 1,
+            lease: lease(),
+        },
+    )
+    .await;
     assert_eq!(w.kinds(), [EventKind::Submitted, EventKind::Ready]);
 }
 
@@ -116,7 +158,14 @@ async fn a_cancel_that_loses_the_race_to_dispatch_is_decided_again_and_wins() {
 async fn a_result_that_loses_the_race_to_cancel_is_acknowledged_as_a_lost_race() {
     let w = world();
     let task = w.submit(json!({})).await;
-    w.run(&task, Command::Dispatch { attempt: 1 }).await;
+    w.run(
+        &task,
+        Command::Dispatch {
+            attempt: 1,
+            lease: lease(),
+        },
+    )
+    .await;
     let mut cancelled = w.baton.task(&task.tenant, &task.id).await.unwrap().unwrap();
     cancelled.status = Status::Cancelled;
     cancelled.version += 1;
@@ -135,7 +184,14 @@ async fn a_failed_attempt_is_retried_after_backoff_then_fails_for_good() {
     let w = world();
     let task = w.submit(json!({})).await;
     let fail = failure;
-    w.run(&task, Command::Dispatch { attempt: 1 }).await;
+    w.run(
+        &task,
+        Command::Dispatch {
+            attempt: 1,
+            lease: lease(),
+        },
+    )
+    .await;
     let Handled::Applied(retry) = w.run(&task, fail(1)).await else {
         panic!()
     };
@@ -145,11 +201,25 @@ async fn a_failed_attempt_is_retried_after_backoff_then_fails_for_good() {
     assert!(delay >= Duration::seconds(5) && delay <= Duration::seconds(10));
     // The early timer of attempt 2 is armed again rather than dispatched.
     assert!(matches!(
-        w.run(&task, Command::Dispatch { attempt: 2 }).await,
+        w.run(
+            &task,
+            Command::Dispatch {
+                attempt: 2,
+                lease: lease()
+            }
+        )
+        .await,
         Handled::Rearmed(_)
     ));
     w.clock.advance(delay);
-    w.run(&task, Command::Dispatch { attempt: 2 }).await;
+    w.run(
+        &task,
+        Command::Dispatch {
+            attempt: 2,
+            lease: lease(),
+        },
+    )
+    .await;
     let Handled::Applied(failed) = w.run(&task, fail(2)).await else {
         panic!()
     };
@@ -181,7 +251,14 @@ async fn a_task_due_in_twenty_minutes_is_armed_by_the_sweeper_when_it_enters_the
 async fn the_sweeper_times_out_a_running_attempt_past_its_deadline() {
     let w = world();
     let task = w.submit(json!({})).await;
-    w.run(&task, Command::Dispatch { attempt: 1 }).await;
+    w.run(
+        &task,
+        Command::Dispatch {
+            attempt: 1,
+            lease: lease(),
+        },
+    )
+    .await;
     w.clock.advance(Duration::seconds(59));
     assert_eq!(w.baton.sweep().await.unwrap().timed_out, 0);
     w.clock.advance(Duration::seconds(1));

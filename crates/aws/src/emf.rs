@@ -247,7 +247,13 @@ mod tests {
         let metrics = EmfMetrics::to("baton-on-result", Box::new(captured.clone()));
         let scheduled = task();
         metrics.moved(None, &scheduled);
-        let running = next(&scheduled, Command::Dispatch { attempt: 1 });
+        let running = next(
+            &scheduled,
+            Command::Dispatch {
+                attempt: 1,
+                lease: lease(),
+            },
+        );
         metrics.moved(Some(&scheduled), &running);
         let failed = baton_domain::Outcome::Failed {
             error: baton_domain::TaskError {
@@ -258,6 +264,7 @@ mod tests {
         let retrying = next(
             &running,
             Command::Complete {
+                lease: Some(lease()),
                 attempt: 1,
                 outcome: failed,
                 provenance: None,

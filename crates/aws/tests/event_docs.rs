@@ -113,12 +113,19 @@ fn every_outbound_event_matches_its_schema_and_example() {
             dependencies: vec![(dependency, Status::Succeeded)],
         },
     );
-    let running = step(&submitted, Command::Dispatch { attempt: 1 });
+    let running = step(
+        &submitted,
+        Command::Dispatch {
+            attempt: 1,
+            lease: lease(),
+        },
+    );
     let error = TaskError {
         code: "E".into(),
         message: "m".into(),
     };
     let failed = |attempt| Command::Complete {
+        lease: Some(lease()),
         attempt,
         outcome: Outcome::Failed {
             error: error.clone(),
@@ -127,12 +134,19 @@ fn every_outbound_event_matches_its_schema_and_example() {
     };
     let retrying = step(&running, failed(1));
     let failed_for_good = step(
-        &step(&retrying, Command::Dispatch { attempt: 2 }),
+        &step(
+            &retrying,
+            Command::Dispatch {
+                attempt: 2,
+                lease: lease(),
+            },
+        ),
         failed(2),
     );
     let succeeded = step(
         &running,
         Command::Complete {
+            lease: Some(lease()),
             attempt: 1,
             outcome: Outcome::Succeeded { output: json!(1) },
             provenance: Some(Provenance {

@@ -2,7 +2,7 @@ use chrono::{DateTime, Duration, Utc};
 
 use crate::event::Event;
 use crate::graph::{Cascade, Provenance, Reach, Taint, cancelled_by_rollback};
-use crate::ids::{ProjectId, TaskId, Tenant};
+use crate::ids::{Lease, ProjectId, TaskId, Tenant};
 use crate::task::{HistoryEntry, Outcome, Status, Task, TaskError};
 
 /// Something that asks a task to move.
@@ -12,11 +12,16 @@ pub enum Command {
     Dispatch {
         /// The attempt the timer was armed for.
         attempt: u32,
+        /// A fresh lease for the attempt, drawn by the caller; kept if this dispatch commits.
+        lease: Lease,
     },
     /// A worker reported the outcome of `attempt`.
     Complete {
         /// The attempt the result is for.
         attempt: u32,
+        /// The lease the attempt's `TaskReady` carried; a result without it does not move the
+        /// task (`None` is accepted only from an attempt dispatched before leases existed).
+        lease: Option<Lease>,
         /// What happened.
         outcome: Outcome,
         /// How the result was produced, as the worker reported it.
@@ -46,7 +51,7 @@ pub enum Command {
         dependencies: Vec<(TaskId, Status)>,
     },
     /// Record an operator's action (a DLQ redrive) in the history without moving the task.
-    /// Applies in every status, once per `cause`.
+    /// Applies in every status, once per `cause`, up to [`MAX_NOTES`] notes.
     Note {
         /// The history entry's cause, unique to the action, e.g. `redriven:{redrive id}`.
         cause: String,
@@ -87,6 +92,9 @@ impl Command {
         }
     }
 }
+
+/// How many notes (operators' actions) a task's history keeps; it lives in the task's item.
+pub const MAX_NOTES: usize = 100;
 
 /// A request to run `on-due` for an attempt at `due_at`.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -187,6 +195,16 @@ pub enum Rejection {
         /// Those dependencies.
         open: Vec<TaskId>,
     },
+    /// A result without the lease its attempt was given: not from the worker that received the
+    /// attempt.
+    #[error("the result does not carry the lease of attempt {attempt}")]
+    InvalidLease {
+        /// The attempt the result names.
+        attempt: u32,
+    },
+    /// The task's history holds as many notes as it may; the action is not recorded.
+    #[error("the history holds {MAX_NOTES} notes already")]
+    TooManyNotes,
 }
 
 impl Rejection {
@@ -197,6 +215,8 @@ impl Rejection {
             Rejection::StaleAttempt { .. } => "STALE_ATTEMPT",
             Rejection::DeadlineNotReached { .. } => "DEADLINE_NOT_REACHED",
             Rejection::DependenciesOpen { .. } => "DEPENDENCIES_OPEN",
+            Rejection::InvalidLease { .. } => "INVALID_LEASE",
+            Rejection::TooManyNotes => "TOO_MANY_NOTES",
         }
     }
 }
@@ -210,6 +230,9 @@ pub fn decide(task: &Task, command: &Command, now: DateTime<Utc>) -> Result<Deci
         if task.history.iter().any(|entry| &entry.cause == cause) {
             return Ok(Decision::AlreadyApplied(Effects::default()));
         }
+        if task.history.iter().filter(|entry| entry.is_note()).count() >= MAX_NOTES {
+            return Err(Rejection::TooManyNotes);
+        }
         // Nothing to announce: the task did not move.
         return Ok(Decision::Apply(Box::new(Transition {
             task: next_state(task, task.status, command, now, |_| {}),
@@ -217,6 +240,7 @@ pub fn decide(task: &Task, command: &Command, now: DateTime<Utc>) -> Result<Deci
         })));
     }
     if already_applied(task, command) {
+        leased(task, command)?;
         return Ok(Decision::AlreadyApplied(Effects::of(task)));
     }
     let invalid = || Rejection::InvalidTransition {
@@ -234,7 +258,7 @@ pub fn decide(task: &Task, command: &Command, now: DateTime<Utc>) -> Result<Deci
         }
     };
     match (command, task.status) {
-        (Command::Dispatch { attempt }, Status::Scheduled) => {
+        (Command::Dispatch { attempt, lease }, Status::Scheduled) => {
             current_attempt(*attempt)?;
             if now < task.due_at {
                 return Ok(Decision::NotYetDue(
@@ -243,6 +267,7 @@ pub fn decide(task: &Task, command: &Command, now: DateTime<Utc>) -> Result<Deci
             }
             Ok(apply(task, Status::Running, command, now, |next| {
                 next.deadline = Some(now + Duration::seconds(task.timeout_seconds.into()));
+                next.lease = Some(lease.clone());
             }))
         }
         (
@@ -250,19 +275,19 @@ pub fn decide(task: &Task, command: &Command, now: DateTime<Utc>) -> Result<Deci
                 attempt,
                 outcome,
                 provenance,
+                ..
             },
             Status::Running,
         ) => {
             current_attempt(*attempt)?;
-            let recorded = |next: &mut Task| {
-                if provenance.is_some() {
-                    next.provenance = provenance.clone();
-                }
-            };
+            leased(task, command)?;
+            // A task keeps the last result's provenance only, as its item keeps one result.
+            let recorded = |next: &mut Task| next.provenance = provenance.clone();
             Ok(match outcome {
                 Outcome::Succeeded { output } => {
                     apply(task, Status::Succeeded, command, now, |next| {
                         next.output = Some(output.clone());
+                        next.error = None;
                         next.deadline = None;
                         recorded(next);
                     })
@@ -289,7 +314,7 @@ pub fn decide(task: &Task, command: &Command, now: DateTime<Utc>) -> Result<Deci
             }
         }
         (
-            Command::Dispatch { attempt }
+            Command::Dispatch { attempt, .. }
             | Command::Complete { attempt, .. }
             | Command::TimeOut { attempt },
             _,
@@ -377,7 +402,9 @@ fn roll_back(
 fn already_applied(task: &Task, command: &Command) -> bool {
     let last_cause = task.last_move().map(|entry| entry.cause.as_str());
     match command {
-        Command::Dispatch { attempt } => task.status == Status::Running && task.attempt == *attempt,
+        Command::Dispatch { attempt, .. } => {
+            task.status == Status::Running && task.attempt == *attempt
+        }
         Command::Complete {
             attempt,
             outcome: Outcome::Succeeded { .. },
@@ -397,6 +424,21 @@ fn already_applied(task: &Task, command: &Command) -> bool {
         }
         // Decided before.
         Command::Rollback { .. } | Command::Note { .. } => false,
+    }
+}
+
+/// Whether a worker's `command` carries the lease of the attempt it answers. Other commands come
+/// from Baton or from callers authorised before they reach it. A task without a lease was
+/// dispatched before leases existed: its running attempt finishes under the rule it started
+/// under, and its next attempt gets one.
+fn leased(task: &Task, command: &Command) -> Result<(), Rejection> {
+    let Command::Complete { attempt, lease, .. } = command else {
+        return Ok(());
+    };
+    match (&task.lease, lease) {
+        (None, _) => Ok(()),
+        (Some(stored), Some(given)) if stored.matches(given) => Ok(()),
+        (Some(_), _) => Err(Rejection::InvalidLease { attempt: *attempt }),
     }
 }
 

@@ -4,7 +4,7 @@ use serde_json::Value;
 
 use crate::flow::Parked;
 use crate::graph::{Provenance, Taint};
-use crate::ids::{ProjectId, TaskId, Tenant, Tier};
+use crate::ids::{Lease, ProjectId, TaskId, Tenant, Tier};
 use crate::task::{Status, Task, TaskError};
 
 /// The kinds of event Baton publishes on its bus.
@@ -94,6 +94,9 @@ pub struct Event {
     /// `TaskReady`: when the attempt times out.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub deadline: Option<DateTime<Utc>>,
+    /// `TaskReady`: the attempt's lease, which its result must carry back. In no other event.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lease: Option<Lease>,
     /// `TaskSubmitted`, `TaskReleased`, `TaskRetrying`: when the next attempt is due.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub due_at: Option<DateTime<Utc>>,
@@ -153,6 +156,7 @@ impl Event {
             correlation_id: task.correlation_id.clone(),
             input: has(&[EventKind::Ready]).then(|| task.input.clone()),
             deadline: task.deadline.filter(|_| has(&[EventKind::Ready])),
+            lease: task.lease.clone().filter(|_| has(&[EventKind::Ready])),
             due_at: has(&[
                 EventKind::Submitted,
                 EventKind::Released,

@@ -140,6 +140,69 @@ macro_rules! name_type {
     };
 }
 
+/// The secret that binds a worker's answers to one attempt. Each dispatch draws a new one; it
+/// travels in that attempt's `TaskReady` and nowhere else, and a `TaskResult` must carry it back,
+/// so only a worker that received the attempt can finish it. Its `Debug` hides it.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct Lease(String);
+
+impl Lease {
+    /// The shortest and longest lease accepted, in characters.
+    const LENGTH: std::ops::RangeInclusive<usize> = 16..=128;
+
+    /// A lease made of 16 random bytes (128 bits), as 32 hex digits. The caller draws the bytes
+    /// from a cryptographic source: the domain does no I/O.
+    pub fn from_random(bytes: [u8; 16]) -> Self {
+        Self(bytes.iter().map(|byte| format!("{byte:02x}")).collect())
+    }
+
+    /// Parses a lease a worker sent back: 16 to 128 characters of `A-Z a-z 0-9 _ -`.
+    pub fn parse(text: &str) -> Result<Self, IdError> {
+        let valid = Self::LENGTH.contains(&text.len())
+            && text
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        match valid {
+            true => Ok(Self(text.to_owned())),
+            false => Err(IdError(
+                "a lease is 16 to 128 characters of letters, digits, `-` and `_`".to_owned(),
+            )),
+        }
+    }
+
+    /// The lease as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// Whether `other` is this lease, compared in time that does not depend on where they
+    /// differ.
+    pub fn matches(&self, other: &Lease) -> bool {
+        let (a, b) = (self.0.as_bytes(), other.0.as_bytes());
+        a.len() == b.len() && a.iter().zip(b).fold(0u8, |diff, (x, y)| diff | (x ^ y)) == 0
+    }
+}
+
+impl fmt::Debug for Lease {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Lease(…)")
+    }
+}
+
+impl TryFrom<String> for Lease {
+    type Error = IdError;
+    fn try_from(text: String) -> Result<Self, IdError> {
+        Self::parse(&text)
+    }
+}
+
+impl From<Lease> for String {
+    fn from(lease: Lease) -> String {
+        lease.0
+    }
+}
+
 name_type!(
     /// The owner of a task. Every key begins with it.
     Tenant, 64, "tenant"
@@ -184,6 +247,20 @@ mod tests {
         }
         let (_, before) = TaskId::bounds_at(at - chrono::Duration::milliseconds(1));
         assert!(before < lowest);
+    }
+
+    #[test]
+    fn a_lease_is_hex_from_random_bytes_hidden_in_debug_and_compared_whole() {
+        let lease = Lease::from_random([0xab; 16]);
+        assert_eq!(lease.as_str(), "ab".repeat(16));
+        assert_eq!(format!("{lease:?}"), "Lease(…)");
+        assert_eq!(Lease::parse(lease.as_str()), Ok(lease.clone()));
+        assert!(lease.matches(&Lease::parse(&"ab".repeat(16)).unwrap()));
+        assert!(!lease.matches(&Lease::from_random([0xac; 16])));
+        assert!(!lease.matches(&Lease::parse(&"ab".repeat(17)).unwrap()));
+        for bad in ["short", "with space 0123456789", &"x".repeat(129)] {
+            assert!(Lease::parse(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -6,10 +6,11 @@ mod event;
 mod flow;
 mod graph;
 mod ids;
+mod payload;
 mod submission;
 mod task;
 
-pub use decide::{Command, Decision, Effects, Rejection, Timer, Transition, decide};
+pub use decide::{Command, Decision, Effects, MAX_NOTES, Rejection, Timer, Transition, decide};
 pub use event::{Event, EventKind};
 pub use flow::{
     Change, ControlEvent, DEFAULT_CONCURRENCY_LIMIT, Gate, KillSwitch, MAX_CONCURRENCY_LIMIT,
@@ -19,7 +20,8 @@ pub use graph::{
     Artifact, Cascade, DependencyError, MAX_ARTIFACTS, MAX_DEPENDENCIES, MAX_DEPENDENTS,
     Provenance, Reach, Step, Taint, cancelled_by_rollback, check_dependencies,
 };
-pub use ids::{IdError, ProjectId, TaskId, Tenant, Tier};
+pub use ids::{IdError, Lease, ProjectId, TaskId, Tenant, Tier};
+pub use payload::{MAX_NESTING, check_payload, check_shape, stored_bytes};
 pub use submission::{
     FieldError, Idempotency, InvalidSubmission, NewTask, RetryInput, SubmitRequest,
 };

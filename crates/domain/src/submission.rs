@@ -6,10 +6,12 @@ use serde_json::Value;
 
 use crate::graph::MAX_DEPENDENCIES;
 use crate::ids::{ProjectId, TaskId, Tenant, Tier};
+use crate::payload::check_payload;
 use crate::task::{HistoryEntry, RetryPolicy, Status, Task};
 
-/// Largest accepted serialized `input`, in bytes. Keeps a task, its output and its history well
-/// inside one DynamoDB item (400 KB) and a `TaskReady` event inside EventBridge's 256 KB.
+/// Largest accepted `input`, in bytes, counted as JSON and as DynamoDB sizes it, whichever is
+/// larger. Keeps a task, its output and its history well inside one DynamoDB item (400 KB) and a
+/// `TaskReady` event inside EventBridge's 256 KB.
 pub const MAX_INPUT_BYTES: usize = 64 * 1024;
 /// How far ahead a task may be scheduled.
 pub const MAX_SCHEDULE_AHEAD_DAYS: i64 = 365;
@@ -204,11 +206,8 @@ impl SubmitRequest {
             other => other.map(str::to_owned),
         };
         let input = self.input.clone().unwrap_or(Value::Null);
-        if serde_json::to_vec(&input).map_or(0, |bytes| bytes.len()) > MAX_INPUT_BYTES {
-            check.fail(
-                "input",
-                format!("must be at most {MAX_INPUT_BYTES} bytes as JSON"),
-            );
+        if let Err(reason) = check_payload(&input, MAX_INPUT_BYTES) {
+            check.fail("input", reason);
         }
         let priority = check.in_range("priority", self.priority, -1000, 1000, 0) as i32;
         let due_at = self.due_at(&mut check, now);
@@ -410,6 +409,7 @@ impl Task {
             dependents: Vec::new(),
             provenance: None,
             taint: None,
+            lease: None,
         }
     }
 }

@@ -4,7 +4,8 @@ use serde_json::Value;
 
 use crate::flow::Parked;
 use crate::graph::{Provenance, Taint};
-use crate::ids::{ProjectId, TaskId, Tenant, Tier, fnv1a};
+use crate::ids::{Lease, ProjectId, TaskId, Tenant, Tier, fnv1a};
+use crate::payload::{check_shape, stored_bytes};
 
 /// Where a task is in its lifecycle. Moves only forward; the last four absorb every command but
 /// the rollback of a succeeded task.
@@ -126,9 +127,11 @@ pub enum Outcome {
     },
 }
 
-/// Largest accepted result (`output`, or `error`, with the provenance) as JSON, in bytes: the
-/// `TaskSucceeded` event that carries it keeps 64 KiB of EventBridge's 256 KiB for its other
-/// fields, and the task's item holds it beside its input (at most 64 KiB) inside 400 KB.
+/// Largest accepted result (`output`, or `error`, with the provenance), in bytes, counted as JSON
+/// and as DynamoDB sizes it, whichever is larger: the `TaskSucceeded` event that carries it keeps
+/// 64 KiB of EventBridge's 256 KiB for its other fields, and the task's item holds it beside its
+/// input (at most 64 KiB) and history inside 400 KB. A task keeps one result: a success clears
+/// the error of a failed attempt before it.
 pub const MAX_RESULT_BYTES: usize = 192 * 1024;
 /// Longest `error.code` a worker may report, in characters.
 const MAX_ERROR_CODE_CHARS: usize = 100;
@@ -137,22 +140,30 @@ pub const MAX_REASON_CHARS: usize = 500;
 
 impl Outcome {
     /// Checks the bounds that keep a result (with its `provenance`) inside the events that
-    /// carry it and the task's item; names what is out of them.
+    /// carry it and the task's item: an output DynamoDB can store, and the size of the whole;
+    /// names what is out of them.
     pub fn check(&self, provenance: Option<&Provenance>) -> Result<(), String> {
-        if let Outcome::Failed { error } = self
-            && error.code.chars().count() > MAX_ERROR_CODE_CHARS
-        {
-            return Err(format!(
-                "error.code must be at most {MAX_ERROR_CODE_CHARS} characters"
-            ));
+        match self {
+            Outcome::Failed { error } if error.code.chars().count() > MAX_ERROR_CODE_CHARS => {
+                return Err(format!(
+                    "error.code must be at most {MAX_ERROR_CODE_CHARS} characters"
+                ));
+            }
+            Outcome::Succeeded { output } => {
+                check_shape(output).map_err(|reason| format!("output {reason}"))?;
+            }
+            Outcome::Failed { .. } => {}
         }
         if let Some(provenance) = provenance {
             provenance.check()?;
         }
-        let bytes = serde_json::to_vec(&(self, provenance)).map_or(0, |json| json.len());
+        let json = serde_json::to_vec(&(self, provenance)).map_or(0, |json| json.len());
+        let stored = serde_json::to_value((self, provenance)).map_or(0, |v| stored_bytes(&v));
+        let bytes = json.max(stored);
         if bytes > MAX_RESULT_BYTES {
             return Err(format!(
-                "the result is {bytes} bytes as JSON; at most {MAX_RESULT_BYTES} fit its events"
+                "the result is {bytes} bytes; at most {MAX_RESULT_BYTES} fit its events and the \
+                 task's item"
             ));
         }
         Ok(())
@@ -248,6 +259,10 @@ pub struct Task {
     /// Set when it was rolled back: which rollback reached it and through which dependency.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub taint: Option<Taint>,
+    /// The lease of the last dispatched attempt, drawn at its dispatch: its worker's result must
+    /// carry it. `None` on a task dispatched by a version of Baton before leases (or never).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease: Option<Lease>,
 }
 
 impl HistoryEntry {

@@ -1,12 +1,17 @@
 //! The lifecycle's rules, as one table and as properties.
 
 use baton_domain::{
-    Command, Decision, Effects, Event, EventKind, Outcome, Rejection, RetryPolicy, Status,
+    Command, Decision, Effects, Event, EventKind, Lease, Outcome, Rejection, RetryPolicy, Status,
     SubmitRequest, Taint, Task, TaskError, TaskId, decide,
 };
 use chrono::{DateTime, Duration, Utc};
 use proptest::prelude::*;
 use serde_json::json;
+
+/// The lease every dispatch in these tests draws.
+fn lease() -> Lease {
+    Lease::from_random([7; 16])
+}
 
 fn t0() -> DateTime<Utc> {
     "2026-03-01T12:00:00Z".parse().unwrap()
@@ -49,6 +54,7 @@ fn rollback_via(via: TaskId) -> Command {
 
 fn success(attempt: u32) -> Command {
     Command::Complete {
+        lease: Some(lease()),
         attempt,
         outcome: Outcome::Succeeded {
             output: json!(attempt),
@@ -77,7 +83,16 @@ fn failure() -> Outcome {
 fn in_status(status: Status) -> Task {
     let later = t0() + Duration::minutes(1);
     let scheduled = submitted(3);
-    let running = || applied(&scheduled, Command::Dispatch { attempt: 1 }, later);
+    let running = || {
+        applied(
+            &scheduled,
+            Command::Dispatch {
+                attempt: 1,
+                lease: lease(),
+            },
+            later,
+        )
+    };
     let succeeded = || applied(&running(), success(1), later);
     match status {
         Status::Pending => Task {
@@ -89,10 +104,18 @@ fn in_status(status: Status) -> Task {
         Status::Succeeded => succeeded(),
         Status::Failed => {
             let mut once = submitted(1);
-            once = applied(&once, Command::Dispatch { attempt: 1 }, later);
+            once = applied(
+                &once,
+                Command::Dispatch {
+                    attempt: 1,
+                    lease: lease(),
+                },
+                later,
+            );
             applied(
                 &once,
                 Command::Complete {
+                    lease: Some(lease()),
                     attempt: 1,
                     outcome: failure(),
                     provenance: None,
@@ -124,9 +147,13 @@ fn every_status_and_command_has_a_defined_outcome() {
     let upstream = TaskId::from_uuid(uuid::Uuid::now_v7());
     let commands = |task: &Task| {
         [
-            Command::Dispatch { attempt: 1 },
+            Command::Dispatch {
+                attempt: 1,
+                lease: lease(),
+            },
             success(1),
             Command::Complete {
+                lease: Some(lease()),
                 attempt: 1,
                 outcome: failure(),
                 provenance: None,
@@ -296,7 +323,14 @@ fn a_note_records_an_action_in_every_status_without_moving_or_hiding_the_last_mo
 fn an_early_timer_is_armed_again_for_the_due_time() {
     let mut task = submitted(3);
     task.due_at = t0() + Duration::minutes(20);
-    match decide(&task, &Command::Dispatch { attempt: 1 }, t0()) {
+    match decide(
+        &task,
+        &Command::Dispatch {
+            attempt: 1,
+            lease: lease(),
+        },
+        t0(),
+    ) {
         Ok(Decision::NotYetDue(timer)) => assert_eq!(timer.due_at, task.due_at),
         other => panic!("{other:?}"),
     }
@@ -305,10 +339,18 @@ fn an_early_timer_is_armed_again_for_the_due_time() {
 #[test]
 fn a_result_for_an_old_attempt_is_stale() {
     let later = t0() + Duration::minutes(1);
-    let running = applied(&submitted(3), Command::Dispatch { attempt: 1 }, later);
+    let running = applied(
+        &submitted(3),
+        Command::Dispatch {
+            attempt: 1,
+            lease: lease(),
+        },
+        later,
+    );
     let retried = applied(
         &running,
         Command::Complete {
+            lease: Some(lease()),
             attempt: 1,
             outcome: failure(),
             provenance: None,
@@ -317,7 +359,10 @@ fn a_result_for_an_old_attempt_is_stale() {
     );
     let rerunning = applied(
         &retried,
-        Command::Dispatch { attempt: 2 },
+        Command::Dispatch {
+            attempt: 2,
+            lease: lease(),
+        },
         later + Duration::hours(1),
     );
     let late = success(1);
@@ -330,9 +375,147 @@ fn a_result_for_an_old_attempt_is_stale() {
     );
 }
 
+/// A worker's answer for `attempt` carrying `lease`.
+fn answer(attempt: u32, lease: Option<Lease>, outcome: Outcome) -> Command {
+    Command::Complete {
+        attempt,
+        lease,
+        outcome,
+        provenance: None,
+    }
+}
+
+fn dispatched_with(task: &Task, attempt: u32, lease: &Lease, now: DateTime<Utc>) -> Task {
+    let command = Command::Dispatch {
+        attempt,
+        lease: lease.clone(),
+    };
+    applied(task, command, now)
+}
+
+#[test]
+fn a_dispatch_keeps_its_lease_and_announces_it_in_task_ready_only() {
+    let drawn = Lease::from_random([1; 16]);
+    let running = dispatched_with(&submitted(3), 1, &drawn, t0());
+    assert_eq!(running.lease.as_ref(), Some(&drawn));
+    let ready = Event::announcing(&running).unwrap();
+    assert_eq!(
+        (ready.kind, ready.lease.as_ref()),
+        (EventKind::Ready, Some(&drawn))
+    );
+    // A repeated timer draws another lease; the dispatch already made keeps the first.
+    let again = Command::Dispatch {
+        attempt: 1,
+        lease: Lease::from_random([2; 16]),
+    };
+    let Ok(Decision::AlreadyApplied(effects)) = decide(&running, &again, t0()) else {
+        panic!("a repeated dispatch is already applied");
+    };
+    assert_eq!(effects.events[0].lease.as_ref(), Some(&drawn));
+    let done = applied(&running, answer(1, Some(drawn), failure()), t0());
+    assert!(Event::announcing(&done).unwrap().lease.is_none());
+}
+
+#[test]
+fn a_result_without_its_attempts_lease_moves_nothing_and_repeats_nothing() {
+    let drawn = Lease::from_random([1; 16]);
+    let forged = Lease::from_random([9; 16]);
+    let running = dispatched_with(&submitted(3), 1, &drawn, t0());
+    let ok = || Outcome::Succeeded { output: json!(1) };
+    for lease in [None, Some(forged.clone())] {
+        assert_eq!(
+            decide(&running, &answer(1, lease, ok()), t0()),
+            Err(Rejection::InvalidLease { attempt: 1 })
+        );
+    }
+    // Finished, a duplicate with the lease is already applied; a forgery is refused, so it
+    // cannot make Baton announce the result again either.
+    let succeeded = applied(&running, answer(1, Some(drawn.clone()), ok()), t0());
+    assert!(matches!(
+        decide(&succeeded, &answer(1, Some(drawn.clone()), ok()), t0()),
+        Ok(Decision::AlreadyApplied(_))
+    ));
+    assert_eq!(
+        decide(&succeeded, &answer(1, Some(forged), ok()), t0()),
+        Err(Rejection::InvalidLease { attempt: 1 })
+    );
+    // The previous attempt's worker, with its own old lease, is stale on the next attempt.
+    let retried = applied(&running, answer(1, Some(drawn.clone()), failure()), t0());
+    let second = Lease::from_random([2; 16]);
+    let rerunning = dispatched_with(&retried, 2, &second, t0() + Duration::hours(1));
+    assert_eq!(
+        decide(&rerunning, &answer(1, Some(drawn.clone()), ok()), t0()),
+        Err(Rejection::StaleAttempt {
+            current: 2,
+            received: 1
+        })
+    );
+    assert_eq!(
+        decide(&rerunning, &answer(2, Some(drawn), ok()), t0()),
+        Err(Rejection::InvalidLease { attempt: 2 })
+    );
+    assert!(matches!(
+        decide(&rerunning, &answer(2, Some(second), ok()), t0()),
+        Ok(Decision::Apply(_))
+    ));
+}
+
+#[test]
+fn an_attempt_dispatched_before_leases_finishes_without_one() {
+    let mut legacy = dispatched_with(&submitted(3), 1, &lease(), t0());
+    legacy.lease = None;
+    let ok = Outcome::Succeeded { output: json!(1) };
+    assert!(matches!(
+        decide(&legacy, &answer(1, None, ok), t0()),
+        Ok(Decision::Apply(_))
+    ));
+}
+
+#[test]
+fn a_success_clears_the_error_and_keeps_only_its_own_provenance() {
+    let drawn = lease();
+    let running = dispatched_with(&submitted(3), 1, &drawn, t0());
+    let mut failed = answer(1, Some(drawn.clone()), failure());
+    if let Command::Complete { provenance, .. } = &mut failed {
+        *provenance = serde_json::from_value(json!({"model": "m-1"})).unwrap();
+    }
+    let retried = applied(&running, failed, t0());
+    assert!(retried.error.is_some() && retried.provenance.is_some());
+    let rerunning = dispatched_with(&retried, 2, &drawn, t0() + Duration::hours(1));
+    let ok = Outcome::Succeeded { output: json!(2) };
+    let succeeded = applied(&rerunning, answer(2, Some(drawn), ok), t0());
+    assert_eq!((succeeded.error, succeeded.provenance), (None, None));
+}
+
+#[test]
+fn a_history_keeps_at_most_max_notes_notes() {
+    let mut task = submitted(3);
+    for n in 0..baton_domain::MAX_NOTES {
+        let note = Command::Note {
+            cause: format!("redriven:{n}"),
+        };
+        task = applied(&task, note, t0());
+    }
+    let one_more = Command::Note {
+        cause: "redriven:last".into(),
+    };
+    assert_eq!(decide(&task, &one_more, t0()), Err(Rejection::TooManyNotes));
+    assert!(matches!(
+        decide(&task, &Command::Cancel { reason: "r".into() }, t0()),
+        Ok(Decision::Apply(_))
+    ));
+}
+
 #[test]
 fn a_timeout_before_the_deadline_is_refused() {
-    let running = applied(&submitted(3), Command::Dispatch { attempt: 1 }, t0());
+    let running = applied(
+        &submitted(3),
+        Command::Dispatch {
+            attempt: 1,
+            lease: lease(),
+        },
+        t0(),
+    );
     assert!(matches!(
         decide(
             &running,
@@ -365,10 +548,18 @@ fn a_failed_attempt_is_retried_with_capped_jittered_exponential_backoff() {
 
 #[test]
 fn the_retry_carries_the_error_and_a_timer_for_the_next_attempt() {
-    let running = applied(&submitted(3), Command::Dispatch { attempt: 1 }, t0());
+    let running = applied(
+        &submitted(3),
+        Command::Dispatch {
+            attempt: 1,
+            lease: lease(),
+        },
+        t0(),
+    );
     let Ok(Decision::Apply(retry)) = decide(
         &running,
         &Command::Complete {
+            lease: Some(lease()),
             attempt: 1,
             outcome: failure(),
             provenance: None,
@@ -387,7 +578,14 @@ fn the_retry_carries_the_error_and_a_timer_for_the_next_attempt() {
 
 #[test]
 fn the_ready_event_carries_tier_input_and_the_identity_fields() {
-    let running = applied(&submitted(3), Command::Dispatch { attempt: 1 }, t0());
+    let running = applied(
+        &submitted(3),
+        Command::Dispatch {
+            attempt: 1,
+            lease: lease(),
+        },
+        t0(),
+    );
     let event = Event::announcing(&running).unwrap();
     assert_eq!(event.kind.detail_type(), "TaskReady");
     let detail = serde_json::to_value(&event).unwrap();
@@ -399,9 +597,13 @@ fn the_ready_event_carries_tier_input_and_the_identity_fields() {
 
 fn any_command() -> impl Strategy<Value = Command> {
     prop_oneof![
-        (1u32..4).prop_map(|attempt| Command::Dispatch { attempt }),
+        (1u32..4).prop_map(|attempt| Command::Dispatch {
+            attempt,
+            lease: lease()
+        }),
         (1u32..4).prop_map(success),
         (1u32..4).prop_map(|attempt| Command::Complete {
+            lease: Some(lease()),
             attempt,
             outcome: failure(),
             provenance: None,

@@ -2,11 +2,16 @@
 //! rollback leaves behind.
 
 use baton_domain::{
-    Cascade, Command, Decision, DependencyError, EventKind, Outcome, Provenance, Rejection, Status,
-    Step, SubmitRequest, Taint, Task, TaskError, TaskId, check_dependencies, decide,
+    Cascade, Command, Decision, DependencyError, EventKind, Lease, Outcome, Provenance, Rejection,
+    Status, Step, SubmitRequest, Taint, Task, TaskError, TaskId, check_dependencies, decide,
 };
 use chrono::{DateTime, Duration, Utc};
 use serde_json::json;
+
+/// The lease every dispatch in these tests draws.
+fn lease() -> Lease {
+    Lease::from_random([7; 16])
+}
 
 fn t0() -> DateTime<Utc> {
     "2026-03-01T12:00:00Z".parse().unwrap()
@@ -35,8 +40,16 @@ fn applied(task: &Task, command: &Command, now: DateTime<Utc>) -> Task {
 
 fn succeeded(mut task: Task, provenance: Option<Provenance>) -> Task {
     task.dependents = vec![id(), id()];
-    let running = applied(&task, &Command::Dispatch { attempt: 1 }, t0());
+    let running = applied(
+        &task,
+        &Command::Dispatch {
+            attempt: 1,
+            lease: lease(),
+        },
+        t0(),
+    );
     let complete = Command::Complete {
+        lease: Some(lease()),
         attempt: 1,
         outcome: Outcome::Succeeded {
             output: json!({"rows": 3}),
@@ -108,7 +121,14 @@ fn a_finished_task_asks_its_dependents_to_start_or_to_stop() {
 
     let mut failing = task(&[], Status::Scheduled);
     failing.dependents = vec![id()];
-    let running = applied(&failing, &Command::Dispatch { attempt: 1 }, t0());
+    let running = applied(
+        &failing,
+        &Command::Dispatch {
+            attempt: 1,
+            lease: lease(),
+        },
+        t0(),
+    );
     let error = TaskError {
         code: "E".into(),
         message: "m".into(),
@@ -116,6 +136,7 @@ fn a_finished_task_asks_its_dependents_to_start_or_to_stop() {
     let failed = applied(
         &running,
         &Command::Complete {
+            lease: Some(lease()),
             attempt: 1,
             outcome: Outcome::Failed { error },
             provenance: None,

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use baton_app::memory::{ManualClock, MemoryBus, MemoryStore, MemoryTimers};
 use baton_app::{Baton, Handled};
-use baton_domain::{Command, EventKind, Outcome, SubmitRequest, Task, TaskError, TaskId};
+use baton_domain::{Command, EventKind, Lease, Outcome, SubmitRequest, Task, TaskError, TaskId};
 use chrono::{DateTime, Utc};
 use serde_json::json;
 
@@ -16,6 +16,11 @@ pub struct World {
     pub bus: Arc<MemoryBus>,
     pub timers: Arc<MemoryTimers>,
     pub clock: Arc<ManualClock>,
+}
+
+/// The lease every dispatch in these tests draws, so a worker's answer carries it.
+pub fn lease() -> Lease {
+    Lease::from_random([7; 16])
 }
 
 pub fn t0() -> DateTime<Utc> {
@@ -98,6 +103,7 @@ impl World {
 
 pub fn success(attempt: u32) -> Command {
     Command::Complete {
+        lease: Some(lease()),
         attempt,
         outcome: Outcome::Succeeded {
             output: json!({"ok": true}),
@@ -108,6 +114,7 @@ pub fn success(attempt: u32) -> Command {
 
 pub fn failure(attempt: u32) -> Command {
     Command::Complete {
+        lease: Some(lease()),
         attempt,
         outcome: Outcome::Failed {
             error: TaskError {

@@ -33,8 +33,12 @@ fn succeeded(template: &Task, i: usize) -> Result<Task> {
     task.id = TaskId::from_uuid(uuid::Uuid::now_v7());
     let now = task.created_at;
     for command in [
-        Command::Dispatch { attempt: 1 },
+        Command::Dispatch {
+            attempt: 1,
+            lease: lease(),
+        },
         Command::Complete {
+            lease: Some(lease()),
             attempt: 1,
             outcome: Outcome::Succeeded {
                 output: json!({"i": i}),
