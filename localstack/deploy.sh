@@ -31,6 +31,9 @@ overrides=(Stage="$STAGE" Architecture="$ARCH" CodeBucket="$BUCKET"
   JwtSecret="$BATON_JWT_SECRET" JwtIssuer="$BATON_JWT_ISSUER" JwtAudience="$BATON_JWT_AUDIENCE")
 # Test only (the chaos run): faults the functions inject; the template honours it on local and test.
 if [ -n "${BATON_CHAOS:-}" ]; then overrides+=(Chaos="$BATON_CHAOS"); fi
+# The local and test stages let the HTTP executor call one loopback address: the echo server of
+# `make demo` and the tests (every other private destination stays refused).
+case "$STAGE" in local|test) overrides+=(HttpAllowedDestinations="127.0.0.1:$BATON_ECHO_PORT") ;; esac
 # Where the dashboard is hosted as a static page (`make dashboard`): origins the HTTP API allows.
 if [ -n "${BATON_DASHBOARD_ORIGINS:-}" ]; then overrides+=(DashboardOrigins="$BATON_DASHBOARD_ORIGINS"); fi
 for f in "${FUNCTIONS[@]}"; do

@@ -12,6 +12,9 @@ export AWS_PAGER=""
 export BATON_JWT_SECRET="${BATON_JWT_SECRET:-baton-local-dev-secret-change-me}"
 export BATON_JWT_ISSUER="${BATON_JWT_ISSUER:-baton-local}"
 export BATON_JWT_AUDIENCE="${BATON_JWT_AUDIENCE:-baton}"
+# The loopback echo server of `make demo` and the tests: the one private address the local and
+# test stages allow the HTTP executor to call.
+export BATON_ECHO_PORT="${BATON_ECHO_PORT:-4597}"
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 BUILD="$ROOT/.build"
 AWS="$ROOT/.venv/bin/aws"

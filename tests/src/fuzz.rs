@@ -75,7 +75,7 @@ impl Harness {
                 &id,
                 &Command::Dispatch {
                     attempt: 1,
-                    lease: lease(),
+                    lease: crate::lease(),
                 },
             )
             .await

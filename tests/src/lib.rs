@@ -79,10 +79,20 @@ pub fn sqs_batch(bodies: &[String]) -> SqsEvent {
     serde_json::from_value(json!({ "Records": records })).expect("an SQS event")
 }
 
-/// An EventBridge event of `detail_type` as a rule delivers it to SQS; `id` makes it unique.
+/// The source a producer of the tenant `detail` names puts its events from (`{tenant}.tests`),
+/// or `tests` for a detail that names none.
+pub fn source_for(detail: &Value) -> String {
+    detail["tenant"]
+        .as_str()
+        .map_or_else(|| "tests".to_owned(), |tenant| format!("{tenant}.tests"))
+}
+
+/// An EventBridge event of `detail_type` as a rule delivers it to SQS, from the source of the
+/// tenant it names; `id` makes it unique.
 pub fn eventbridge_event(detail_type: &str, id: &str, detail: Value) -> String {
     let mut event: Value = fixture("eventbridge-event.json");
     event["detail-type"] = json!(detail_type);
+    event["source"] = json!(source_for(&detail));
     event["id"] = json!(id);
     event["time"] = json!(chrono::Utc::now().to_rfc3339());
     event["detail"] = detail;
@@ -113,6 +123,11 @@ pub fn http_api_request(token: &str, body: &Value) -> Value {
     request["headers"]["authorization"] = json!(format!("Bearer {token}"));
     request["body"] = json!(body.to_string());
     request
+}
+
+/// The lease the in-process tests' dispatches draw, so their workers' answers carry it.
+pub fn lease() -> baton_domain::Lease {
+    baton_domain::Lease::from_random([7; 16])
 }
 
 /// A worker's success for `attempt`.
@@ -639,16 +654,23 @@ impl Stack {
         Ok(response["data"].clone())
     }
 
-    /// Puts one event on the stack's bus, as an upstream system or worker would.
+    /// Puts one event on the stack's bus, as an upstream system or worker would: from the
+    /// source of the tenant it names (`{tenant}.tests`).
     pub async fn put_event(&self, detail_type: &str, detail: &Value) -> Result<()> {
-        self.put_raw(detail_type, &detail.to_string()).await
+        self.put_from(&source_for(detail), detail_type, &detail.to_string())
+            .await
     }
 
     /// Puts one event with a raw detail string (which may be malformed on purpose).
     pub async fn put_raw(&self, detail_type: &str, detail: &str) -> Result<()> {
+        self.put_from("tests", detail_type, detail).await
+    }
+
+    /// Puts one event from `source`, whichever tenant its detail names.
+    pub async fn put_from(&self, source: &str, detail_type: &str, detail: &str) -> Result<()> {
         let entry = aws_sdk_eventbridge::types::PutEventsRequestEntry::builder()
             .event_bus_name(self.output("BusName"))
-            .source("baton.tests")
+            .source(source)
             .detail_type(detail_type)
             .detail(detail)
             .build();
@@ -1043,7 +1065,8 @@ async fn queue_arn(sqs: &aws_sdk_sqs::Client, url: &str) -> Result<String> {
         .context("queue has no ARN")
 }
 
-/// A small HTTP/1.1 server on loopback for the HTTP executor's tests and `make demo`:
+/// A loopback HTTP server for the HTTP executor's tests and `make demo`. It counts every
+/// connection it accepts and every request by path, so a test can show that nothing arrived.
 ///
 /// | path | answer |
 /// |---|---|
@@ -1052,26 +1075,85 @@ async fn queue_arn(sqs: &aws_sdk_sqs::Client, url: &str) -> Result<String> {
 /// | `/flaky/{key}` | 500 the first time for each key, 200 after |
 /// | `/fail` | 500 always |
 /// | `/slow` | 200 after 3 s |
+/// | `/sleep/{seconds}/{key}` | 200 after that many seconds |
+/// | `/redirect?to={url}` | 302 to that URL |
 /// | `/big` | 200 with a 256 KiB body |
 pub struct TestServer {
     /// `http://127.0.0.1:{port}`.
     pub url: String,
+    seen: Seen,
     task: tokio::task::JoinHandle<()>,
 }
+
+/// What a [`TestServer`] has seen: connections, and requests by path.
+#[derive(Clone, Default)]
+struct Seen(Arc<std::sync::Mutex<(u32, HashMap<String, u32>)>>);
 
 impl TestServer {
     /// Starts a server on a free port (`port` 0) or on `port`.
     pub async fn start(port: u16) -> Result<Self> {
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
         let url = format!("http://{}", listener.local_addr()?);
-        let seen: Arc<std::sync::Mutex<HashMap<String, u32>>> = Arc::default();
+        let seen = Seen::default();
+        let counted = seen.clone();
         let task = tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
-                tokio::spawn(serve(stream, seen.clone()));
+                counted.0.lock().unwrap().0 += 1;
+                tokio::spawn(serve(stream, counted.clone()));
             }
         });
-        Ok(Self { url, task })
+        Ok(Self { url, seen, task })
     }
+
+    /// How many connections it has accepted.
+    pub fn connections(&self) -> u32 {
+        self.seen.0.lock().unwrap().0
+    }
+
+    /// How many requests for `path` it has received.
+    pub fn calls(&self, path: &str) -> u32 {
+        self.seen
+            .0
+            .lock()
+            .unwrap()
+            .1
+            .get(path)
+            .copied()
+            .unwrap_or(0)
+    }
+}
+
+/// The port of the echo server a local or test stack allows its HTTP executor to call
+/// (`BATON_ECHO_PORT`, 4597 unless set; `localstack/deploy.sh` allowlists `127.0.0.1:{port}`).
+pub fn echo_port() -> u16 {
+    std::env::var("BATON_ECHO_PORT")
+        .ok()
+        .and_then(|port| port.parse().ok())
+        .unwrap_or(4597)
+}
+
+/// The echo server on [`echo_port`], one per test process, on a thread of its own so that it
+/// outlives every test's runtime.
+pub fn echo_server() -> &'static TestServer {
+    static SERVER: std::sync::OnceLock<TestServer> = std::sync::OnceLock::new();
+    SERVER.get_or_init(|| {
+        let (sent, received) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("a runtime for the echo server");
+            runtime.block_on(async move {
+                let server = TestServer::start(echo_port()).await;
+                let _ = sent.send(server);
+                std::future::pending::<()>().await
+            });
+        });
+        received
+            .recv()
+            .expect("the echo server's thread")
+            .unwrap_or_else(|e| panic!("echo server on port {}: {e}", echo_port()))
+    })
 }
 
 impl Drop for TestServer {
@@ -1115,12 +1197,19 @@ where
 }
 
 /// Answers one request on `stream`, then closes it.
-async fn serve(stream: tokio::net::TcpStream, seen: Arc<std::sync::Mutex<HashMap<String, u32>>>) {
+async fn serve(stream: tokio::net::TcpStream, seen: Seen) {
     use tokio::io::{AsyncWriteExt, BufReader};
     let mut reader = BufReader::new(stream);
     let Some((_, path, body)) = read_request(&mut reader).await else {
         return;
     };
+    let calls = {
+        let mut seen = seen.0.lock().unwrap();
+        let calls = seen.1.entry(path.clone()).or_default();
+        *calls += 1;
+        *calls
+    };
+    let mut location = None;
     let (status, answer) = match path.as_str() {
         "/ok" => (200, br#"{"ok":true}"#.to_vec()),
         "/echo" => (200, body),
@@ -1130,22 +1219,24 @@ async fn serve(stream: tokio::net::TcpStream, seen: Arc<std::sync::Mutex<HashMap
             (200, b"late".to_vec())
         }
         "/big" => (200, vec![b'x'; 256 * 1024]),
-        flaky if flaky.starts_with("/flaky/") => {
-            let calls = {
-                let mut seen = seen.lock().unwrap();
-                let calls = seen.entry(flaky.to_owned()).or_default();
-                *calls += 1;
-                *calls
-            };
-            match calls {
-                1 => (500, b"try again".to_vec()),
-                _ => (200, br#"{"ok":true}"#.to_vec()),
-            }
+        flaky if flaky.starts_with("/flaky/") => match calls {
+            1 => (500, b"try again".to_vec()),
+            _ => (200, br#"{"ok":true}"#.to_vec()),
+        },
+        sleep if sleep.starts_with("/sleep/") => {
+            let seconds = sleep[7..].split('/').next().and_then(|s| s.parse().ok());
+            tokio::time::sleep(Duration::from_secs(seconds.unwrap_or(0))).await;
+            (200, b"slept".to_vec())
+        }
+        redirect if redirect.starts_with("/redirect?to=") => {
+            location = Some(redirect["/redirect?to=".len()..].to_owned());
+            (302, Vec::new())
         }
         _ => (404, b"no such path".to_vec()),
     };
+    let location = location.map_or_else(String::new, |to| format!("location: {to}\r\n"));
     let head = format!(
-        "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+        "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\n{location}content-length: {}\r\nconnection: close\r\n\r\n",
         answer.len()
     );
     let mut stream = reader.into_inner();

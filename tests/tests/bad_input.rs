@@ -16,6 +16,8 @@ use serde_json::{Map, Value, json};
 
 /// Stands for the harness's task id in generated input.
 const TASK: &str = "$TASK";
+/// Stands for the lease of the harness's running attempt.
+const LEASE: &str = "$LEASE";
 
 fn runtime() -> &'static tokio::runtime::Runtime {
     static RUNTIME: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
@@ -36,8 +38,8 @@ fn runner() -> TestRunner {
     })
 }
 
-/// Runs `check` on a fresh harness for every input `strategy` makes, `$TASK` replaced by the
-/// harness's task id.
+/// Runs `check` on a fresh harness for every input `strategy` makes, `$TASK` and `$LEASE`
+/// replaced by the harness's task id and its attempt's lease.
 fn fuzz<S: Strategy<Value = String>>(
     strategy: S,
     check: impl AsyncCheck,
@@ -45,7 +47,14 @@ fn fuzz<S: Strategy<Value = String>>(
     runner().run(&strategy, |input| {
         let result = runtime().block_on(async {
             let harness = Harness::new().await;
-            let input = input.replace(TASK, &harness.task.id.to_string());
+            let lease = harness
+                .task
+                .lease
+                .as_ref()
+                .map_or("", |lease| lease.as_str());
+            let input = input
+                .replace(TASK, &harness.task.id.to_string())
+                .replace(LEASE, lease);
             check.check(&harness, &input).await
         });
         result.map_err(TestCaseError::fail)
@@ -192,12 +201,12 @@ fn events() -> impl Strategy<Value = String> {
         ),
         (
             "TaskResult",
-            json!({"tenant": "acme", "task_id": TASK, "attempt": 1,
+            json!({"tenant": "acme", "task_id": TASK, "attempt": 1, "lease": LEASE,
             "status": "succeeded", "output": {"ok": true}}),
         ),
         (
             "TaskResult",
-            json!({"tenant": "acme", "task_id": TASK, "attempt": 1,
+            json!({"tenant": "acme", "task_id": TASK, "attempt": 1, "lease": LEASE,
             "status": "failed", "error": {"code": "E", "message": "m"}}),
         ),
         ("CancelTask", json!({"tenant": "acme", "task_id": TASK})),
@@ -411,8 +420,8 @@ fn result_of(task: &Task, tenant: &str, output: Value) -> String {
     eventbridge_event(
         "TaskResult",
         &uuid::Uuid::now_v7().to_string(),
-        json!({"tenant": tenant, "task_id": task.id, "attempt": 1, "status": "succeeded",
-               "output": output}),
+        json!({"tenant": tenant, "task_id": task.id, "attempt": 1, "lease": task.lease,
+               "status": "succeeded", "output": output}),
     )
 }
 

@@ -102,9 +102,10 @@ fn causes(task: &Value) -> Vec<String> {
         .collect()
 }
 
+/// A worker's answer to `ready`, with the attempt's lease.
 fn result(tenant: &str, ready: &Value, outcome: Value) -> Value {
-    let mut detail =
-        json!({"tenant": tenant, "task_id": ready["task_id"], "attempt": ready["attempt"]});
+    let mut detail = json!({"tenant": tenant, "task_id": ready["task_id"],
+        "attempt": ready["attempt"], "lease": ready["lease"]});
     detail
         .as_object_mut()
         .unwrap()
@@ -1115,7 +1116,7 @@ async fn submit_http(stack: &Stack, tenant: &str, request: Value, extra: Value) 
 async fn http_tasks_run_in_the_built_in_executor_with_retries_timeouts_and_a_size_cap() -> Result<()>
 {
     let stack = Stack::deployed().await?;
-    let server = baton_tests::TestServer::start(0).await?;
+    let server = baton_tests::echo_server();
     let tenant = unique("acme");
     let retry = json!({"retry": {"maxAttempts": 2, "backoffSeconds": 1}});
     let once = json!({"retry": {"maxAttempts": 1}});
@@ -1163,7 +1164,7 @@ async fn http_tasks_run_in_the_built_in_executor_with_retries_timeouts_and_a_siz
 #[tokio::test]
 async fn the_correlation_id_of_a_submit_is_on_every_event_published_for_its_task() -> Result<()> {
     let stack = Stack::deployed().await?;
-    let server = baton_tests::TestServer::start(0).await?;
+    let server = baton_tests::echo_server();
     let tenant = unique("acme");
     let listener = stack
         .listener(json!({"source": ["baton"], "detail": {"tenant": [tenant]}}))

@@ -94,8 +94,9 @@ async fn a_full_project_parks_due_tasks_and_a_release_admits_the_highest_priorit
     assert_eq!(parked.len(), 2);
     assert_eq!(parked[0]["parked"]["gate"], "CAPACITY");
 
+    let lease = reload(&sandbox, &first).await?.lease;
     let result = json!({"tenant": "acme", "task_id": first.id.to_string(), "attempt": 1,
-        "status": "succeeded", "output": {}});
+        "lease": lease, "status": "succeeded", "output": {}});
     let event = baton_tests::eventbridge_event("TaskResult", &baton_tests::unique("e"), result);
     baton_fn_on_result::handle(&sandbox.baton, sqs_batch(&[event])).await;
     let admitted = sandbox.due_timers().await?;
@@ -292,7 +293,7 @@ async fn the_sweeper_admits_what_a_crash_between_release_and_admission_left_wait
     );
     let running = reload(&sandbox, &holder).await?;
     let success = baton_domain::Command::Complete {
-        lease: Some(lease()),
+        lease: Some(baton_tests::lease()),
         attempt: 1,
         outcome: baton_domain::Outcome::Succeeded { output: json!({}) },
         provenance: None,

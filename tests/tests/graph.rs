@@ -52,7 +52,7 @@ fn result(succeeded: bool, model: &str) -> Command {
         }
     };
     Command::Complete {
-        lease: Some(lease()),
+        lease: Some(baton_tests::lease()),
         attempt: 1,
         outcome,
         provenance: Some(provenance),
@@ -68,7 +68,7 @@ async fn finish(sandbox: &Sandbox, task: &Task, command: Command) -> Result<Task
             &task.id,
             &Command::Dispatch {
                 attempt: 1,
-                lease: lease(),
+                lease: baton_tests::lease(),
             },
         )
         .await?;
@@ -123,7 +123,7 @@ async fn a_diamond_is_released_once_when_both_branches_finish_at_once() -> Resul
                 &task.id,
                 &Command::Dispatch {
                     attempt: 1,
-                    lease: lease(),
+                    lease: baton_tests::lease(),
                 },
             )
             .await?;

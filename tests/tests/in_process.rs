@@ -42,13 +42,21 @@ async fn submit(sandbox: &Sandbox, tenant: &str, extra: Value) -> Result<String>
     Ok(submitted.1["task_id"].as_str().unwrap().to_owned())
 }
 
-fn result_event(tenant: &str, id: &str, attempt: u32, outcome: Value) -> String {
-    let mut detail = json!({"tenant": tenant, "task_id": id, "attempt": attempt});
+/// A worker's `TaskResult` for `attempt` of task `id`, with the lease its dispatch drew.
+async fn result_event(
+    sandbox: &Sandbox,
+    tenant: &str,
+    id: &str,
+    attempt: u32,
+    outcome: Value,
+) -> Result<String> {
+    let lease = task_status(sandbox, tenant, id).await?.lease;
+    let mut detail = json!({"tenant": tenant, "task_id": id, "attempt": attempt, "lease": lease});
     detail
         .as_object_mut()
         .unwrap()
         .extend(outcome.as_object().unwrap().clone());
-    eventbridge_event("TaskResult", &unique("event"), detail)
+    Ok(eventbridge_event("TaskResult", &unique("event"), detail))
 }
 
 #[tokio::test]
@@ -71,11 +79,13 @@ async fn a_submitted_task_due_now_is_armed_dispatched_and_completed() -> Result<
     assert_eq!(ready["version"], json!(2));
 
     let done = result_event(
+        &sandbox,
         "acme",
         &id,
         1,
         json!({"status": "succeeded", "output": {"pdf": "s3://x"}}),
-    );
+    )
+    .await?;
     baton_fn_on_result::handle(&sandbox.baton, sqs_batch(&[done])).await;
     let task = task_status(&sandbox, "acme", &id).await?;
     assert_eq!((task.status, task.version), (Status::Succeeded, 3));
@@ -108,7 +118,14 @@ async fn a_result_delivered_twice_makes_one_transition_and_one_history_entry() -
     let sandbox = Sandbox::new().await?;
     let id = submit(&sandbox, "acme", json!({})).await?;
     baton_fn_on_due::handle(&sandbox.baton, sqs_batch(&sandbox.due_timers().await?)).await;
-    let done = result_event("acme", &id, 1, json!({"status": "succeeded", "output": 1}));
+    let done = result_event(
+        &sandbox,
+        "acme",
+        &id,
+        1,
+        json!({"status": "succeeded", "output": 1}),
+    )
+    .await?;
     // Both copies in one batch, and once more in a later batch.
     let response =
         baton_fn_on_result::handle(&sandbox.baton, sqs_batch(&[done.clone(), done.clone()])).await;
@@ -133,11 +150,13 @@ async fn a_failed_attempt_is_retried_after_backoff_and_a_stale_result_is_rejecte
     .await?;
     baton_fn_on_due::handle(&sandbox.baton, sqs_batch(&sandbox.due_timers().await?)).await;
     let failed = result_event(
+        &sandbox,
         "acme",
         &id,
         1,
         json!({"status": "failed", "error": {"code": "OOM", "message": "out of memory"}}),
-    );
+    )
+    .await?;
     baton_fn_on_result::handle(&sandbox.baton, sqs_batch(&[failed])).await;
     let task = task_status(&sandbox, "acme", &id).await?;
     assert_eq!((task.status, task.attempt), (Status::Scheduled, 2));
@@ -161,7 +180,7 @@ async fn a_failed_attempt_is_retried_after_backoff_and_a_stale_result_is_rejecte
     );
 
     // A late success for attempt 1 is stale: acknowledged, nothing changes.
-    let late = result_event("acme", &id, 1, json!({"status": "succeeded"}));
+    let late = result_event(&sandbox, "acme", &id, 1, json!({"status": "succeeded"})).await?;
     let response = baton_fn_on_result::handle(&sandbox.baton, sqs_batch(&[late])).await;
     assert!(response.failed.is_empty());
     assert_eq!(
@@ -205,11 +224,13 @@ async fn a_succeeded_task_is_rolled_back_with_its_output_for_compensation() -> R
     let id = submit(&sandbox, "acme", json!({})).await?;
     baton_fn_on_due::handle(&sandbox.baton, sqs_batch(&sandbox.due_timers().await?)).await;
     let done = result_event(
+        &sandbox,
         "acme",
         &id,
         1,
         json!({"status": "succeeded", "output": {"row": 12}}),
-    );
+    )
+    .await?;
     baton_fn_on_result::handle(&sandbox.baton, sqs_batch(&[done])).await;
     sandbox.published().await?;
     let rollback = eventbridge_event(

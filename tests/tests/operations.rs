@@ -164,7 +164,7 @@ async fn poison_is_parked_at_once_with_its_class_and_a_redrive_of_one_class_comp
     // And they complete: the dependency succeeds, which releases them; each runs and succeeds.
     let acme = Tenant::parse("acme")?;
     let succeed = |attempt| Command::Complete {
-        lease: Some(lease()),
+        lease: Some(baton_tests::lease()),
         attempt,
         outcome: Outcome::Succeeded { output: json!(1) },
         provenance: None,
@@ -176,7 +176,7 @@ async fn poison_is_parked_at_once_with_its_class_and_a_redrive_of_one_class_comp
                 &id,
                 &Command::Dispatch {
                     attempt: 1,
-                    lease: lease(),
+                    lease: baton_tests::lease(),
                 },
             )
             .await?;

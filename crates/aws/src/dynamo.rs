@@ -148,10 +148,24 @@ fn from_item(item: Item) -> Result<Task, InfraError> {
 
 pub(crate) fn infra<E, R>(operation: &'static str) -> impl FnOnce(SdkError<E, R>) -> InfraError
 where
-    E: std::error::Error + Send + Sync + 'static,
+    E: aws_sdk_dynamodb::error::ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
     R: std::fmt::Debug + Send + Sync + 'static,
 {
-    move |error| InfraError::new(operation, error)
+    move |error| classified(operation, error)
+}
+
+/// A failed DynamoDB call as an infrastructure error: permanent when DynamoDB refused the
+/// request as invalid (`ValidationException`: an item too large or too deep, a number out of
+/// range), since sending it again gets the same answer; retryable otherwise.
+pub(crate) fn classified<E, R>(operation: &'static str, error: SdkError<E, R>) -> InfraError
+where
+    E: aws_sdk_dynamodb::error::ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    R: std::fmt::Debug + Send + Sync + 'static,
+{
+    match error.as_service_error().and_then(|e| e.code()) {
+        Some("ValidationException") => InfraError::permanent(operation, error),
+        _ => InfraError::new(operation, error),
+    }
 }
 
 pub(crate) fn project_key(tenant: &Tenant, project: &ProjectId) -> Item {
@@ -193,7 +207,7 @@ where
         {
             Ok(false)
         }
-        Err(error) => Err(InfraError::new(operation, error)),
+        Err(error) => Err(classified(operation, error)),
     }
 }
 
@@ -425,10 +439,18 @@ impl DynamoStore {
                 Some(TransactWriteItemsError::TransactionCanceledException(e)) => {
                     Cancelled(e.cancellation_reasons().to_vec())
                 }
-                _ => return Err(InfraError::new("DynamoDB TransactWriteItems", error)),
+                _ => return Err(classified("DynamoDB TransactWriteItems", error)),
             };
             if (0..cancelled.0.len()).any(|i| cancelled.failed(i)) {
                 return Ok(Err(cancelled));
+            }
+            // An item the table cannot hold cancels the transaction with this reason.
+            if cancelled
+                .0
+                .iter()
+                .any(|reason| reason.code() == Some("ValidationError"))
+            {
+                return Err(InfraError::permanent("DynamoDB TransactWriteItems", error));
             }
             let conflict = cancelled
                 .0

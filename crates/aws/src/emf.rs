@@ -251,7 +251,7 @@ mod tests {
             &scheduled,
             Command::Dispatch {
                 attempt: 1,
-                lease: lease(),
+                lease: baton_domain::Lease::from_random([7; 16]),
             },
         );
         metrics.moved(Some(&scheduled), &running);
@@ -264,7 +264,7 @@ mod tests {
         let retrying = next(
             &running,
             Command::Complete {
-                lease: Some(lease()),
+                lease: Some(baton_domain::Lease::from_random([7; 16])),
                 attempt: 1,
                 outcome: failed,
                 provenance: None,

@@ -3,8 +3,8 @@
 
 use aws_lambda_events::eventbridge::EventBridgeEvent;
 use baton_domain::{
-    Command, EventKind, Outcome, ProjectId, Provenance, SubmitRequest, Taint, TaskId, Tenant,
-    Timer, check_reason,
+    Command, EventKind, Lease, Outcome, ProjectId, Provenance, SubmitRequest, Taint, TaskId,
+    Tenant, Timer, check_reason,
 };
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 #[error("{code}: {reason}")]
 pub struct Malformed {
     /// A stable code: `EVENT_TOO_LARGE`, `MALFORMED_ENVELOPE`, `UNEXPECTED_DETAIL_TYPE`,
-    /// `INVALID_DETAIL`, `INVALID_SUBMISSION`, `MALFORMED_TIMER`.
+    /// `INVALID_DETAIL`, `INVALID_SUBMISSION`, `FORBIDDEN_SOURCE`, `MALFORMED_TIMER`.
     pub code: &'static str,
     /// What is wrong.
     pub reason: String,
@@ -38,8 +38,39 @@ pub struct Envelope<T> {
     pub id: String,
     /// When it was put.
     pub time: chrono::DateTime<chrono::Utc>,
+    /// Who put it: what a producer's IAM policy pins with the `events:source` condition.
+    pub source: String,
     /// Its typed detail.
     pub detail: T,
+}
+
+/// The sources of the events Baton's own functions put on the bus: its cascading cancels and
+/// rollbacks speak for every tenant. No producer's policy may allow them.
+pub const BATON_SOURCES: [&str; 2] = [crate::eventbridge::SOURCE, "baton.http"];
+
+impl<T> Envelope<T> {
+    /// Checks that the event's source may speak for `tenant`: the tenant's own sources are
+    /// `{tenant}` and `{tenant}.{anything}` (a tenant name has no dots), and Baton's own speak
+    /// for all. EventBridge lets a producer put any source its IAM policy allows, so an
+    /// operator grants a producer its tenants' sources and nothing else (see the README's trust
+    /// model); an event from a source that may not speak for the tenant it names is refused.
+    pub fn speaks_for(&self, tenant: &str) -> Result<(), Malformed> {
+        let own = self
+            .source
+            .strip_prefix(tenant)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with('.'));
+        match own || BATON_SOURCES.contains(&self.source.as_str()) {
+            true => Ok(()),
+            false => Err(Malformed::new(
+                "FORBIDDEN_SOURCE",
+                format!(
+                    "source `{}` may not speak for tenant `{tenant}`: use `{tenant}` or \
+                     `{tenant}.<name>`",
+                    self.source
+                ),
+            )),
+        }
+    }
 }
 
 /// The largest event EventBridge delivers, in bytes. An SQS message (up to 1 MiB) can carry a
@@ -96,9 +127,15 @@ fn envelope_of<T: DeserializeOwned>(
             "the event has no id or time",
         ));
     };
+    let source = event.source;
     let detail = serde_json::from_value(event.detail)
         .map_err(|e| Malformed::new("INVALID_DETAIL", format!("{detail_type}: {e}")))?;
-    Ok(Envelope { id, time, detail })
+    Ok(Envelope {
+        id,
+        time,
+        source,
+        detail,
+    })
 }
 
 /// Any of Baton's lifecycle events: which task moved.
@@ -129,6 +166,9 @@ pub struct Ready {
     pub input: serde_json::Value,
     /// When the attempt times out.
     pub deadline: Option<chrono::DateTime<chrono::Utc>>,
+    /// The attempt's lease: the result must carry it back.
+    #[serde(default)]
+    pub lease: Option<Lease>,
     /// The task's correlation id.
     pub correlation_id: String,
 }
@@ -151,6 +191,9 @@ pub struct TaskResult {
     pub task_id: TaskId,
     /// The attempt the result is for, as given in `TaskReady`.
     pub attempt: u32,
+    /// The attempt's lease, as given in `TaskReady`: without it the result moves nothing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease: Option<Lease>,
     /// `status: succeeded` with `output`, or `status: failed` with `error {code, message}`.
     #[serde(flatten)]
     pub outcome: Outcome,
@@ -239,6 +282,7 @@ impl TaskResult {
             self.task_id,
             Command::Complete {
                 attempt: self.attempt,
+                lease: self.lease,
                 outcome: self.outcome,
                 provenance: self.provenance,
             },
@@ -260,8 +304,9 @@ fn invalid(detail_type: &str, reason: &str) -> Malformed {
     Malformed::new("INVALID_DETAIL", format!("{detail_type}: {reason}"))
 }
 
-/// Parses a due-queue message into the dispatch it asks for.
-pub fn timer(body: &str) -> Result<Addressed, Malformed> {
+/// Parses a due-queue message into the dispatch it asks for, which takes `lease` if it starts
+/// the attempt.
+pub fn timer(body: &str, lease: Lease) -> Result<Addressed, Malformed> {
     let timer: Timer = serde_json::from_str(body)
         .map_err(|e| Malformed::new("MALFORMED_TIMER", format!("not a timer: {e}")))?;
     Ok((
@@ -269,6 +314,7 @@ pub fn timer(body: &str) -> Result<Addressed, Malformed> {
         timer.task_id,
         Command::Dispatch {
             attempt: timer.attempt,
+            lease,
         },
     ))
 }
@@ -305,6 +351,7 @@ mod tests {
             command,
             Command::Complete {
                 attempt: 2,
+                lease: None,
                 outcome: Outcome::Failed { .. },
                 provenance: None,
             }
@@ -351,6 +398,66 @@ mod tests {
             (taint.root, taint.via, taint.request.as_str()),
             (id, None, "event-1")
         );
+    }
+
+    #[test]
+    fn a_source_speaks_for_its_own_tenant_and_baton_for_all() {
+        let from = |source: &str| Envelope {
+            id: "e".into(),
+            time: chrono::Utc::now(),
+            source: source.into(),
+            detail: (),
+        };
+        for (source, tenant) in [
+            ("acme", "acme"),
+            ("acme.billing", "acme"),
+            ("acme.a.b", "acme"),
+            ("baton", "acme"),
+            ("baton.http", "globex"),
+        ] {
+            assert_eq!(
+                from(source).speaks_for(tenant),
+                Ok(()),
+                "{source} for {tenant}"
+            );
+        }
+        for (source, tenant) in [
+            ("globex", "acme"),
+            ("acme-evil", "acme"),
+            ("acmeco.app", "acme"),
+            ("evil.acme", "acme"),
+            ("baton.tests", "acme"),
+            ("", "acme"),
+        ] {
+            let refused = from(source).speaks_for(tenant).unwrap_err();
+            assert_eq!(refused.code, "FORBIDDEN_SOURCE", "{source} for {tenant}");
+        }
+    }
+
+    #[test]
+    fn a_result_carries_its_lease_into_the_command() {
+        let lease = "0123456789abcdef0123456789abcdef";
+        let body = wrap(
+            "TaskResult",
+            json!({"tenant": "acme", "task_id": "019a0000-0000-7000-8000-000000000001",
+                   "attempt": 1, "lease": lease, "status": "succeeded", "output": 1}),
+        );
+        let (_, _, command) = envelope::<TaskResult>(&body, "TaskResult")
+            .unwrap()
+            .detail
+            .command()
+            .unwrap();
+        let Command::Complete { lease: given, .. } = command else {
+            panic!("{command:?}");
+        };
+        assert_eq!(given, Some(Lease::parse(lease).unwrap()));
+        let bad = wrap(
+            "TaskResult",
+            json!({"tenant": "acme", "task_id": "019a0000-0000-7000-8000-000000000001",
+                   "attempt": 1, "lease": "x", "status": "succeeded"}),
+        );
+        let err = envelope::<TaskResult>(&bad, "TaskResult").unwrap_err();
+        assert_eq!(err.code, "INVALID_DETAIL");
     }
 
     #[test]

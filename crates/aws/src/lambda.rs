@@ -6,6 +6,7 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::sync::Arc;
+use std::time::SystemTime;
 
 use aws_lambda_events::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent, SqsMessage};
 use baton_app::{Baton, Handled, InfraError};
@@ -24,17 +25,28 @@ pub enum MessageError {
     /// It can never be processed: parked in the DLQ at once.
     #[error(transparent)]
     Malformed(#[from] Malformed),
-    /// Infrastructure failed; a later delivery may succeed.
+    /// Infrastructure failed; a later delivery may succeed, unless the store refused the write
+    /// itself (a permanent error), which no delivery changes.
     #[error(transparent)]
     Infra(#[from] InfraError),
 }
 
 impl MessageError {
-    /// The code recorded on the message when it is parked.
+    /// The code recorded on the message when it is parked: the malformed message's, or
+    /// `STORE_REJECTED` for a write the store refused as invalid, or `INFRA_ERROR`.
     pub fn code(&self) -> &'static str {
         match self {
             MessageError::Malformed(malformed) => malformed.code,
+            MessageError::Infra(infra) if infra.permanent => "STORE_REJECTED",
             MessageError::Infra(_) => "INFRA_ERROR",
+        }
+    }
+
+    /// Whether no later delivery can succeed, so the message is parked at once.
+    pub fn permanent(&self) -> bool {
+        match self {
+            MessageError::Malformed(_) => true,
+            MessageError::Infra(infra) => infra.permanent,
         }
     }
 }
@@ -121,12 +133,12 @@ impl Settlement {
         for Failed { message, error } in batch.failed {
             let span = message_span(&message);
             let _entered = span.enter();
-            if let MessageError::Malformed(malformed) = &error {
-                self.metrics.malformed(malformed.code);
-            }
-            let park_now = match &error {
-                MessageError::Malformed(_) => Ok(true),
-                MessageError::Infra(_) => self.parking.last_delivery(&message).await,
+            let park_now = match error.permanent() {
+                true => {
+                    self.metrics.malformed(error.code());
+                    Ok(true)
+                }
+                false => self.parking.last_delivery(&message).await,
             };
             let parked = match park_now {
                 Ok(true) => {
@@ -220,6 +232,21 @@ where
     F: Fn(&'static S, SqsEvent) -> Fut,
     Fut: Future<Output = Batch> + Send,
 {
+    serve_batches_until(state, metrics, move |state, event, _| handle(state, event)).await
+}
+
+/// [`serve_batches`] for a handler that needs the invocation's deadline (when Lambda stops
+/// the function), to finish its work before it.
+pub async fn serve_batches_until<S, F, Fut>(
+    state: &'static S,
+    metrics: Arc<EmfMetrics>,
+    handle: F,
+) -> Result<(), lambda_runtime::Error>
+where
+    S: Sync + 'static,
+    F: Fn(&'static S, SqsEvent, SystemTime) -> Fut,
+    Fut: Future<Output = Batch> + Send,
+{
     let sdk = crate::sdk_config().await;
     let function = std::env::var("AWS_LAMBDA_FUNCTION_NAME").unwrap_or_default();
     let settlement: &'static Settlement = Box::leak(Box::new(Settlement {
@@ -241,7 +268,7 @@ where
                     .collect(),
                 None => Vec::new(),
             };
-            let batch = handle(state, event.payload);
+            let batch = handle(state, event.payload, event.context.deadline());
             async move {
                 let mut response = settlement.settle(batch.await).await;
                 if let Some(chaos) = chaos {

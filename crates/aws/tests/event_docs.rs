@@ -6,13 +6,19 @@ use std::collections::BTreeSet;
 
 use baton_aws::inbound::{RollbackRequest, TaskRequest, TaskResult, envelope};
 use baton_domain::{
-    Change, Command, ControlEvent, Decision, Event, EventKind, Gate, Outcome, Parked, ProjectId,
-    Provenance, Scope, Status, SubmitRequest, Taint, Task, TaskError, TaskId, Tenant, decide,
+    Change, Command, ControlEvent, Decision, Event, EventKind, Gate, Lease, Outcome, Parked,
+    ProjectId, Provenance, Scope, Status, SubmitRequest, Taint, Task, TaskError, TaskId, Tenant,
+    decide,
 };
 use chrono::{Duration, Utc};
 use serde_json::{Value, json};
 
 const DOCS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/events");
+
+/// The lease the events' attempts are dispatched with.
+fn lease() -> Lease {
+    Lease::from_random([7; 16])
+}
 
 fn read(name: &str) -> String {
     std::fs::read_to_string(format!("{DOCS}/{name}")).unwrap_or_else(|e| panic!("{name}: {e}"))

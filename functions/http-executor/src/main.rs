@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use baton_aws::emf::EmfMetrics;
-use baton_aws::lambda::{init_tracing, serve_batches};
+use baton_aws::lambda::{init_tracing, serve_batches_until};
 use baton_fn_http_executor::{Executor, handle};
 
 #[tokio::main]
@@ -12,6 +12,6 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     let settings = baton_aws::Settings::from_env()?;
     let sdk = baton_aws::sdk_config().await;
     let bus = baton_aws::EventBridgeBus::new(aws_sdk_eventbridge::Client::new(&sdk), &settings.bus);
-    let executor: &'static Executor = Box::leak(Box::new(Executor::new(bus)?));
-    serve_batches(executor, Arc::new(EmfMetrics::from_env()), handle).await
+    let executor: &'static Executor = Box::leak(Box::new(Executor::from_env(bus)?));
+    serve_batches_until(executor, Arc::new(EmfMetrics::from_env()), handle).await
 }

@@ -1,6 +1,7 @@
 //! `on-result`: a worker's `TaskResult`. Running → Succeeded (with the result's provenance, in
 //! the same write), or Scheduled again after backoff while attempts remain, else Failed. A result
-//! for an old attempt is rejected as stale. A success releases the dependents whose dependencies
+//! for an old attempt is rejected as stale, one without its attempt's lease (`INVALID_LEASE`)
+//! moves nothing, whoever put it on the bus. A success releases the dependents whose dependencies
 //! have all succeeded; a failure sends a cancel to each dependent.
 
 use aws_lambda_events::sqs::SqsEvent;

@@ -1,4 +1,5 @@
-//! `rollback`: a `RollbackRequested` event, from a client or from Baton walking a graph.
+//! `rollback`: a `RollbackRequested` event, from a client (through a source that may speak for
+//! its tenant) or from Baton walking a graph.
 //! Succeeded → RolledBack (tainted), and `TaskRolledBack` carrying the output and provenance so
 //! workers can compensate; then one `RollbackRequested` per dependent, so a graph of any size is
 //! walked one edge per message. Reaching an unfinished dependent, it cancels it.
@@ -12,6 +13,7 @@ use baton_aws::lambda::{Batch, execute, for_each_message};
 pub async fn handle(baton: &Baton, event: SqsEvent) -> Batch {
     for_each_message(event, |message| async move {
         let request = envelope::<RollbackRequest>(body(&message)?, "RollbackRequested")?;
+        request.speaks_for(request.detail.tenant.as_str())?;
         execute(baton, request.detail.command(&request.id)?).await
     })
     .await

@@ -1,5 +1,5 @@
-//! `submit`: a `SubmitTask` event. Validates it (an invalid one is parked in the DLQ with every
-//! wrong field named), creates the task with an id derived from the event, so a redelivery
+//! `submit`: a `SubmitTask` event. Checks that its source may speak for its tenant, validates it
+//! (an invalid one is parked in the DLQ with every wrong field named), creates the task with an id derived from the event, so a redelivery
 //! creates nothing twice, and arms its timer when it is due within the timer window. An
 //! idempotency key already used with another payload parks the event in the DLQ too. A
 //! submission redriven from the DLQ notes the redrive in its task's history.
@@ -17,6 +17,10 @@ use tracing::info;
 pub async fn handle(baton: &Baton, event: SqsEvent) -> Batch {
     for_each_message(event, |message| async move {
         let submission = envelope::<SubmitTask>(body(&message)?, "SubmitTask")?;
+        // Without a tenant the submission is invalid anyway, and says so below.
+        if let Some(tenant) = &submission.detail.tenant {
+            submission.speaks_for(tenant)?;
+        }
         let id = TaskId::derived(&submission.id, submission.time);
         match baton.submit(&submission.detail, id).await {
             Ok(submitted) => {

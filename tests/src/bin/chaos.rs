@@ -83,7 +83,7 @@ async fn main() -> Result<()> {
                 _ => json!({"status": "succeeded", "output": {"answered": answered}}),
             };
             let mut detail = json!({"tenant": ready["tenant"], "task_id": ready["task_id"],
-                "attempt": ready["attempt"]});
+                "attempt": ready["attempt"], "lease": ready["lease"]});
             detail
                 .as_object_mut()
                 .unwrap()

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use baton_tests::{Stack, TestServer, unique};
+use baton_tests::{Stack, TestServer, echo_port, unique};
 use serde_json::{Value, json};
 
 const SUBMIT: &str = "mutation($input: SubmitTaskInput!) { submitTask(input: $input) { id } }";
@@ -18,7 +18,8 @@ const PATIENCE: Duration = Duration::from_secs(120);
 #[tokio::main]
 async fn main() -> Result<()> {
     let stack = Stack::deployed().await?;
-    let server = TestServer::start(0).await?;
+    // The one loopback address the local stage lets the HTTP executor call.
+    let server = TestServer::start(echo_port()).await?;
     let tenant = "demo";
     let project = unique("demo");
     let url = |path: &str| format!("{}{path}", server.url);

@@ -266,7 +266,8 @@ impl Driver<'_> {
                     "TaskReady" => {
                         let attempt = detail["attempt"].as_u64().unwrap_or(1);
                         let mut answer = json!({"tenant": detail["tenant"],
-                            "task_id": detail["task_id"], "attempt": attempt});
+                            "task_id": detail["task_id"], "attempt": attempt,
+                            "lease": detail["lease"]});
                         answer.as_object_mut().expect("an object").extend(
                             kind.outcome(attempt)
                                 .as_object()

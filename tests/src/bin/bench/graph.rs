@@ -35,10 +35,10 @@ fn succeeded(template: &Task, i: usize) -> Result<Task> {
     for command in [
         Command::Dispatch {
             attempt: 1,
-            lease: lease(),
+            lease: baton_tests::lease(),
         },
         Command::Complete {
-            lease: Some(lease()),
+            lease: Some(baton_tests::lease()),
             attempt: 1,
             outcome: Outcome::Succeeded {
                 output: json!({"i": i}),

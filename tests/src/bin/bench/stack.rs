@@ -121,7 +121,7 @@ impl Clients {
             .map(|d| {
                 PutEventsRequestEntry::builder()
                     .event_bus_name(&self.bus)
-                    .source("baton.bench")
+                    .source(baton_tests::source_for(d))
                     .detail_type(detail_type)
                     .detail(d.to_string())
                     .build()
@@ -219,7 +219,8 @@ async fn through_stack(stack: &Stack, n: usize, concurrency: usize) -> Result<f6
                         .iter()
                         .map(|t| {
                             json!({"tenant": t["tenant"], "task_id": t["task_id"],
-                            "attempt": t["attempt"], "status": "succeeded", "output": {"ok": true}})
+                            "attempt": t["attempt"], "lease": t["lease"], "status": "succeeded",
+                            "output": {"ok": true}})
                         })
                         .collect();
                     if !answers.is_empty() {
