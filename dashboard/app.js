@@ -525,9 +525,9 @@ function tasksView(main) {
     h("input", { name: "project", placeholder: "project id", required: true, size: 18 }), h("button", null, "Watch project"));
   main.append(
     h("section", { class: "panel", dataset: { view: "tasks" } },
-      h("div", { class: "row" }, h("h2", { style: "flex: 1" }, "Projects"), add),
+      h("div", { class: "row" }, h("h2", { class: "grow" }, "Projects"), add),
       h("div", { class: "projects" }),
-      h("h2", { style: "margin-top: 1em" }, "Tasks"),
+      h("h2", { class: "spaced" }, "Tasks"),
       h("div", { class: "tasks" })));
   renderProjects();
   loadPage();
@@ -574,18 +574,18 @@ function taskDetails(task, lineage) {
     ["Tainted", task.taint && `by the rollback of ${task.taint.root}${task.taint.via ? ` via ${task.taint.via}` : ""}`],
   ].filter(([, value]) => value != null && value !== "");
   return [
-    h("div", { class: "row" }, h("a", { href: "#/" }, "← Tasks"), h("h2", { style: "flex: 1; margin: 0" }, task.name), status(task.status), actions),
+    h("div", { class: "row" }, h("a", { href: "#/" }, "← Tasks"), h("h2", { class: "grow flush" }, task.name), status(task.status), actions),
     h("p", { class: "muted mono" }, task.id),
     h("div", { class: "columns" },
       h("div", null, h("h3", null, "Task"), h("dl", { class: "fields" }, fields.map(([k, v]) => [h("dt", null, k), h("dd", null, v)]))),
-      h("div", null, h("h3", null, "Input"), json(task.input), task.output != null && [h("h3", { style: "margin-top: 1em" }, "Output"), json(task.output)])),
-    h("h3", { style: "margin-top: 1em" }, "History"),
+      h("div", null, h("h3", null, "Input"), json(task.input), task.output != null && [h("h3", { class: "spaced" }, "Output"), json(task.output)])),
+    h("h3", { class: "spaced" }, "History"),
     h("table", { class: "history" },
       h("thead", null, h("tr", null, ["Version", "From", "To", "Cause", "Attempt", "At"].map((t) => h("th", null, t)))),
       h("tbody", null, task.history.map((e) => h("tr", null,
         h("td", null, e.version), h("td", null, e.from ? status(e.from) : "—"), h("td", null, status(e.to)),
         h("td", { class: "mono" }, e.cause), h("td", null, e.attempt), h("td", null, time(e.at)))))),
-    h("div", { class: "columns", style: "margin-top: 1em" },
+    h("div", { class: "columns spaced" },
       h("div", null, h("h3", null, "Provenance"), provenance(task.provenance)),
       h("div", null, h("h3", null, "Lineage"), lineageLists(lineage, task.id))),
   ];
@@ -645,7 +645,7 @@ function dlqView(main) {
       const { dlqStats } = await gql(`{ dlqStats { queue depth inFlight oldestAgeSeconds scanned truncated
         classes { class code detailType tier project count oldestAgeSeconds reason } } }`);
       panel.replaceChildren(
-        h("div", { class: "row" }, h("h2", { style: "flex: 1" }, "Dead letters"), h("button", { class: "quiet", onclick: load }, "Read again")),
+        h("div", { class: "row" }, h("h2", { class: "grow" }, "Dead letters"), h("button", { class: "quiet", onclick: load }, "Read again")),
         h("table", null,
           h("thead", null, h("tr", null, ["Queue", "Class", "Tier", "Project", "Letters", "Oldest", "Example reason", ""].map((t) => h("th", null, t)))),
           h("tbody", null, dlqStats.map((q) => dlqRows(q, load)))));

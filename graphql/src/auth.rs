@@ -13,14 +13,19 @@ pub const TENANT_CLAIM: &str = "tenant";
 /// The OAuth scope (in the space-separated `scope` claim) of Baton's operators.
 pub const ADMIN_SCOPE: &str = "baton:admin";
 
-/// Why a caller was refused.
+/// How far a token's `exp` and `nbf` may be off the verifier's clock, in seconds: the skew
+/// between an identity provider's clock and Lambda's, and nothing more.
+pub const LEEWAY_SECONDS: u64 = 30;
+
+/// Why a caller was refused. What a client is told is the same for every invalid token; why
+/// it was invalid (`Invalid`'s reason) goes to the log only.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AuthError {
     /// No token came with the request.
     #[error("no token: send `Authorization: Bearer <token>`")]
     Missing,
-    /// The token is not valid here.
-    #[error("the token is not valid: {0}")]
+    /// The token is not valid here, for the reason given (logged, never sent).
+    #[error("the bearer token was refused")]
     Invalid(String),
 }
 
@@ -36,7 +41,8 @@ struct Claims {
 }
 
 /// Verifies bearer tokens: HS256 with a shared secret (the local stage) or RS256 with the
-/// identity provider's public key, always checking issuer, audience and expiry.
+/// identity provider's public key, always checking issuer, audience, expiry and not-before,
+/// with [`LEEWAY_SECONDS`] of clock skew.
 #[derive(Clone)]
 pub struct Verifier {
     key: DecodingKey,
@@ -57,6 +63,8 @@ impl Verifier {
         validation.set_issuer(&[issuer]);
         validation.set_audience(&[audience]);
         validation.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
+        validation.validate_nbf = true;
+        validation.leeway = LEEWAY_SECONDS;
         Self { key, validation }
     }
 
@@ -211,6 +219,58 @@ mod tests {
                 matches!(verifier.verify(&token), Err(AuthError::Invalid(_))),
                 "{token}"
             );
+        }
+    }
+
+    #[test]
+    fn not_before_and_expiry_hold_within_the_documented_leeway() {
+        let verifier = Verifier::hs256(b"secret", "baton-local", "baton");
+        let now = chrono::Utc::now().timestamp();
+        let leeway = LEEWAY_SECONDS as i64;
+        let token = |exp: i64, nbf: Option<i64>| {
+            let mut claims = serde_json::json!({"sub": "ada", "tenant": "acme",
+                "iss": "baton-local", "aud": "baton", "exp": exp});
+            if let Some(nbf) = nbf {
+                claims["nbf"] = nbf.into();
+            }
+            jsonwebtoken::encode(
+                &Header::new(Algorithm::HS256),
+                &claims,
+                &EncodingKey::from_secret(b"secret"),
+            )
+            .unwrap()
+        };
+        assert!(verifier.verify(&token(now + 3600, Some(now - 10))).is_ok());
+        assert!(
+            verifier
+                .verify(&token(now + 3600, Some(now + leeway - 5)))
+                .is_ok()
+        );
+        assert!(
+            verifier
+                .verify(&token(now + 3600, Some(now + leeway + 60)))
+                .is_err()
+        );
+        assert!(verifier.verify(&token(now - leeway + 5, None)).is_ok());
+        assert!(verifier.verify(&token(now - leeway - 5, None)).is_err());
+    }
+
+    #[test]
+    fn a_refusal_tells_the_client_nothing_of_why() {
+        let verifier = Verifier::hs256(b"secret", "baton-local", "baton");
+        for token in [
+            "not.a.token",
+            &mint(
+                b"other",
+                "baton-local",
+                "baton",
+                &acme(),
+                chrono::Duration::hours(1),
+            ),
+        ] {
+            let refused = verifier.verify(token).unwrap_err();
+            assert_eq!(refused.to_string(), "the bearer token was refused");
+            assert!(matches!(refused, AuthError::Invalid(reason) if !reason.is_empty()));
         }
     }
 

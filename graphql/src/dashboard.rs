@@ -2,7 +2,9 @@
 //! `style.css`), put together with where it finds the API. The gateway serves it at `/`;
 //! `baton-dashboard` writes it out as a static file to host elsewhere.
 
+use base64::Engine;
 use serde::Serialize;
+use sha2::{Digest, Sha256};
 
 const TEMPLATE: &str = include_str!("../../dashboard/index.html");
 const SCRIPT: &str = include_str!("../../dashboard/app.js");
@@ -17,16 +19,66 @@ pub struct Endpoints {
     pub websocket: String,
 }
 
-/// The page, in one document, for `endpoints`.
+/// The page, in one document, for `endpoints`, carrying its [`policy`] (without framing, which
+/// a `<meta>` cannot set) so a static copy is held to it too.
 pub fn page(endpoints: &Endpoints) -> String {
     // JSON inside <script>: `<` escaped, so no value can close the element.
-    let endpoints = serde_json::to_string(endpoints)
+    let json = serde_json::to_string(endpoints)
         .expect("plain strings serialize")
         .replace('<', "\\u003c");
+    let meta = format!(
+        r#"<meta http-equiv="Content-Security-Policy" content="{}">"#,
+        policy(endpoints, false)
+    );
     TEMPLATE
+        .replacen("<!--POLICY-->", &meta, 1)
         .replacen("/*STYLE*/", STYLE, 1)
-        .replacen("/*ENDPOINTS*/", &endpoints, 1)
+        .replacen("/*ENDPOINTS*/", &json, 1)
         .replacen("/*SCRIPT*/", SCRIPT, 1)
+}
+
+/// The page's Content-Security-Policy: its own inlined script and style, named by hash; requests
+/// to the page's origin and the API's; no plugins, frames, forms or base URL. With `framing`,
+/// also `frame-ancestors 'none'` (no site may frame it), which only a response header carries.
+pub fn policy(endpoints: &Endpoints, framing: bool) -> String {
+    let hash = |text: &str| {
+        let digest = Sha256::digest(text.as_bytes());
+        format!(
+            "'sha256-{}'",
+            base64::engine::general_purpose::STANDARD.encode(digest)
+        )
+    };
+    let mut connect = vec!["'self'".to_owned()];
+    let origins = [
+        endpoints.graphql.as_deref(),
+        Some(endpoints.websocket.as_str()),
+    ];
+    connect.extend(origins.into_iter().flatten().filter_map(origin));
+    let mut policy = format!(
+        "default-src 'none'; script-src {}; style-src {}; img-src data:; connect-src {}; \
+         base-uri 'none'; form-action 'none'",
+        hash(SCRIPT),
+        hash(STYLE),
+        connect.join(" "),
+    );
+    if framing {
+        policy.push_str("; frame-ancestors 'none'");
+    }
+    policy
+}
+
+/// The `scheme://host[:port]` of `url`, if it is one a policy can name (nothing that could
+/// break out of the policy or its attribute).
+fn origin(url: &str) -> Option<String> {
+    let (scheme, rest) = url.split_once("://")?;
+    let host = rest.split(['/', '?', '#']).next()?;
+    let plain = |text: &str, extra: &str| {
+        !text.is_empty()
+            && text
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || extra.contains(c))
+    };
+    (plain(scheme, "+-.") && plain(host, ".-:[]")).then(|| format!("{scheme}://{host}"))
 }
 
 #[cfg(test)]
@@ -55,6 +107,39 @@ mod tests {
             endpoints_in(&page),
             serde_json::json!({"graphql": "https://api.example/graphql", "websocket": "wss://live.example/prod"})
         );
+    }
+
+    #[test]
+    fn the_policy_allows_the_inlined_script_and_style_and_the_apis_origins_only() {
+        let endpoints = Endpoints {
+            graphql: Some("https://api.example/prod/graphql".into()),
+            websocket: "wss://live.example/prod".into(),
+        };
+        let header = policy(&endpoints, true);
+        assert!(
+            header.starts_with("default-src 'none'; script-src 'sha256-"),
+            "{header}"
+        );
+        assert!(
+            header.contains("connect-src 'self' https://api.example wss://live.example;"),
+            "{header}"
+        );
+        assert!(header.ends_with("; frame-ancestors 'none'"));
+        assert!(!header.contains("unsafe"));
+        let page = page(&endpoints);
+        let meta = policy(&endpoints, false);
+        assert!(page.contains(&format!(r#"content="{meta}""#)));
+        assert!(!meta.contains("frame-ancestors"));
+        assert!(
+            !SCRIPT.contains("style:"),
+            "style attributes would be refused"
+        );
+        // A URL that could break out of the policy is left out of it.
+        let hostile = Endpoints {
+            graphql: None,
+            websocket: "wss://x\" onload=\"alert(1)/".into(),
+        };
+        assert!(policy(&hostile, true).contains("connect-src 'self';"));
     }
 
     #[test]

@@ -6,7 +6,7 @@ use baton_app::{Baton, Caller, ControlError, Operator};
 use baton_domain::{ProjectId, Scope};
 use chrono::{DateTime, Utc};
 
-use crate::{error, internal, invalid, parse_project};
+use crate::{caller, error, internal, invalid, parse_project};
 
 /// The most history entries of a kill switch one query lists.
 const MAX_HISTORY: i32 = 100;
@@ -110,6 +110,20 @@ impl KillSwitch {
     pub(crate) fn new(scope: Scope, state: Option<baton_domain::KillSwitch>) -> Self {
         Self { scope, state }
     }
+
+    /// Whether who turned it and why is kept from `caller`: the global switch's changes are
+    /// operators' business; a tenant sees its own projects' changes.
+    fn hidden_from(&self, caller: &Caller) -> bool {
+        self.scope == Scope::Global && !caller.admin
+    }
+}
+
+/// The refusal of `what` to a caller without the `baton:admin` scope.
+fn forbidden(what: &str) -> async_graphql::Error {
+    error(
+        "FORBIDDEN",
+        format!("{what} needs the `{}` scope", crate::auth::ADMIN_SCOPE),
+    )
 }
 
 #[Object]
@@ -132,17 +146,26 @@ impl KillSwitch {
         self.state.is_some()
     }
 
-    /// The change that put it in its state (null when missing).
-    async fn last_change(&self) -> Option<ControlChange> {
-        self.state.as_ref().map(|state| state.last.clone().into())
+    /// The change that put it in its state: null when missing, and for the global switch
+    /// unless the caller is an operator (`baton:admin`), since operators' names and reasons are
+    /// theirs to see.
+    async fn last_change(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<ControlChange>> {
+        if self.hidden_from(caller(ctx)?) {
+            return Ok(None);
+        }
+        Ok(self.state.as_ref().map(|state| state.last.clone().into()))
     }
 
-    /// Its changes, newest first.
+    /// Its changes, newest first. The global switch's only for operators (`FORBIDDEN`
+    /// otherwise).
     async fn history(
         &self,
         ctx: &Context<'_>,
         #[graphql(default = 20, desc = "How many, 1 to 100.")] first: i32,
     ) -> async_graphql::Result<Vec<KillSwitchChange>> {
+        if self.hidden_from(caller(ctx)?) {
+            return Err(forbidden("the global kill switch's history"));
+        }
         if !(1..=MAX_HISTORY).contains(&first) {
             return Err(invalid(
                 "first",
@@ -305,13 +328,7 @@ pub(crate) async fn set_kill_switch(
 ) -> async_graphql::Result<KillSwitch> {
     let scope = scope.scope(caller)?;
     if scope == Scope::Global && !caller.admin {
-        return Err(error(
-            "FORBIDDEN",
-            format!(
-                "the global kill switch needs the `{}` scope",
-                crate::auth::ADMIN_SCOPE
-            ),
-        ));
+        return Err(forbidden("the global kill switch"));
     }
     let switch = ctx
         .data_unchecked::<Baton>()

@@ -20,13 +20,56 @@ use crate::{BatonSchema, Registration, Update};
 
 /// The subprotocol spoken.
 pub const PROTOCOL: &str = "graphql-transport-ws";
-/// Subscriptions one connection may hold.
-pub const MAX_SUBSCRIPTIONS: usize = 20;
+/// The largest message a client may send, in bytes.
+pub const MAX_MESSAGE_BYTES: usize = 16 * 1024;
+/// The most a connection's subscriptions may take as stored (they live in its item), in bytes.
+pub const MAX_STORED_BYTES: usize = 64 * 1024;
 /// Longest subscription id accepted.
 const MAX_ID: usize = 128;
 /// How long a connection record is kept without a `$disconnect` (API Gateway closes any
 /// connection after two hours).
 const CONNECTION_TTL: Duration = Duration::hours(2);
+
+/// What connections and their subscriptions may hold: template parameters on a deployed stack.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LiveLimits {
+    /// Subscriptions one connection may hold (`MaxSubscriptionsPerConnection`).
+    pub subscriptions: usize,
+    /// Connections one tenant may hold open at once (`MaxConnectionsPerTenant`).
+    pub connections_per_tenant: usize,
+}
+
+impl Default for LiveLimits {
+    fn default() -> Self {
+        Self {
+            subscriptions: 20,
+            connections_per_tenant: 100,
+        }
+    }
+}
+
+impl LiveLimits {
+    /// From `MAX_SUBSCRIPTIONS_PER_CONNECTION` and `MAX_CONNECTIONS_PER_TENANT`, each defaulting
+    /// when unset.
+    pub fn from_env() -> Result<Self, String> {
+        let defaults = Self::default();
+        let read = |name: &str, default: usize| match std::env::var(name) {
+            Ok(value) => value
+                .parse::<usize>()
+                .ok()
+                .filter(|n| *n > 0)
+                .ok_or_else(|| format!("{name} must be a positive number, is `{value}`")),
+            Err(_) => Ok(default),
+        };
+        Ok(Self {
+            subscriptions: read("MAX_SUBSCRIPTIONS_PER_CONNECTION", defaults.subscriptions)?,
+            connections_per_tenant: read(
+                "MAX_CONNECTIONS_PER_TENANT",
+                defaults.connections_per_tenant,
+            )?,
+        })
+    }
+}
 
 /// How a `$connect` is answered.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -35,6 +78,8 @@ pub enum Connect {
     Accept(Option<&'static str>),
     /// Refuse the handshake (401).
     Refuse(AuthError),
+    /// Refuse the handshake (429): the tenant holds as many connections as it may.
+    Busy,
 }
 
 /// What a `$connect` carries that matters here.
@@ -82,6 +127,7 @@ pub struct Live {
     connections: Arc<dyn Connections>,
     push: Arc<dyn Push>,
     verifier: Option<Verifier>,
+    limits: LiveLimits,
 }
 
 impl Live {
@@ -100,7 +146,13 @@ impl Live {
             connections,
             push,
             verifier,
+            limits: LiveLimits::default(),
         }
+    }
+
+    /// The same, holding connections and subscriptions to `limits`.
+    pub fn with_limits(self, limits: LiveLimits) -> Self {
+        Self { limits, ..self }
     }
 
     fn verify(&self, token: &str) -> Result<Caller, AuthError> {
@@ -112,8 +164,8 @@ impl Live {
         }
     }
 
-    /// A new connection. A token on the handshake must be valid; without one, the client
-    /// authenticates in `connection_init`.
+    /// A new connection. A token on the handshake must be valid, and its tenant below its
+    /// connection limit; without one, the client authenticates in `connection_init`.
     pub async fn connect(
         &self,
         connection: &str,
@@ -124,6 +176,11 @@ impl Live {
             Ok(caller) => caller,
             Err(refused) => return Ok(Connect::Refuse(refused)),
         };
+        if let Some(caller) = &caller
+            && !self.reserve(&caller.tenant, connection, now).await?
+        {
+            return Ok(Connect::Busy);
+        }
         self.connections
             .open(connection, caller.as_ref(), now + CONNECTION_TTL)
             .await?;
@@ -136,6 +193,24 @@ impl Live {
     /// The connection closed.
     pub async fn disconnect(&self, connection: &str) -> Result<(), InfraError> {
         self.connections.close(connection).await
+    }
+
+    /// Counts `connection` among `tenant`'s, unless the tenant is at its limit.
+    async fn reserve(
+        &self,
+        tenant: &Tenant,
+        connection: &str,
+        now: DateTime<Utc>,
+    ) -> Result<bool, InfraError> {
+        let limit = self.limits.connections_per_tenant;
+        let reserved = self
+            .connections
+            .reserve(tenant, connection, limit, now, now + CONNECTION_TTL)
+            .await?;
+        if !reserved {
+            warn!(connection, %tenant, limit, "refused: the tenant holds its limit of connections");
+        }
+        Ok(reserved)
     }
 
     async fn send(&self, connection: &str, message: &Value) -> Result<Delivery, InfraError> {
@@ -152,6 +227,9 @@ impl Live {
 
     /// One message from a client.
     pub async fn message(&self, connection: &str, body: &str) -> Result<(), InfraError> {
+        if body.len() > MAX_MESSAGE_BYTES {
+            return self.too_large(connection, body).await;
+        }
         let message = match serde_json::from_str::<Incoming>(body) {
             Ok(message) => message,
             Err(e) => return self.hang_up(connection, 4400, &e.to_string()).await,
@@ -161,6 +239,8 @@ impl Live {
         };
         match message {
             Incoming::ConnectionInit { payload } => {
+                // Authenticated on the handshake, the connection was counted then.
+                let counted = found.caller.is_some();
                 let caller = match found.caller {
                     Some(caller) => Ok(caller),
                     None => {
@@ -177,12 +257,22 @@ impl Live {
                 };
                 match caller {
                     Ok(caller) => {
+                        let reserved =
+                            counted || self.reserve(&caller.tenant, connection, Utc::now()).await?;
+                        if !reserved {
+                            return self
+                                .hang_up(connection, 4429, "too many connections for the tenant")
+                                .await;
+                        }
                         self.connections.authenticate(connection, &caller).await?;
                         self.send(connection, &json!({"type": "connection_ack"}))
                             .await?;
                         Ok(())
                     }
-                    Err(refused) => self.hang_up(connection, 4403, &refused.to_string()).await,
+                    Err(refused) => {
+                        self.hang_up(connection, 4403, &format!("{refused:?}"))
+                            .await
+                    }
                 }
             }
             Incoming::Ping => {
@@ -205,12 +295,34 @@ impl Live {
                         .hang_up(connection, 4409, "subscriber already exists")
                         .await;
                 }
-                if found.subscriptions.len() >= MAX_SUBSCRIPTIONS {
-                    let refused = crate::limits::exceeded("subscriptions", MAX_SUBSCRIPTIONS);
+                let limit = self.limits.subscriptions;
+                if found.subscriptions.len() >= limit {
+                    let refused = crate::limits::exceeded("subscriptions", limit);
                     return self.refuse(connection, &id, vec![refused]).await;
                 }
-                self.subscribe(connection, caller, id, payload).await
+                self.subscribe(connection, caller, id, payload, &found.subscriptions)
+                    .await
             }
+        }
+    }
+
+    /// A message over [`MAX_MESSAGE_BYTES`]: a subscription is refused by its id, anything
+    /// else ends the connection.
+    async fn too_large(&self, connection: &str, body: &str) -> Result<(), InfraError> {
+        #[derive(Deserialize)]
+        struct Head {
+            #[serde(rename = "type")]
+            kind: String,
+            id: String,
+        }
+        match serde_json::from_str::<Head>(body) {
+            Ok(head)
+                if head.kind == "subscribe" && !head.id.is_empty() && head.id.len() <= MAX_ID =>
+            {
+                let refused = crate::limits::exceeded("messageBytes", MAX_MESSAGE_BYTES);
+                self.refuse(connection, &head.id, vec![refused]).await
+            }
+            _ => self.hang_up(connection, 4400, "message too large").await,
         }
     }
 
@@ -231,6 +343,7 @@ impl Live {
         caller: Caller,
         id: String,
         payload: SubscribePayload,
+        held: &[Subscription],
     ) -> Result<(), InfraError> {
         let variables = payload.variables.unwrap_or(Value::Null);
         let operation = request(
@@ -261,6 +374,14 @@ impl Live {
             variables,
             operation_name: payload.operation_name,
         };
+        let bytes: usize = std::iter::once(&subscription)
+            .chain(held)
+            .map(|s| serde_json::to_string(s).map_or(0, |json| json.len()))
+            .sum();
+        if bytes > MAX_STORED_BYTES {
+            let refused = crate::limits::exceeded("subscriptionBytes", MAX_STORED_BYTES);
+            return self.refuse(connection, &id, vec![refused]).await;
+        }
         if !self
             .connections
             .subscribe(connection, &caller.tenant, &subscription)

@@ -9,7 +9,9 @@ use baton_app::memory::{
 use baton_app::{Baton, Caller, Connections, Watch};
 use baton_domain::{ProjectId, SubmitRequest, TaskId, Tenant};
 use baton_graphql::auth::{Verifier, mint};
-use baton_graphql::live::{Connect, Handshake, Live, MAX_SUBSCRIPTIONS};
+use baton_graphql::live::{
+    Connect, Handshake, Live, LiveLimits, MAX_MESSAGE_BYTES, MAX_STORED_BYTES,
+};
 use baton_graphql::{Options, schema};
 use serde_json::{Value, json};
 
@@ -32,13 +34,18 @@ fn world() -> World {
     );
     let push = Arc::new(MemoryPush::default());
     let connections = Arc::new(MemoryConnections::default());
+    let limits = LiveLimits {
+        connections_per_tenant: 3,
+        ..LiveLimits::default()
+    };
     let live = Live::new(
         baton.clone(),
         schema(baton.clone(), Options::default()),
         connections.clone(),
         push.clone(),
         Some(Verifier::hs256(SECRET, "iss", "aud")),
-    );
+    )
+    .with_limits(limits);
     World {
         baton,
         live,
@@ -157,7 +164,7 @@ async fn duplicate_ids_and_bad_messages_hang_up_and_subscriptions_are_capped() {
     let world = world();
     world.open("c1", "acme").await;
     let project = "subscription { projectTasks(projectId: \"web\") { id } }";
-    for n in 0..MAX_SUBSCRIPTIONS {
+    for n in 0..LiveLimits::default().subscriptions {
         world.say("c1", subscribe(&n.to_string(), project)).await;
     }
     world.say("c1", subscribe("one-more", project)).await;
@@ -205,4 +212,89 @@ async fn complete_ends_a_subscription_and_updates_reach_only_matching_ones() {
         .await
         .unwrap();
     assert_eq!(watchers, ["c1"], "`failed` still watches");
+}
+
+#[tokio::test]
+async fn oversized_messages_and_subscriptions_are_refused_with_their_limit() {
+    let world = world();
+    world.open("c1", "acme").await;
+    let padding = "x".repeat(MAX_MESSAGE_BYTES);
+    let query = format!("subscription {{ projectTasks(projectId: \"web\") {{ id }} }} # {padding}");
+    world.say("c1", subscribe("big", &query)).await;
+    let refused = world.heard("c1").pop().unwrap();
+    assert_eq!(refused["id"], "big", "{refused}");
+    assert_eq!(
+        refused["payload"][0]["extensions"]["code"],
+        "LIMIT_EXCEEDED"
+    );
+    assert_eq!(refused["payload"][0]["extensions"]["limit"], "messageBytes");
+
+    // Under the message limit each, together over what a connection may store.
+    let comment = "y".repeat(MAX_MESSAGE_BYTES - 200);
+    let query = format!("subscription {{ projectTasks(projectId: \"web\") {{ id }} }} # {comment}");
+    let fits = MAX_STORED_BYTES / (MAX_MESSAGE_BYTES - 100);
+    for n in 0..fits {
+        world.say("c1", subscribe(&n.to_string(), &query)).await;
+    }
+    let held = world.connections.connection("c1").await.unwrap().unwrap();
+    assert_eq!(held.subscriptions.len(), fits);
+    world.say("c1", subscribe("over", &query)).await;
+    let refused = world.heard("c1").pop().unwrap();
+    assert_eq!(
+        refused["payload"][0]["extensions"]["limit"],
+        "subscriptionBytes"
+    );
+    assert!(!world.push.is_gone("c1"), "the connection stays");
+
+    world.open("c2", "acme").await;
+    world
+        .live
+        .message("c2", &"z".repeat(MAX_MESSAGE_BYTES + 1))
+        .await
+        .unwrap();
+    assert!(
+        world.push.is_gone("c2"),
+        "4400: too large and no subscription to name"
+    );
+}
+
+#[tokio::test]
+async fn a_tenant_holds_at_most_its_connection_limit_and_a_close_frees_a_place() {
+    let world = world();
+    for connection in ["a1", "a2", "a3"] {
+        world.open(connection, "acme").await;
+    }
+    let token = token("acme");
+    let handshake = |token| Handshake {
+        protocols: Some("graphql-transport-ws"),
+        token: Some(token),
+    };
+    let now = chrono::Utc::now();
+    let busy = world
+        .live
+        .connect("a4", handshake(&token), now)
+        .await
+        .unwrap();
+    assert_eq!(busy, Connect::Busy);
+    // Another tenant is not held back by this one.
+    world.open("g1", "globex").await;
+    // Authenticating in connection_init counts the same way.
+    let anonymous = Handshake {
+        protocols: Some("graphql-transport-ws"),
+        token: None,
+    };
+    let accepted = world.live.connect("a5", anonymous, now).await.unwrap();
+    assert_eq!(accepted, Connect::Accept(Some("graphql-transport-ws")));
+    world
+        .say("a5", json!({"type": "connection_init", "payload": {"Authorization": format!("Bearer {token}")}}))
+        .await;
+    assert!(world.push.is_gone("a5"), "4429: too many connections");
+
+    world.live.disconnect("a1").await.unwrap();
+    let again = world
+        .live
+        .connect("a6", handshake(&token), now)
+        .await
+        .unwrap();
+    assert_eq!(again, Connect::Accept(Some("graphql-transport-ws")));
 }

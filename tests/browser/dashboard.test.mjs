@@ -39,18 +39,31 @@ async function graphql(query, variables = {}, token = TOKEN) {
   return body.data;
 }
 
-/** An event on the stack's bus, as upstream systems and workers send them. */
+const aws = (...args) => promisify(execFile)(env("AWS_CLI"), ["--endpoint-url", endpoint, ...args]);
+
+/** An event on the stack's bus, as the tenant's upstream systems and workers send them (from a
+ *  source of the tenant's own). */
 async function putEvent(detailType, detail) {
-  const entries = [{ EventBusName: outputs.BusName, Source: "baton.browser-test", DetailType: detailType, Detail: JSON.stringify(detail) }];
-  await promisify(execFile)(env("AWS_CLI"), ["--endpoint-url", endpoint, "events", "put-events", "--entries", JSON.stringify(entries)]);
+  const entries = [{ EventBusName: outputs.BusName, Source: `${TENANT}.browser-test`, DetailType: detailType, Detail: JSON.stringify(detail) }];
+  await aws("events", "put-events", "--entries", JSON.stringify(entries));
 }
 
-/** A worker's answer: a `TaskResult` event. */
-function succeed(taskId, attempt) {
+/** The lease of a running task's attempt, which its `TaskReady` carried. This test keeps no
+ *  worker queue, so it reads the lease from the table. */
+async function leaseOf(taskId) {
+  const key = { pk: { S: `T#${TENANT}#${taskId}` }, sk: { S: "TASK" } };
+  const { stdout } = await aws("dynamodb", "get-item", "--table-name", outputs.TableName,
+    "--key", JSON.stringify(key), "--projection-expression", "lease", "--consistent-read");
+  return JSON.parse(stdout).Item.lease.S;
+}
+
+/** A worker's answer: a `TaskResult` event, with the attempt's lease. */
+async function succeed(taskId, attempt) {
   return putEvent("TaskResult", {
     tenant: TENANT,
     task_id: taskId,
     attempt,
+    lease: await leaseOf(taskId),
     status: "succeeded",
     output: { answer: 42 },
     provenance: { model: "browser-model", tokens_in: 12, tokens_out: 3, worker_id: "browser-worker" },
@@ -69,12 +82,15 @@ before(async () => {
 });
 after(() => browser?.close());
 
-/** A fresh page (its own storage), failing the test on any error the page throws. */
+/** A fresh page (its own storage), failing the test on any error the page throws or any
+ *  resource its policy refuses. */
 async function open(url = DASHBOARD) {
   const context = await browser.newContext({ viewport: { width: 1280, height: 860 } });
   const page = await context.newPage();
   const errors = [];
   page.on("pageerror", (e) => errors.push(e));
+  // Anything the page's Content-Security-Policy blocks is an error too.
+  page.on("console", (m) => m.type() === "error" && /Content Security Policy/.test(m.text()) && errors.push(m.text()));
   page.checkErrors = () => assert.deepEqual(errors, []);
   await page.goto(url);
   return page;

@@ -104,6 +104,7 @@ impl Harness {
             baton: baton.clone(),
             queues: Arc::new(baton_aws::dlq::SqsDeadLetters::new(sqs, Default::default())),
             dashboard: baton_graphql::dashboard::page(&Default::default()).into(),
+            dashboard_policy: baton_graphql::dashboard::policy(&Default::default(), true).into(),
         };
         Self {
             baton,

@@ -293,7 +293,7 @@ async fn the_sweeper_admits_what_a_crash_between_release_and_admission_left_wait
     );
     let running = reload(&sandbox, &holder).await?;
     let success = baton_domain::Command::Complete {
-        lease: Some(baton_tests::lease()),
+        lease: running.lease.clone(),
         attempt: 1,
         outcome: baton_domain::Outcome::Succeeded { output: json!({}) },
         provenance: None,

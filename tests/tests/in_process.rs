@@ -363,6 +363,7 @@ async fn gateway(sandbox: &Sandbox) -> (baton_fn_graphql::Gateway, Arc<MemoryPus
             Default::default(),
         )),
         dashboard: baton_graphql::dashboard::page(&Default::default()).into(),
+        dashboard_policy: baton_graphql::dashboard::policy(&Default::default(), true).into(),
     };
     (gateway, push)
 }
@@ -420,6 +421,12 @@ async fn the_gateway_serves_the_dashboard_at_its_root_and_graphiql_at_graphql() 
         );
         let body = std::str::from_utf8(response.body())?;
         assert!(body.contains(marker), "{path} serves {marker}");
+        let policy = response.headers()["content-security-policy"].to_str()?;
+        assert!(
+            policy.contains("frame-ancestors 'none'"),
+            "{path}: {policy}"
+        );
+        assert_eq!(response.headers()["x-frame-options"], "DENY");
     }
     Ok(())
 }
@@ -469,8 +476,9 @@ async fn the_graphql_gateway_answers_api_gateway_requests_for_the_token_s_tenant
     assert_eq!(code(&body), "INVALID_INPUT", "{body}");
     assert_eq!(body["errors"][0]["extensions"]["field"], "priority");
 
-    let (_, body) = post(&gateway, "apigw-v2-post-graphql.json", None, read.clone()).await?;
-    assert_eq!(code(&body), "UNAUTHENTICATED", "{body}");
+    // No token and a forged one are refused alike: 401, one message, nothing about why.
+    let (status, body) = post(&gateway, "apigw-v2-post-graphql.json", None, read.clone()).await?;
+    assert_eq!((status, code(&body)), (401, "UNAUTHENTICATED"), "{body}");
     let forged = Some(format!(
         "Bearer {}",
         baton_graphql::auth::mint(
@@ -487,6 +495,7 @@ async fn the_graphql_gateway_answers_api_gateway_requests_for_the_token_s_tenant
     ));
     let (status, body) = post(&gateway, "apigw-v2-post-graphql.json", forged, read.clone()).await?;
     assert_eq!((status, code(&body)), (401, "UNAUTHENTICATED"), "{body}");
+    assert_eq!(body["errors"][0]["message"], "the bearer token was refused");
 
     let other = Some(format!("Bearer {}", token("globex")));
     let (_, body) = post(&gateway, "apigw-v2-post-graphql.json", other, read).await?;
@@ -876,7 +885,23 @@ async fn only_operators_turn_the_global_switch_and_project_controls_show_in_proj
         json!({"running": 0, "limit": 10, "queued": 0, "paused": true, "heldBy": "PAUSED",
             "pause": {"by": "ada", "reason": "upgrade"},
             "killSwitch": {"present": true, "engaged": false},
-            "globalKillSwitch": {"engaged": true, "lastChange": {"by": "ada", "reason": "incident"}}}),
+            // Who turned the global switch and why is for operators; a tenant sees its state.
+            "globalKillSwitch": {"engaged": true, "lastChange": null}}),
+    );
+    let global = "{ killSwitch(scope: {global: true}) { engaged lastChange { by reason } } }";
+    let (_, seen) = ask(token_as("acme", true), global).await?;
+    assert_eq!(
+        seen["data"]["killSwitch"]["lastChange"],
+        json!({"by": "ada", "reason": "incident"}),
+        "{seen}"
+    );
+    let history = "{ killSwitch(scope: {global: true}) { history { change { by } } } }";
+    let (_, refused) = ask(token("acme"), history).await?;
+    assert_eq!(code(&refused), "FORBIDDEN", "{refused}");
+    let (_, listed) = ask(token_as("acme", true), history).await?;
+    assert_eq!(
+        listed["data"]["killSwitch"]["history"][0]["change"]["by"], "ada",
+        "{listed}"
     );
     sandbox.teardown().await
 }

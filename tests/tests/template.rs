@@ -1,6 +1,7 @@
 //! The template against the code, without deploying it: every function in it has a crate with a
 //! handler and is in the list the deploy and package scripts build, every role is least privilege
-//! (no wildcard action or resource), and every DLQ and function has its alarm.
+//! (no wildcard action or resource, events put only from Baton's own sources), and every DLQ and
+//! function has its alarm.
 
 use std::collections::BTreeSet;
 
@@ -119,6 +120,28 @@ fn every_role_allows_only_named_actions_on_named_resources() {
                 );
             }
         }
+        // Baton's sources speak for every tenant on the bus: its functions put events from them
+        // alone, and only the executor from its own.
+        let sources: BTreeSet<String> = policies
+            .iter()
+            .flat_map(|policy| policy["Statement"].as_sequence().unwrap())
+            .filter(|statement| strings(&statement["Action"]).contains(&"events:PutEvents".into()))
+            .map(|statement| {
+                let pinned = &statement["Condition"]["StringEquals"]["events:source"];
+                pinned
+                    .as_str()
+                    .unwrap_or_else(|| panic!("{logical}: PutEvents from any source"))
+                    .to_owned()
+            })
+            .collect();
+        let expected = match name.as_str() {
+            "http-executor" => "baton.http",
+            _ => "baton",
+        };
+        assert!(
+            sources.iter().all(|source| source == expected),
+            "{logical}: {sources:?}"
+        );
         // Only on-due dispatches, and only a dispatch checks the kill switches.
         assert_eq!(
             actions.contains("dynamodb:ConditionCheckItem"),

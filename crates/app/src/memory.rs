@@ -622,6 +622,8 @@ impl Clock for ManualClock {
 #[derive(Default)]
 pub struct MemoryConnections {
     connections: Mutex<BTreeMap<String, (Connection, DateTime<Utc>)>>,
+    /// Each tenant's reserved connections, with their expiry.
+    tenants: Mutex<BTreeMap<Tenant, BTreeMap<String, DateTime<Utc>>>>,
 }
 
 #[async_trait]
@@ -651,6 +653,24 @@ impl Connections for MemoryConnections {
             }
             _ => Ok(false),
         }
+    }
+
+    async fn reserve(
+        &self,
+        tenant: &Tenant,
+        id: &str,
+        limit: usize,
+        now: DateTime<Utc>,
+        expires_at: DateTime<Utc>,
+    ) -> Result<bool, InfraError> {
+        let mut tenants = self.tenants.lock().unwrap();
+        let held = tenants.entry(tenant.clone()).or_default();
+        held.retain(|connection, expires| *expires > now && connection != id);
+        if held.len() >= limit {
+            return Ok(false);
+        }
+        held.insert(id.to_owned(), expires_at);
+        Ok(true)
     }
 
     async fn connection(&self, id: &str) -> Result<Option<Connection>, InfraError> {
@@ -691,6 +711,9 @@ impl Connections for MemoryConnections {
 
     async fn close(&self, connection: &str) -> Result<(), InfraError> {
         self.connections.lock().unwrap().remove(connection);
+        for held in self.tenants.lock().unwrap().values_mut() {
+            held.remove(connection);
+        }
         Ok(())
     }
 

@@ -535,6 +535,17 @@ pub trait Connections: Send + Sync {
     ) -> Result<(), InfraError>;
     /// Sets the caller of a connection that has none. `false`: it had one already.
     async fn authenticate(&self, id: &str, caller: &Caller) -> Result<bool, InfraError>;
+    /// Counts connection `id` among `tenant`'s open connections unless the tenant holds `limit`
+    /// live ones already (live: not closed, and not past its `expires_at` at `now`, so a
+    /// connection whose close never came stops counting when it expires). `false`: it is full.
+    async fn reserve(
+        &self,
+        tenant: &Tenant,
+        id: &str,
+        limit: usize,
+        now: DateTime<Utc>,
+        expires_at: DateTime<Utc>,
+    ) -> Result<bool, InfraError>;
     /// Reads a connection.
     async fn connection(&self, id: &str) -> Result<Option<Connection>, InfraError>;
     /// Adds a subscription to an authenticated connection. `false`: its id is taken.
@@ -546,7 +557,7 @@ pub trait Connections: Send + Sync {
     ) -> Result<bool, InfraError>;
     /// Ends one subscription (nothing if there is none with this id).
     async fn unsubscribe(&self, connection: &str, id: &str) -> Result<(), InfraError>;
-    /// Forgets a connection and all its subscriptions.
+    /// Forgets a connection, all its subscriptions, and its place among its tenant's.
     async fn close(&self, connection: &str) -> Result<(), InfraError>;
     /// The connections with a subscription on any of `watches` of `tenant`.
     async fn watchers(&self, tenant: &Tenant, watches: &[Watch])

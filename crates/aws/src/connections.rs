@@ -14,12 +14,18 @@ const WATCHER: &str = "c:";
 /// How long a watch item outlives its latest subscription (API Gateway closes a connection
 /// after two hours at the most).
 const WATCH_TTL: chrono::Duration = chrono::Duration::hours(3);
+/// A reserved connection's attribute on its tenant's item: `c:{connection}`, its expiry.
+const HELD: &str = "c:";
+/// How often a reservation is tried again after meeting another on the same tenant's item.
+const RESERVE_ATTEMPTS: usize = 5;
 
 /// WebSocket connections in the task table. A connection is `pk = C#{id}`, `sk = CONN` (caller,
 /// expiry, and one `sub:{id}` attribute per subscription); each watched task or project has a
 /// `pk = W#{tenant}#{T|P}#{id}`, `sk = WATCH` item with one `c:{connection}:{subscription}`
-/// attribute per watcher, so the notifier finds them with one BatchGetItem. Both expire through
-/// the table's TTL attribute `expires_at`.
+/// attribute per watcher, so the notifier finds them with one BatchGetItem; each tenant with
+/// connections has a `pk = CT#{tenant}`, `sk = CONNECTIONS` item with one `c:{connection}`
+/// attribute (its expiry) per connection it holds, written under a version condition. All expire
+/// through the table's TTL attribute `expires_at`.
 #[derive(Debug, Clone)]
 pub struct DynamoConnections {
     client: Client,
@@ -38,6 +44,10 @@ impl DynamoConnections {
 
 fn connection_key(id: &str) -> Item {
     item_key(format!("C#{id}"), "CONN")
+}
+
+fn tenant_key(tenant: &Tenant) -> Item {
+    item_key(format!("CT#{tenant}"), "CONNECTIONS")
 }
 
 fn watch_key(tenant: &Tenant, watch: &Watch) -> Item {
@@ -146,6 +156,75 @@ impl Connections for DynamoConnections {
         written("DynamoDB UpdateItem", result)
     }
 
+    async fn reserve(
+        &self,
+        tenant: &Tenant,
+        id: &str,
+        limit: usize,
+        now: DateTime<Utc>,
+        expires_at: DateTime<Utc>,
+    ) -> Result<bool, InfraError> {
+        let own = format!("{HELD}{id}");
+        for _ in 0..RESERVE_ATTEMPTS {
+            let item = self
+                .client
+                .get_item()
+                .table_name(&self.table)
+                .set_key(Some(tenant_key(tenant)))
+                .consistent_read(true)
+                .send()
+                .await
+                .map_err(infra("DynamoDB GetItem"))?
+                .item
+                .unwrap_or_default();
+            let version = item.get("version").and_then(|v| v.as_n().ok()).cloned();
+            let (mut live, mut expired) = (0, Vec::new());
+            for (name, at) in &item {
+                if !name.starts_with(HELD) || *name == own {
+                    continue;
+                }
+                let at = at.as_n().ok().and_then(|at| at.parse::<i64>().ok());
+                match at {
+                    Some(at) if at > now.timestamp() => live += 1,
+                    _ => expired.push(name),
+                }
+            }
+            if live >= limit {
+                return Ok(false);
+            }
+            let mut update = self
+                .client
+                .update_item()
+                .table_name(&self.table)
+                .set_key(Some(tenant_key(tenant)))
+                .expression_attribute_names("#own", &own)
+                .expression_attribute_names("#version", "version")
+                .expression_attribute_values(":at", epoch(expires_at))
+                .expression_attribute_values(":one", AttributeValue::N("1".to_owned()));
+            let mut expression = "SET #own = :at, expires_at = :at ADD #version :one".to_owned();
+            for (i, name) in expired.iter().enumerate() {
+                let alias = format!("#gone{i}");
+                expression.push_str(if i == 0 { " REMOVE " } else { ", " });
+                expression.push_str(&alias);
+                update = update.expression_attribute_names(alias, name.as_str());
+            }
+            update = match version {
+                Some(version) => update
+                    .condition_expression("#version = :read")
+                    .expression_attribute_values(":read", AttributeValue::N(version)),
+                None => update.condition_expression("attribute_not_exists(#version)"),
+            };
+            let result = update.update_expression(expression).send().await;
+            if written("DynamoDB UpdateItem", result)? {
+                return Ok(true);
+            }
+        }
+        Err(InfraError::new(
+            "reserve a connection",
+            format!("tenant {tenant}'s connections kept changing"),
+        ))
+    }
+
     async fn connection(&self, id: &str) -> Result<Option<Connection>, InfraError> {
         let output = self
             .client
@@ -234,6 +313,18 @@ impl Connections for DynamoConnections {
                 self.remove_watcher(&caller.tenant, connection, subscription)
                     .await?;
             }
+            let result = self
+                .client
+                .update_item()
+                .table_name(&self.table)
+                .set_key(Some(tenant_key(&caller.tenant)))
+                .update_expression("REMOVE #held")
+                // Not on a tenant whose item expired: an update would create it again.
+                .condition_expression("attribute_exists(pk)")
+                .expression_attribute_names("#held", format!("{HELD}{connection}"))
+                .send()
+                .await;
+            written("DynamoDB UpdateItem", result)?;
         }
         self.client
             .delete_item()

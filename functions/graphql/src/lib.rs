@@ -15,13 +15,13 @@ use baton_aws::dlq::SqsDeadLetters;
 use baton_domain::Scope;
 use baton_graphql::auth::{AuthError, Verifier, bearer, caller_from_claims};
 use baton_graphql::dashboard::{self, Endpoints};
-use baton_graphql::live::{Connect, Handshake, Live};
+use baton_graphql::live::{Connect, Handshake, Live, LiveLimits};
 use baton_graphql::{BatonSchema, DeadLetterQueues, LIMITS, Options, limits};
 use lambda_http::http::{Method, StatusCode, header};
 use lambda_http::request::RequestContext;
 use lambda_http::{Body, Error, Request, RequestExt, Response};
 use serde_json::{Value, json};
-use tracing::error;
+use tracing::{error, warn};
 
 /// GraphiQL, loaded from unpkg by the browser: a page of our own rather than async-graphql's
 /// template, whose template engine took 0.1 MB of the gateway's arm64 package (4.42 → 4.32 MB).
@@ -42,6 +42,8 @@ pub struct Gateway {
     pub queues: Arc<SqsDeadLetters>,
     /// The dashboard page, with this stack's subscription URL in it.
     pub dashboard: Arc<str>,
+    /// The dashboard's Content-Security-Policy header.
+    pub dashboard_policy: Arc<str>,
 }
 
 /// The gateway as the template configures it: the service, connections and pushes from the
@@ -60,24 +62,26 @@ pub async fn gateway_from_env() -> Result<Gateway, Error> {
     let schema = baton_graphql::schema(baton.clone(), options);
     let verifier = Verifier::from_env()?;
     let (connections, push) = baton_aws::live(&sdk, &settings)?;
-    let dashboard = dashboard::page(&Endpoints {
+    let endpoints = Endpoints {
         graphql: None,
         websocket: baton_aws::subscriptions_url(&sdk)?,
-    });
+    };
     let live = Live::new(
         baton.clone(),
         schema.clone(),
         connections,
         push,
         verifier.clone(),
-    );
+    )
+    .with_limits(LiveLimits::from_env()?);
     Ok(Gateway {
         schema,
         live,
         verifier,
         baton,
         queues,
-        dashboard: dashboard.into(),
+        dashboard: dashboard::page(&endpoints).into(),
+        dashboard_policy: dashboard::policy(&endpoints, true).into(),
     })
 }
 
@@ -94,9 +98,12 @@ pub async fn handle(gateway: &Gateway, request: Request) -> Result<Response<Body
             json!({"status": "ok"}).to_string(),
         ),
         Method::GET if path.ends_with("/ready") => ready(gateway).await,
-        Method::GET if path.ends_with("/graphql") => html(GRAPHIQL.to_owned()),
+        // GraphiQL loads its code from unpkg; no site may frame it either.
+        Method::GET if path.ends_with("/graphql") => {
+            html(GRAPHIQL.to_owned(), "frame-ancestors 'none'")
+        }
         // The template routes only `GET /` here besides the paths above.
-        Method::GET => html(gateway.dashboard.to_string()),
+        Method::GET => html(gateway.dashboard.to_string(), &gateway.dashboard_policy),
         Method::POST => graphql(gateway, &request).await,
         _ => respond(
             StatusCode::METHOD_NOT_ALLOWED,
@@ -210,11 +217,18 @@ async fn graphql(gateway: &Gateway, request: &Request) -> Result<Response<Body>,
             &[limits::exceeded("batch", LIMITS.batch)],
         );
     }
+    // Every operation needs a caller: no token is refused as a bad one is, with one message;
+    // why a token was refused is logged, never sent.
     let batch = match http_caller(gateway, request) {
         Ok(Some(caller)) => batch.data(caller),
-        // No token: only what needs no caller answers (the resolvers say UNAUTHENTICATED).
-        Ok(None) => batch,
+        Ok(None) => {
+            return errors(
+                StatusCode::UNAUTHORIZED,
+                &[coded("UNAUTHENTICATED", AuthError::Missing.to_string())],
+            );
+        }
         Err(refused) => {
+            warn!(reason = ?refused, "bearer token refused");
             return errors(
                 StatusCode::UNAUTHORIZED,
                 &[coded("UNAUTHENTICATED", refused.to_string())],
@@ -254,7 +268,15 @@ async fn websocket(
                     }
                     return Ok(response.body(Body::Empty)?);
                 }
+                Ok(Connect::Busy) => {
+                    return respond(
+                        StatusCode::TOO_MANY_REQUESTS,
+                        "text/plain",
+                        "too many connections for this tenant".to_owned(),
+                    );
+                }
                 Ok(Connect::Refuse(refused)) => {
+                    warn!(connection, reason = ?refused, "WebSocket handshake refused");
                     return respond(StatusCode::UNAUTHORIZED, "text/plain", refused.to_string());
                 }
                 Err(infra) => Err(infra),
@@ -285,8 +307,16 @@ async fn websocket(
     }
 }
 
-fn html(page: String) -> Result<Response<Body>, Error> {
-    respond(StatusCode::OK, "text/html; charset=utf-8", page)
+/// A page with its Content-Security-Policy, never framed, sniffed or sent with a referrer.
+fn html(page: String, policy: &str) -> Result<Response<Body>, Error> {
+    Ok(Response::builder()
+        .status(StatusCode::OK)
+        .header(header::CONTENT_TYPE, "text/html; charset=utf-8")
+        .header(header::CONTENT_SECURITY_POLICY, policy)
+        .header(header::X_FRAME_OPTIONS, "DENY")
+        .header(header::X_CONTENT_TYPE_OPTIONS, "nosniff")
+        .header(header::REFERRER_POLICY, "no-referrer")
+        .body(Body::Text(page))?)
 }
 
 fn respond(status: StatusCode, content_type: &str, body: String) -> Result<Response<Body>, Error> {

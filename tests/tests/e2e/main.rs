@@ -8,6 +8,8 @@ use anyhow::{Context, Result, bail};
 use baton_tests::{LiveClient, Stack, WorkerQueue, eventually, unique};
 use serde_json::{Value, json};
 
+mod trust;
+
 const PATIENCE: Duration = Duration::from_secs(30);
 
 /// The whole GraphQL response, errors included.
