@@ -34,6 +34,8 @@ pub struct TaskError {
     pub code: String,
     /// Explanation.
     pub message: String,
+    /// Whether another attempt could succeed; when not, the task failed without retrying.
+    pub retryable: bool,
 }
 
 /// One transition of a task.
@@ -116,6 +118,7 @@ impl Task {
         self.0.error.as_ref().map(|e| TaskError {
             code: e.code.clone(),
             message: e.message.clone(),
+            retryable: e.retryable,
         })
     }
     /// Why it was cancelled or rolled back.

@@ -151,6 +151,7 @@ pub fn fail(attempt: u32) -> Command {
             error: TaskError {
                 code: "BOOM".into(),
                 message: "failed".into(),
+                retryable: true,
             },
         },
         provenance: None,

@@ -48,6 +48,7 @@ fn result(succeeded: bool, model: &str) -> Command {
             error: baton_domain::TaskError {
                 code: "E".into(),
                 message: "broken".into(),
+                retryable: true,
             },
         }
     };

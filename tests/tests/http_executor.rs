@@ -12,6 +12,10 @@ use baton_fn_http_executor::guard::{Allowlist, Lookup, system_lookup};
 use baton_tests::TestServer;
 use serde_json::{Value, json};
 
+fn retryable(outcome: &Outcome) -> bool {
+    matches!(outcome, Outcome::Failed { error } if error.retryable)
+}
+
 fn code(outcome: &Outcome) -> &str {
     match outcome {
         Outcome::Succeeded { .. } => "SUCCEEDED",
@@ -65,7 +69,12 @@ async fn a_5xx_fails_with_its_status_and_the_next_attempt_can_succeed() {
 async fn timeouts_caps_schemes_and_headers_are_enforced() {
     let server = TestServer::start(0).await.unwrap();
     let slow = json!({"url": format!("{}/slow", server.url), "timeout_seconds": 1});
-    assert_eq!(code(&run(&server, slow.clone()).await), "TIMEOUT");
+    let timed_out = run(&server, slow.clone()).await;
+    assert_eq!(code(&timed_out), "TIMEOUT");
+    assert!(
+        retryable(&timed_out),
+        "a timeout may pass on another attempt"
+    );
     // The attempt's deadline (or the invocation's) caps a longer timeout.
     let mut patient = slow;
     patient["timeout_seconds"] = json!(20);
@@ -92,11 +101,9 @@ async fn timeouts_caps_schemes_and_headers_are_enforced() {
         json!({"url": ok, "headers": {"x-a": "1\nx-injected: 2"}}),
         json!({"url": ok, "headers": {"bad name": "1"}}),
     ] {
-        assert_eq!(
-            code(&run(&server, refused.clone()).await),
-            "INVALID_REQUEST",
-            "{refused}"
-        );
+        let outcome = run(&server, refused.clone()).await;
+        assert_eq!(code(&outcome), "INVALID_REQUEST", "{refused}");
+        assert!(!retryable(&outcome), "{refused}");
     }
     let closed = Requester::new(Allowlist::parse("127.0.0.1:9").unwrap()).unwrap();
     let unreachable = json!({"url": "http://127.0.0.1:9/"});
@@ -149,6 +156,7 @@ async fn private_destinations_are_refused_before_any_connection() {
             "FORBIDDEN_DESTINATION",
             "{url}: {outcome:?}"
         );
+        assert!(!retryable(&outcome), "{url}: a refusal is final");
     }
     assert_eq!(
         target.connections(),

@@ -575,6 +575,7 @@ impl Sim {
                         error: TaskError {
                             code: "E".into(),
                             message: "worker failed".into(),
+                            retryable: true,
                         },
                     },
                 };

@@ -259,6 +259,7 @@ mod tests {
             error: baton_domain::TaskError {
                 code: "E".into(),
                 message: "m".into(),
+                retryable: true,
             },
         };
         let retrying = next(

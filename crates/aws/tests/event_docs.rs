@@ -129,6 +129,7 @@ fn every_outbound_event_matches_its_schema_and_example() {
     let error = TaskError {
         code: "E".into(),
         message: "m".into(),
+        retryable: true,
     };
     let failed = |attempt| Command::Complete {
         lease: Some(lease()),

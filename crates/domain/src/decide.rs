@@ -308,6 +308,7 @@ pub fn decide(task: &Task, command: &Command, now: DateTime<Utc>) -> Result<Deci
                             "attempt {} ran longer than {} s",
                             task.attempt, task.timeout_seconds
                         ),
+                        retryable: true,
                     };
                     Ok(fail_attempt(task, command, error, now, |_| {}))
                 }
@@ -442,7 +443,8 @@ fn leased(task: &Task, command: &Command) -> Result<(), Rejection> {
     }
 }
 
-/// A failed attempt: retried after backoff while attempts remain, else the task fails.
+/// A failed attempt: retried after backoff while attempts remain and the error allows it, else
+/// the task fails.
 fn fail_attempt(
     task: &Task,
     command: &Command,
@@ -450,7 +452,7 @@ fn fail_attempt(
     now: DateTime<Utc>,
     recorded: impl FnOnce(&mut Task),
 ) -> Decision {
-    if task.attempt < task.retry.max_attempts {
+    if task.attempt < task.retry.max_attempts && error.retryable {
         let due_at = now + task.retry.backoff(&task.id, task.attempt);
         apply(task, Status::Scheduled, command, now, |next| {
             next.attempt += 1;

@@ -108,6 +108,14 @@ pub struct TaskError {
     pub code: String,
     /// A human-readable explanation.
     pub message: String,
+    /// Whether another attempt could succeed. `false` (a request that can never be made, say)
+    /// fails the task at once, whatever attempts its retry policy has left.
+    #[serde(default = "retryable", skip_serializing_if = "Clone::clone")]
+    pub retryable: bool,
+}
+
+fn retryable() -> bool {
+    true
 }
 
 /// What a worker reports for an attempt.

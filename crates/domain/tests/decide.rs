@@ -75,6 +75,7 @@ fn failure() -> Outcome {
         error: TaskError {
             code: "BOOM".into(),
             message: "worker crashed".into(),
+            retryable: true,
         },
     }
 }
@@ -485,6 +486,23 @@ fn a_success_clears_the_error_and_keeps_only_its_own_provenance() {
     let ok = Outcome::Succeeded { output: json!(2) };
     let succeeded = applied(&rerunning, answer(2, Some(drawn), ok), t0());
     assert_eq!((succeeded.error, succeeded.provenance), (None, None));
+}
+
+#[test]
+fn an_error_that_no_retry_can_help_fails_the_task_with_attempts_left() {
+    let running = dispatched_with(&submitted(3), 1, &lease(), t0());
+    let hopeless = Outcome::Failed {
+        error: TaskError {
+            code: "FORBIDDEN_DESTINATION".into(),
+            message: "10.0.0.1 is not a public address".into(),
+            retryable: false,
+        },
+    };
+    let failed = applied(&running, answer(1, Some(lease()), hopeless), t0());
+    assert_eq!((failed.status, failed.attempt), (Status::Failed, 1));
+    assert!(!failed.error.unwrap().retryable);
+    let retried = applied(&running, answer(1, Some(lease()), failure()), t0());
+    assert_eq!((retried.status, retried.attempt), (Status::Scheduled, 2));
 }
 
 #[test]

@@ -132,6 +132,7 @@ fn a_finished_task_asks_its_dependents_to_start_or_to_stop() {
     let error = TaskError {
         code: "E".into(),
         message: "m".into(),
+        retryable: true,
     };
     let failed = applied(
         &running,

@@ -77,11 +77,14 @@ fn get() -> String {
     "GET".to_owned()
 }
 
+/// A failed attempt. A request that can never be made (`INVALID_REQUEST`) or may never be sent
+/// (`FORBIDDEN_DESTINATION`) is not worth another attempt: the task fails at once.
 fn failed(code: &str, message: impl Into<String>) -> Outcome {
     Outcome::Failed {
         error: TaskError {
             code: code.to_owned(),
             message: message.into(),
+            retryable: !matches!(code, "INVALID_REQUEST" | "FORBIDDEN_DESTINATION"),
         },
     }
 }

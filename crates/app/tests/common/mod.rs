@@ -120,6 +120,7 @@ pub fn failure(attempt: u32) -> Command {
             error: TaskError {
                 code: "E".into(),
                 message: "m".into(),
+                retryable: true,
             },
         },
         provenance: None,
