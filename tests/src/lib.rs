@@ -125,6 +125,11 @@ pub fn http_api_request(token: &str, body: &Value) -> Value {
     request
 }
 
+/// An invocation's deadline a minute away, as Lambda gives a function with a 60 s timeout.
+pub fn lambda_deadline() -> std::time::SystemTime {
+    std::time::SystemTime::now() + Duration::from_secs(60)
+}
+
 /// The lease the in-process tests' dispatches draw, so their workers' answers carry it.
 pub fn lease() -> baton_domain::Lease {
     baton_domain::Lease::from_random([7; 16])

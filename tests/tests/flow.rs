@@ -270,7 +270,7 @@ async fn a_slot_held_by_a_task_whose_result_never_comes_is_recovered_after_its_t
     let sandbox = Sandbox::new().await?;
     let (holder, waiting) = one_slot_taken(&sandbox).await?;
     sandbox.clock.advance(chrono::Duration::seconds(31));
-    let report = baton_fn_sweeper::handle(&sandbox.baton).await?;
+    let report = baton_fn_sweeper::handle(&sandbox.baton, baton_tests::lambda_deadline()).await?;
     assert_eq!(report.timed_out, 1, "{report:?}");
     let admitted = sandbox.due_timers().await?;
     assert!(timer_ids(&admitted).contains(&waiting.id.to_string()));
@@ -307,7 +307,7 @@ async fn the_sweeper_admits_what_a_crash_between_release_and_admission_left_wait
     assert!(sandbox.due_timers().await?.is_empty(), "nobody admitted");
 
     sandbox.clock.advance(baton_app::DRAIN_INTERVAL);
-    let report = baton_fn_sweeper::handle(&sandbox.baton).await?;
+    let report = baton_fn_sweeper::handle(&sandbox.baton, baton_tests::lambda_deadline()).await?;
     assert_eq!(report.admitted, 1, "{report:?}");
     fire_due(&sandbox).await?;
     assert_eq!(reload(&sandbox, &waiting).await?.status, Status::Running);

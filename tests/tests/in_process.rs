@@ -283,12 +283,19 @@ async fn a_task_due_in_twenty_minutes_is_armed_by_the_sweeper_when_it_enters_the
 
     sandbox.clock.advance(Duration::minutes(4));
     assert_eq!(
-        baton_fn_sweeper::handle(&sandbox.baton).await?.armed,
+        baton_fn_sweeper::handle(&sandbox.baton, baton_tests::lambda_deadline())
+            .await?
+            .armed,
         0,
         "still outside the window"
     );
     sandbox.clock.advance(Duration::minutes(1));
-    assert_eq!(baton_fn_sweeper::handle(&sandbox.baton).await?.armed, 1);
+    assert_eq!(
+        baton_fn_sweeper::handle(&sandbox.baton, baton_tests::lambda_deadline())
+            .await?
+            .armed,
+        1
+    );
     assert_eq!(
         sandbox.delayed_timers().await?,
         1,
@@ -296,7 +303,9 @@ async fn a_task_due_in_twenty_minutes_is_armed_by_the_sweeper_when_it_enters_the
     );
     sandbox.clock.advance(Duration::minutes(1));
     assert_eq!(
-        baton_fn_sweeper::handle(&sandbox.baton).await?.armed,
+        baton_fn_sweeper::handle(&sandbox.baton, baton_tests::lambda_deadline())
+            .await?
+            .armed,
         0,
         "armed once"
     );
@@ -313,7 +322,12 @@ async fn the_sweeper_times_out_an_attempt_past_its_deadline() -> Result<()> {
     let id = submit(&sandbox, "acme", json!({"retry": {"max_attempts": 1}})).await?;
     baton_fn_on_due::handle(&sandbox.baton, sqs_batch(&sandbox.due_timers().await?)).await;
     sandbox.clock.advance(Duration::seconds(61));
-    assert_eq!(baton_fn_sweeper::handle(&sandbox.baton).await?.timed_out, 1);
+    assert_eq!(
+        baton_fn_sweeper::handle(&sandbox.baton, baton_tests::lambda_deadline())
+            .await?
+            .timed_out,
+        1
+    );
     let task = task_status(&sandbox, "acme", &id).await?;
     assert_eq!(task.status, Status::Failed);
     assert_eq!(task.error.unwrap().code, "TIMEOUT");

@@ -8,6 +8,7 @@ mod graph;
 pub mod memory;
 mod ports;
 mod service;
+mod switches;
 
 pub use graph::{
     Direction, GraphError, Lineage, MAX_GRAPH_NODES, MAX_LINEAGE_DEPTH, RollbackPreview,
@@ -19,5 +20,6 @@ pub use ports::{
 };
 pub use service::{
     ADMIT_RATE, Baton, ControlError, DRAIN_INTERVAL, Handled, MAX_ADMIT_RATE, MAX_TIMER_DELAY,
-    Operator, SubmitError, Submitted, SweepReport, TIMER_GRACE,
+    Operator, SWEEP_LIMIT, SubmitError, Submitted, SweepReport, TIMER_GRACE,
 };
+pub use switches::Switches;

@@ -298,7 +298,10 @@ impl TaskStore for MemoryStore {
     ) -> Result<Commit, InfraError> {
         let dispatch = current.status == Status::Scheduled && next.status == Status::Running;
         let gate = dispatch
-            .then(|| self.status_of(&current.tenant, &current.project).gate())
+            .then(|| {
+                self.status_of(&current.tenant, &current.project)
+                    .write_gate()
+            })
             .flatten();
         let mut tasks = self.tasks.lock().unwrap();
         let key = (current.tenant.clone(), current.id);

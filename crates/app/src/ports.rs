@@ -93,7 +93,8 @@ pub enum Commit {
     /// The stored task no longer had the expected status and version; here is what it has
     /// (`None`: it is gone).
     Conflict(Option<Box<Task>>),
-    /// A dispatch (Scheduled → Running) that the gate refused: nothing was written.
+    /// A dispatch (Scheduled → Running) that its project refused (paused, or at its limit):
+    /// nothing was written.
     Blocked(Gate),
 }
 
@@ -244,17 +245,25 @@ impl ProjectStatus {
     }
 
     /// What would stop a due task of the project from starting now, the first that applies in
-    /// the order the dispatch transaction checks them.
+    /// the order a dispatch meets them: the kill switches (read by its batch), then what its
+    /// write checks ([`ProjectStatus::write_gate`]).
     pub fn gate(&self) -> Option<Gate> {
         let engaged = |switch: &Option<KillSwitch>| switch.as_ref().is_none_or(|s| s.engaged);
+        if engaged(&self.global_switch) {
+            Some(Gate::GlobalKillSwitch)
+        } else if engaged(&self.project_switch) {
+            Some(Gate::ProjectKillSwitch)
+        } else {
+            self.write_gate()
+        }
+    }
+
+    /// What a dispatch's own write refuses it for: the project paused, or at its limit.
+    pub fn write_gate(&self) -> Option<Gate> {
         if self.paused.is_some() {
             Some(Gate::Paused)
         } else if self.count(Status::Running) >= u64::from(self.limit) {
             Some(Gate::Capacity)
-        } else if engaged(&self.global_switch) {
-            Some(Gate::GlobalKillSwitch)
-        } else if engaged(&self.project_switch) {
-            Some(Gate::ProjectKillSwitch)
         } else {
             None
         }
@@ -314,9 +323,10 @@ pub trait TaskStore: Send + Sync {
     /// Tasks whose result names a model, newest result first.
     async fn produced_by(&self, query: &ModelQuery) -> Result<Page, InfraError>;
     /// Writes `next` (its history entry included) if the stored task still has `current`'s
-    /// status, version and dependents (a new dependent is added without a transition). A dispatch (Scheduled → Running) also takes a slot of the project,
-    /// and only if it is below its limit, not paused, and both kill switches exist disengaged;
-    /// every move out of Running gives its slot back.
+    /// status, version and dependents (a new dependent is added without a transition). A
+    /// dispatch (Scheduled → Running) also takes a slot of the project, and only if it is below
+    /// its limit and not paused (the kill switches are the service's to read, see
+    /// [`crate::Switches`]); every move out of Running gives its slot back.
     async fn commit(
         &self,
         current: &Task,

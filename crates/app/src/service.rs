@@ -1,4 +1,5 @@
 use std::sync::Arc;
+use std::time::Instant;
 
 use baton_domain::{
     Change, Command, ControlEvent, Decision, DependencyError, Effects, Event, Gate,
@@ -13,6 +14,7 @@ use crate::ports::{
     Clock, Commit, Created, EventBus, InfraError, Metrics, NoMetrics, Page, ProjectStatus,
     TaskQuery, TaskStore, TimerQueue, Wake, WakeKind,
 };
+use crate::switches::Switches;
 
 /// The longest delay a timer message can carry (SQS `DelaySeconds` tops out at 15 minutes).
 /// Tasks due later are armed by the sweeper once they come this close.
@@ -22,8 +24,8 @@ pub const MAX_TIMER_DELAY: Duration = Duration::minutes(15);
 pub const TIMER_GRACE: Duration = Duration::minutes(5);
 /// How often a command is decided again after losing a write race before giving up.
 const MAX_RACES: usize = 5;
-/// How many tasks one sweep handles per kind of wake.
-const SWEEP_LIMIT: usize = 500;
+/// How many tasks one sweep handles per kind of wake, and how many projects it drains.
+pub const SWEEP_LIMIT: usize = 500;
 /// How many parked tasks a bulk admission (resume, a disengaged switch, a drain) starts per
 /// second unless told otherwise.
 pub const ADMIT_RATE: u32 = 10;
@@ -135,6 +137,8 @@ pub struct SweepReport {
     pub admitted: usize,
     /// Projects whose ready set was found empty.
     pub drained: usize,
+    /// Whether it stopped at its deadline with work left for the next sweep.
+    pub cut_short: bool,
 }
 
 /// The application service: every entry point of Baton goes through it.
@@ -284,9 +288,23 @@ impl Baton {
     /// Runs `command` against a task: load → decide → commit → perform. A write that meets a
     /// changed task is classified from the stored state: its own write (a lost response: applied),
     /// already applied by a rival (whose effects are the rival's), still applicable (decided
-    /// again), or no longer fitting (a lost race).
+    /// again), or no longer fitting (a lost race). A dispatch reads the kill switches itself; a
+    /// batch of dispatches shares one read of each through [`Baton::execute_in`].
     pub async fn execute(
         &self,
+        tenant: &Tenant,
+        id: &TaskId,
+        command: &Command,
+    ) -> Result<Handled, InfraError> {
+        self.execute_in(&Switches::default(), tenant, id, command)
+            .await
+    }
+
+    /// [`Baton::execute`] as part of a batch whose dispatches see the kill switches as
+    /// `switches` read them.
+    pub async fn execute_in(
+        &self,
+        switches: &Switches,
         tenant: &Tenant,
         id: &TaskId,
         command: &Command,
@@ -294,17 +312,20 @@ impl Baton {
         match self.store.get(tenant, id).await? {
             Some(current) => {
                 let span = task_span(&current);
-                self.execute_on(current, command).instrument(span).await
+                self.execute_on(current, command, switches)
+                    .instrument(span)
+                    .await
             }
             None => Ok(Handled::NotFound),
         }
     }
 
-    /// [`Baton::execute`] on a task already read from the store.
+    /// [`Baton::execute_in`] on a task already read from the store.
     async fn execute_on(
         &self,
         mut current: Task,
         command: &Command,
+        switches: &Switches,
     ) -> Result<Handled, InfraError> {
         let mut raced = false;
         for _ in 0..MAX_RACES {
@@ -332,6 +353,16 @@ impl Baton {
                 }
                 Ok(Decision::Apply(transition)) => {
                     let next = &transition.task;
+                    let dispatch =
+                        (current.status, next.status) == (Status::Scheduled, Status::Running);
+                    if dispatch
+                        && let Some(gate) = switches
+                            .gate(self.store.as_ref(), &current.tenant, &current.project)
+                            .await?
+                    {
+                        self.park(&current, gate, now).await?;
+                        return Ok(Handled::Parked(gate));
+                    }
                     let rival = match self
                         .store
                         .commit(&current, next, wake_for(next, now))
@@ -391,12 +422,30 @@ impl Baton {
         self.store.project_status(tenant, project).await
     }
 
-    /// The sweeper's pass: arms timers for tasks entering the timer window, re-arms lost timers
-    /// and times out attempts past their deadline.
+    /// The sweeper's pass, unbounded in time: see [`Baton::sweep_until`].
     pub async fn sweep(&self) -> Result<SweepReport, InfraError> {
+        self.sweep_until(None).await
+    }
+
+    /// The sweeper's pass: arms timers for tasks entering the timer window, re-arms lost timers,
+    /// times out attempts past their deadline and drains projects, at most [`SWEEP_LIMIT`] of
+    /// each. It starts nothing new once `until` has passed (each task it began is finished,
+    /// timers included), says so in the report, and leaves the rest to the next sweep.
+    pub async fn sweep_until(&self, until: Option<Instant>) -> Result<SweepReport, InfraError> {
         let now = self.now();
         let mut report = SweepReport::default();
-        for (tenant, id) in self.store.wakes(WakeKind::Arm, now, SWEEP_LIMIT).await? {
+        let in_time = |report: &mut SweepReport| {
+            report.cut_short |= until.is_some_and(|until| Instant::now() >= until);
+            !report.cut_short
+        };
+        let arms = match in_time(&mut report) {
+            true => self.store.wakes(WakeKind::Arm, now, SWEEP_LIMIT).await?,
+            false => Vec::new(),
+        };
+        for (tenant, id) in arms {
+            if !in_time(&mut report) {
+                break;
+            }
             if let Some(task) = self.store.get(&tenant, &id).await?
                 && let Some(timer) = Effects::of(&task).timer
                 && self.store.set_wake(&task, wake_for(&task, now)).await?
@@ -405,7 +454,14 @@ impl Baton {
                 report.armed += 1;
             }
         }
-        for (tenant, id) in self.store.wakes(WakeKind::Check, now, SWEEP_LIMIT).await? {
+        let checks = match in_time(&mut report) {
+            true => self.store.wakes(WakeKind::Check, now, SWEEP_LIMIT).await?,
+            false => Vec::new(),
+        };
+        for (tenant, id) in checks {
+            if !in_time(&mut report) {
+                break;
+            }
             let Some(task) = self.store.get(&tenant, &id).await? else {
                 continue;
             };
@@ -414,7 +470,8 @@ impl Baton {
                     let command = Command::TimeOut {
                         attempt: task.attempt,
                     };
-                    if let Handled::Applied(_) = self.execute_on(task, &command).await? {
+                    let switches = Switches::default();
+                    if let Handled::Applied(_) = self.execute_on(task, &command, &switches).await? {
                         report.timed_out += 1;
                     }
                 }
@@ -435,7 +492,14 @@ impl Baton {
                 _ => {}
             }
         }
-        for (tenant, project) in self.store.drains(now, SWEEP_LIMIT).await? {
+        let drains = match in_time(&mut report) {
+            true => self.store.drains(now, SWEEP_LIMIT).await?,
+            false => Vec::new(),
+        };
+        for (tenant, project) in drains {
+            if !in_time(&mut report) {
+                break;
+            }
             let status = self.store.project_status(&tenant, &project).await?;
             let Some(drain) = status.drain else {
                 continue;
@@ -725,7 +789,9 @@ impl Baton {
             };
             let id = child.id;
             let span = task_span(&child);
-            let handled = Box::pin(self.execute_on(child, &command).instrument(span)).await?;
+            let switches = Switches::default();
+            let handled =
+                Box::pin(self.execute_on(child, &command, &switches).instrument(span)).await?;
             let released = matches!(handled, Handled::Applied(_));
             info!(task_id = %id, %tenant, released, "dependencies checked");
         }

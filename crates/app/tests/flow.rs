@@ -3,7 +3,7 @@
 
 mod common;
 
-use baton_app::{DRAIN_INTERVAL, Handled, Operator, SubmitError, TaskStore};
+use baton_app::{DRAIN_INTERVAL, Handled, Operator, SubmitError, Switches, TaskStore};
 use baton_domain::{
     Command, ControlEvent, EventKind, Gate, ProjectId, Scope, Status, Task, TaskId, Tenant,
 };
@@ -192,6 +192,42 @@ async fn the_sweeper_admits_what_a_crash_after_a_release_left_waiting() {
 }
 
 #[tokio::test]
+async fn a_batch_reads_each_kill_switch_once_and_the_next_batch_sees_an_engage() {
+    let w = world();
+    let (tenant, _) = acme();
+    let first = w.submit(json!({})).await;
+    let second = w.submit(json!({})).await;
+    let dispatch = Command::Dispatch {
+        attempt: 1,
+        lease: lease(),
+    };
+    let batch = Switches::default();
+    let started = w
+        .baton
+        .execute_in(&batch, &tenant, &first.id, &dispatch)
+        .await;
+    assert!(matches!(started, Ok(Handled::Applied(_))));
+    // Engaged after this batch read the switches: the batch's view stands.
+    w.baton
+        .set_kill_switch(&Scope::Global, true, &OPS)
+        .await
+        .unwrap();
+    let same_batch = w
+        .baton
+        .execute_in(&batch, &tenant, &second.id, &dispatch)
+        .await;
+    assert!(matches!(same_batch, Ok(Handled::Applied(_))));
+    // Any batch that reads it afterwards starts nothing.
+    let third = w.submit(json!({})).await;
+    let next_batch = Switches::default();
+    let held = w
+        .baton
+        .execute_in(&next_batch, &tenant, &third.id, &dispatch)
+        .await;
+    assert_eq!(held.unwrap(), Handled::Parked(Gate::GlobalKillSwitch));
+}
+
+#[tokio::test]
 async fn a_missing_or_engaged_kill_switch_stops_dispatch_until_disengaged() {
     let w = world();
     let task = w.submit(json!({})).await;
@@ -356,4 +392,19 @@ async fn controls_refuse_out_of_range_arguments() {
     };
     assert!(w.baton.pause(&tenant, &project, &silent).await.is_err());
     assert!(w.bus.announced().is_empty());
+}
+
+#[tokio::test]
+async fn a_sweep_past_its_deadline_starts_nothing_and_the_next_one_does_the_work() {
+    let w = world();
+    let task = w.submit(json!({"delay_seconds": 3600})).await;
+    w.clock.advance(Duration::minutes(50));
+    let late = std::time::Instant::now();
+    let cut = w.baton.sweep_until(Some(late)).await.unwrap();
+    assert!(cut.cut_short);
+    assert_eq!(cut.armed, 0, "nothing started after the deadline");
+    let later = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let next = w.baton.sweep_until(Some(later)).await.unwrap();
+    assert_eq!((next.armed, next.cut_short), (1, false));
+    assert_eq!(w.timers.armed().last().unwrap().0.task_id, task.id);
 }

@@ -5,7 +5,7 @@ use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::SdkError;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::types::{
-    AttributeValue, CancellationReason, ConditionCheck, KeysAndAttributes, Put,
+    AttributeValue, CancellationReason, KeysAndAttributes, Put,
     ReturnValuesOnConditionCheckFailure, TransactWriteItem, Update,
 };
 use baton_app::{
@@ -219,18 +219,16 @@ pub(crate) fn n(number: impl ToString) -> AttributeValue {
     AttributeValue::N(number.to_string())
 }
 
-/// A transaction item from a built Put, Update or ConditionCheck.
+/// A transaction item from a built Put or Update.
 enum Write {
     Put(Put),
     Update(Update),
-    Check(ConditionCheck),
 }
 
 fn write(write: Write) -> TransactWriteItem {
     match write {
         Write::Put(put) => TransactWriteItem::builder().put(put).build(),
         Write::Update(update) => TransactWriteItem::builder().update(update).build(),
-        Write::Check(check) => TransactWriteItem::builder().condition_check(check).build(),
     }
 }
 
@@ -320,19 +318,6 @@ fn count(
             .set_condition_expression(condition.map(str::to_owned))
             .build()
             .map_err(built("build project update"))?,
-    ))
-}
-
-/// A condition that kill switch `scope` exists and is disengaged.
-fn switch_disengaged(table: &str, scope: &Scope) -> Result<Write, InfraError> {
-    Ok(Write::Check(
-        ConditionCheck::builder()
-            .table_name(table)
-            .set_key(Some(switch_key(scope, "SWITCH")))
-            .condition_expression("engaged = :false")
-            .expression_attribute_values(":false", AttributeValue::Bool(false))
-            .build()
-            .map_err(built("build kill switch check"))?,
     ))
 }
 
@@ -790,14 +775,6 @@ impl TaskStore for DynamoStore {
                 how,
             )?);
         }
-        let project_scope = Scope::Project {
-            tenant: next.tenant.clone(),
-            project: next.project.clone(),
-        };
-        if dispatch {
-            writes.push(switch_disengaged(&self.table, &Scope::Global)?);
-            writes.push(switch_disengaged(&self.table, &project_scope)?);
-        }
         let Err(mut cancelled) = self.transact(writes).await? else {
             return Ok(Commit::Committed);
         };
@@ -805,17 +782,13 @@ impl TaskStore for DynamoStore {
             let stored = cancelled.item(0).map(from_item).transpose()?;
             return Ok(Commit::Conflict(stored.map(Box::new)));
         }
-        let gate = if cancelled.failed(1) {
-            let paused = cancelled
-                .item(1)
-                .is_some_and(|project| project.contains_key("paused"));
-            if paused { Gate::Paused } else { Gate::Capacity }
-        } else if cancelled.failed(2) {
-            Gate::GlobalKillSwitch
-        } else {
-            Gate::ProjectKillSwitch
-        };
-        Ok(Commit::Blocked(gate))
+        let paused = cancelled
+            .item(1)
+            .is_some_and(|project| project.contains_key("paused"));
+        Ok(Commit::Blocked(match paused {
+            true => Gate::Paused,
+            false => Gate::Capacity,
+        }))
     }
 
     async fn list(&self, query: &TaskQuery) -> Result<Page, InfraError> {

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use aws_lambda_events::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent, SqsMessage};
-use baton_app::{Baton, Handled, InfraError};
+use baton_app::{Baton, Handled, InfraError, Switches};
 use lambda_runtime::{LambdaEvent, service_fn};
 use tracing::{Instrument, error, info, info_span, warn};
 
@@ -210,10 +210,19 @@ pub fn log_handled(handled: &Handled) {
 
 /// Runs `command` for its task inside a span naming the task; rejections are logged and
 /// acknowledged, infrastructure failures fail the message.
-pub async fn execute(baton: &Baton, (tenant, id, command): Addressed) -> Result<(), MessageError> {
+pub async fn execute(baton: &Baton, addressed: Addressed) -> Result<(), MessageError> {
+    execute_in(baton, &Switches::default(), addressed).await
+}
+
+/// [`execute`] as part of a batch whose dispatches share one read of each kill switch.
+pub async fn execute_in(
+    baton: &Baton,
+    switches: &Switches,
+    (tenant, id, command): Addressed,
+) -> Result<(), MessageError> {
     let span = info_span!("command", task_id = %id, tenant = %tenant, command = command.name());
     let handled = baton
-        .execute(&tenant, &id, &command)
+        .execute_in(switches, &tenant, &id, &command)
         .instrument(span.clone())
         .await?;
     span.in_scope(|| log_handled(&handled));

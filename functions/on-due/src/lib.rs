@@ -1,15 +1,18 @@
 //! `on-due`: a due timer fired. Scheduled → Running with a fresh lease, and `TaskReady` carrying it
-//! for the task's tier; an early timer is armed again, a duplicate is a no-op.
+//! for the task's tier, unless a kill switch (read once per batch), the project's pause or its
+//! limit holds it back (it parks); an early timer is armed again, a duplicate is a no-op.
 
 use aws_lambda_events::sqs::SqsEvent;
-use baton_app::{Baton, draw_lease};
+use baton_app::{Baton, Switches, draw_lease};
 use baton_aws::inbound::{body, timer};
-use baton_aws::lambda::{Batch, execute, for_each_message};
+use baton_aws::lambda::{Batch, execute_in, for_each_message};
 
-/// Handles a batch of due-queue messages.
+/// Handles a batch of due-queue messages. The batch reads each kill switch once, when its first
+/// due task needs it (see [`Switches`]).
 pub async fn handle(baton: &Baton, event: SqsEvent) -> Batch {
+    let switches = &Switches::default();
     for_each_message(event, |message| async move {
-        execute(baton, timer(body(&message)?, draw_lease()?)?).await
+        execute_in(baton, switches, timer(body(&message)?, draw_lease()?)?).await
     })
     .await
 }

@@ -1,10 +1,22 @@
 //! `sweeper`: run every minute by a schedule. Arms timers for tasks entering the timer window,
 //! re-arms timers that were lost, times out attempts past their deadline (giving back their
-//! slots), and drains projects whose parked tasks no released slot has admitted.
+//! slots), and drains projects whose parked tasks no released slot has admitted: at most
+//! [`baton_app::SWEEP_LIMIT`] of each, and only while its invocation has time.
+
+use std::time::{Duration, Instant, SystemTime};
 
 use baton_app::{Baton, InfraError, SweepReport};
 
-/// Runs one sweep. An error fails the invocation; the next minute's sweep picks up the rest.
-pub async fn handle(baton: &Baton) -> Result<SweepReport, InfraError> {
-    baton.sweep().await
+/// What a sweep leaves of its invocation's time, to finish the task in hand and answer.
+pub const FINISH_MARGIN: Duration = Duration::from_secs(2);
+
+/// Runs one sweep, stopping [`FINISH_MARGIN`] before `deadline` (the invocation's): a sweep cut
+/// short leaves the rest to the next one, instead of being killed between a commit and its
+/// timer. An error fails the invocation; the next minute's sweep picks up the rest.
+pub async fn handle(baton: &Baton, deadline: SystemTime) -> Result<SweepReport, InfraError> {
+    let left = deadline
+        .duration_since(SystemTime::now())
+        .unwrap_or_default()
+        .saturating_sub(FINISH_MARGIN);
+    baton.sweep_until(Some(Instant::now() + left)).await
 }

@@ -9,8 +9,9 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     let baton = baton_aws::baton_from_env().await?;
     let baton = &baton;
     lambda_runtime::run(service_fn(
-        move |_scheduled: LambdaEvent<Value>| async move {
-            Ok::<_, lambda_runtime::Error>(baton_fn_sweeper::handle(baton).await?)
+        move |scheduled: LambdaEvent<Value>| async move {
+            let deadline = scheduled.context.deadline();
+            Ok::<_, lambda_runtime::Error>(baton_fn_sweeper::handle(baton, deadline).await?)
         },
     ))
     .await
