@@ -35,7 +35,8 @@ lint:
 template: $(VENV)/.installed
 	$(VENV)/bin/cfn-lint infra/template.yaml
 
-## check-domain: the domain and application crates must not depend on AWS or Lambda
+## check-domain: the domain and application crates must not depend on AWS or Lambda, and no
+## function's build carries the test fault layers
 check-domain:
 	@offenders=$$(cargo tree -p baton-domain -p baton-app -e normal --prefix none \
 		| grep -E '^(aws-|aws_|lambda)' | sort -u); \
@@ -43,6 +44,12 @@ check-domain:
 		echo "baton-domain/baton-app must stay free of AWS and Lambda crates, found:"; \
 		echo "$$offenders"; exit 1; \
 	fi; echo "domain and application crates are free of AWS and Lambda dependencies"
+	@for f in $$(cat infra/functions); do \
+		if cargo tree -p baton-fn-$$f -e features -i baton-aws -i baton-app 2>/dev/null \
+			| grep -qE 'feature "(testing|chaos)"'; then \
+			echo "baton-fn-$$f is built with test faults"; exit 1; \
+		fi; \
+	done; echo "no function is built with test faults (features testing, chaos)"
 
 ## unit: every test that needs no emulator
 unit:

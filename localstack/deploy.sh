@@ -19,7 +19,10 @@ case "$PROFILE" in dev) TARGET_DIR=debug ;; *) TARGET_DIR="$PROFILE" ;; esac
 echo "building bootstraps ($PROFILE profile)"
 packages=()
 for f in "${FUNCTIONS[@]}"; do packages+=(-p "baton-fn-$f"); done
-(cd "$ROOT" && cargo build --quiet --profile "$PROFILE" --bins "${packages[@]}")
+# The chaos run's stack is built with its faults compiled in; every other build carries none.
+features=()
+if [ -n "${BATON_CHAOS:-}" ]; then features=(--features baton-aws/chaos); fi
+(cd "$ROOT" && cargo build --quiet --profile "$PROFILE" --bins "${packages[@]}" "${features[@]}")
 
 "$AWS" s3api head-bucket --bucket "$BUCKET" >/dev/null 2>&1 || "$AWS" s3 mb "s3://$BUCKET" >/dev/null
 

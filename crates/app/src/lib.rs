@@ -3,6 +3,7 @@
 //! `baton-aws`, in-memory ones in [`memory`].
 
 pub mod dead_letters;
+#[cfg(feature = "testing")]
 pub mod faults;
 mod graph;
 pub mod memory;

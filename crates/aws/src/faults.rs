@@ -1,4 +1,5 @@
-//! Faults for tests and the chaos run, never active in a production deploy.
+//! Faults at the SDK boundary, for tests and the chaos run; compiled only with the `testing`
+//! feature, so no release binary carries them.
 //!
 //! [`FaultyHttp`] sits between the AWS SDK and the emulator: for the requests a test names (or at
 //! random, in the chaos run) it applies the request and answers 500 in place of its response (the
@@ -6,12 +7,9 @@
 //! it, or holds it back. Everything above it — the SDK's retries, the adapters' error mapping, the
 //! service's classification — runs as in production. It speaks plain HTTP only, as the emulator
 //! does.
-//!
-//! [`Chaos`] is the chaos run's switch: `BATON_CHAOS`, which the template sets only when its
-//! `Chaos` parameter is given on the `local` or `test` stage.
 
 use std::collections::VecDeque;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use aws_config::SdkConfig;
@@ -23,7 +21,7 @@ use aws_smithy_runtime_api::client::orchestrator::{HttpRequest, HttpResponse};
 use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
 use aws_smithy_runtime_api::http::StatusCode;
 use aws_smithy_types::body::SdkBody;
-use tracing::{error, warn};
+use tracing::warn;
 
 /// What befalls one request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -184,88 +182,4 @@ fn error(status: u16, kind: &str, message: &str) -> HttpResponse {
         .headers_mut()
         .insert("content-type", "application/x-amz-json-1.0");
     response
-}
-
-/// The chaos run's faults, as shares: responses lost at the SDK boundary, acknowledged messages
-/// delivered again, batches whose process is killed after their commits and before their
-/// acknowledgement.
-#[derive(Debug, Clone, Copy, PartialEq, Default)]
-pub struct Chaos {
-    /// The share of SDK requests whose response is lost.
-    pub lose: f64,
-    /// The share of handled messages reported failed anyway, so SQS delivers them again.
-    pub duplicate: f64,
-    /// The share of batches after which the process dies unacknowledged.
-    pub crash: f64,
-}
-
-impl Chaos {
-    /// From `BATON_CHAOS` (`lose=0.1,duplicate=0.1,crash=0.02`), read once per process; `None`
-    /// when unset. A value that does not parse is logged and ignored: chaos is never switched on
-    /// by accident.
-    pub fn from_env() -> Option<Self> {
-        static CHAOS: OnceLock<Option<Chaos>> = OnceLock::new();
-        *CHAOS.get_or_init(|| Self::read(&std::env::var("BATON_CHAOS").ok()?))
-    }
-
-    fn read(text: &str) -> Option<Self> {
-        match Self::parse(text) {
-            Ok(chaos) => {
-                warn!(?chaos, "chaos is on: faults will be injected");
-                Some(chaos)
-            }
-            Err(reason) => {
-                error!(%text, %reason, "BATON_CHAOS ignored");
-                None
-            }
-        }
-    }
-
-    fn parse(text: &str) -> Result<Self, String> {
-        let mut chaos = Chaos::default();
-        for pair in text.split(',').filter(|pair| !pair.trim().is_empty()) {
-            let (name, value) = pair
-                .split_once('=')
-                .ok_or_else(|| format!("`{pair}` is not name=share"))?;
-            let share: f64 = value
-                .trim()
-                .parse()
-                .ok()
-                .filter(|share| (0.0..=1.0).contains(share))
-                .ok_or_else(|| format!("`{value}` is not a share between 0 and 1"))?;
-            match name.trim() {
-                "lose" => chaos.lose = share,
-                "duplicate" => chaos.duplicate = share,
-                "crash" => chaos.crash = share,
-                other => return Err(format!("unknown fault `{other}`")),
-            }
-        }
-        Ok(chaos)
-    }
-
-    /// Whether a draw falls within `share`.
-    pub fn strikes(share: f64) -> bool {
-        fastrand::f64() < share
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn chaos_parses_its_shares_and_refuses_anything_else() {
-        let chaos = Chaos::parse("lose=0.1, duplicate=0.1,crash=0.02").unwrap();
-        assert_eq!(
-            chaos,
-            Chaos {
-                lose: 0.1,
-                duplicate: 0.1,
-                crash: 0.02
-            }
-        );
-        assert!(Chaos::parse("lose=2").is_err());
-        assert!(Chaos::parse("explode=0.1").is_err());
-        assert!(Chaos::parse("lose").is_err());
-    }
 }

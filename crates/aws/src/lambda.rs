@@ -15,7 +15,6 @@ use tracing::{Instrument, error, info, info_span, warn};
 
 use crate::dlq::Parking;
 use crate::emf::EmfMetrics;
-use crate::faults::Chaos;
 use crate::inbound::{Addressed, Malformed};
 pub use crate::logs::init_tracing;
 
@@ -172,7 +171,7 @@ impl Settlement {
 }
 
 /// The failure of the message with `id`, so SQS delivers it again.
-fn failure(id: String) -> BatchItemFailure {
+pub(crate) fn failure(id: String) -> BatchItemFailure {
     let mut failure = BatchItemFailure::default();
     failure.item_identifier = id;
     failure
@@ -263,53 +262,24 @@ where
         metrics,
     }));
     let handle = &handle;
-    let chaos = Chaos::from_env();
+    #[cfg(feature = "chaos")]
+    let chaos = crate::chaos::Chaos::from_env();
     // Boxed: the runtime's future nested in the caller's is deeper than the compiler's layout
     // limit.
     Box::pin(lambda_runtime::run(service_fn(
         move |event: LambdaEvent<SqsEvent>| {
-            let ids: Vec<String> = match chaos {
-                Some(_) => event
-                    .payload
-                    .records
-                    .iter()
-                    .filter_map(|r| r.message_id.clone())
-                    .collect(),
-                None => Vec::new(),
-            };
+            #[cfg(feature = "chaos")]
+            let ids = crate::chaos::message_ids(chaos, &event.payload);
             let batch = handle(state, event.payload, event.context.deadline());
             async move {
-                let mut response = settlement.settle(batch.await).await;
-                if let Some(chaos) = chaos {
-                    disturb(&chaos, &ids, &mut response);
-                }
+                let response = settlement.settle(batch.await).await;
+                #[cfg(feature = "chaos")]
+                let response = crate::chaos::disturbed(chaos, &ids, response);
                 Ok::<_, Infallible>(response)
             }
         },
     )))
     .await
-}
-
-/// The chaos run's faults on a settled batch: some handled messages reported failed, so SQS
-/// delivers them again; now and then the process dies before the batch is acknowledged.
-fn disturb(chaos: &Chaos, ids: &[String], response: &mut SqsBatchResponse) {
-    if Chaos::strikes(chaos.crash) {
-        error!(
-            messages = ids.len(),
-            "chaos: killed after the batch's commits, before its acknowledgement"
-        );
-        std::process::exit(137);
-    }
-    for id in ids {
-        let failed = response
-            .batch_item_failures
-            .iter()
-            .any(|f| &f.item_identifier == id);
-        if !failed && Chaos::strikes(chaos.duplicate) {
-            warn!(message_id = %id, "chaos: a handled message will be delivered again");
-            response.batch_item_failures.push(failure(id.clone()));
-        }
-    }
 }
 
 /// Serves a function that runs commands from an SQS queue: the service from the environment,
@@ -324,28 +294,4 @@ where
     // shared reference.
     let baton: &'static Baton = Box::leak(Box::new(crate::baton_from_env().await?));
     serve_batches(baton, Arc::new(EmfMetrics::from_env()), handle).await
-}
-
-#[cfg(test)]
-mod chaos_tests {
-    use super::*;
-
-    #[test]
-    fn chaos_reports_handled_messages_failed_so_they_come_again() {
-        let chaos = Chaos {
-            lose: 0.0,
-            duplicate: 1.0,
-            crash: 0.0,
-        };
-        let ids = vec!["a".to_owned(), "b".to_owned()];
-        let mut response = SqsBatchResponse::default();
-        response.batch_item_failures.push(failure("b".to_owned()));
-        disturb(&chaos, &ids, &mut response);
-        let failed: Vec<&str> = response
-            .batch_item_failures
-            .iter()
-            .map(|f| f.item_identifier.as_str())
-            .collect();
-        assert_eq!(failed, ["b", "a"]);
-    }
 }

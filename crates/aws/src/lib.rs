@@ -8,6 +8,9 @@ pub mod dlq;
 mod dynamo;
 pub mod emf;
 mod eventbridge;
+#[cfg(feature = "chaos")]
+mod chaos;
+#[cfg(feature = "testing")]
 pub mod faults;
 mod flow;
 pub mod inbound;
@@ -58,10 +61,13 @@ impl Settings {
 /// at an emulator (MiniStack, LocalStack); unset, at AWS.
 pub async fn sdk_config() -> aws_config::SdkConfig {
     let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
-    match faults::Chaos::from_env() {
-        Some(chaos) if chaos.lose > 0.0 => faults::FaultyHttp::losing(chaos.lose).sdk(&sdk),
-        _ => sdk,
+    #[cfg(feature = "chaos")]
+    if let Some(chaos) = chaos::Chaos::from_env()
+        && chaos.lose > 0.0
+    {
+        return faults::FaultyHttp::losing(chaos.lose).sdk(&sdk);
     }
+    sdk
 }
 
 /// The SDK clients the service calls through.
