@@ -259,7 +259,8 @@ impl ProjectStatus {
             .map_err(internal)
     }
 
-    /// What holds its due tasks back right now (null: they start).
+    /// What holds its due tasks back right now, the first a dispatch meets: the global kill
+    /// switch, the project's, its pause, its limit (null: they start).
     async fn held_by(&self) -> Option<Gate> {
         self.status.gate().map(Into::into)
     }

@@ -896,7 +896,9 @@ async fn only_operators_turn_the_global_switch_and_project_controls_show_in_proj
     .await?;
     assert_eq!(
         status["data"]["projectStatus"],
-        json!({"running": 0, "limit": 10, "queued": 0, "paused": true, "heldBy": "PAUSED",
+        // Paused, and the global switch engaged above: a dispatch meets the switch first.
+        json!({"running": 0, "limit": 10, "queued": 0, "paused": true,
+            "heldBy": "GLOBAL_KILL_SWITCH",
             "pause": {"by": "ada", "reason": "upgrade"},
             "killSwitch": {"present": true, "engaged": false},
             // Who turned the global switch and why is for operators; a tenant sees its state.
