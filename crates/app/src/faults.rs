@@ -14,8 +14,8 @@ use baton_domain::{
 use chrono::{DateTime, Duration, Utc};
 
 use crate::ports::{
-    Commit, Created, Drain, EventBus, InfraError, ModelQuery, Page, ProjectStatus, TaskQuery,
-    TaskStore, TimerQueue, Wake, WakeKind,
+    Commit, Created, Drain, EventBus, InfraError, KillSwitches, ModelQuery, Page, ProjectControls,
+    ProjectStatus, ReadySet, TaskQuery, TaskStore, TimerQueue, Wake, WakeKind,
 };
 
 /// What befalls one call.
@@ -159,15 +159,6 @@ impl<T: TaskStore + ?Sized> TaskStore for Faulty<T> {
         self.read("list", self.inner.list(query)).await
     }
 
-    async fn project_status(
-        &self,
-        tenant: &Tenant,
-        project: &ProjectId,
-    ) -> Result<ProjectStatus, InfraError> {
-        self.read("project_status", self.inner.project_status(tenant, project))
-            .await
-    }
-
     async fn wakes(
         &self,
         kind: WakeKind,
@@ -182,7 +173,10 @@ impl<T: TaskStore + ?Sized> TaskStore for Faulty<T> {
         let call = self.inner.set_wake(task, wake);
         self.conditional("set_wake", call, not_again).await
     }
+}
 
+#[async_trait]
+impl<T: ReadySet + ?Sized> ReadySet for Faulty<T> {
     async fn park(&self, task: &Task, parked: Parked) -> Result<bool, InfraError> {
         let call = self.inner.park(task, parked);
         self.conditional("park", call, not_again).await
@@ -245,6 +239,18 @@ impl<T: TaskStore + ?Sized> TaskStore for Faulty<T> {
         let call = self.inner.end_drain(tenant, project, last_park);
         self.conditional("end_drain", call, not_again).await
     }
+}
+
+#[async_trait]
+impl<T: ProjectControls + ?Sized> ProjectControls for Faulty<T> {
+    async fn project_status(
+        &self,
+        tenant: &Tenant,
+        project: &ProjectId,
+    ) -> Result<ProjectStatus, InfraError> {
+        self.read("project_status", self.inner.project_status(tenant, project))
+            .await
+    }
 
     async fn set_limit(
         &self,
@@ -267,7 +273,10 @@ impl<T: TaskStore + ?Sized> TaskStore for Faulty<T> {
         })
         .await
     }
+}
 
+#[async_trait]
+impl<T: KillSwitches + ?Sized> KillSwitches for Faulty<T> {
     async fn kill_switch(&self, scope: &Scope) -> Result<Option<KillSwitch>, InfraError> {
         self.read("kill_switch", self.inner.kill_switch(scope))
             .await

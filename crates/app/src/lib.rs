@@ -16,8 +16,9 @@ pub use graph::{
 };
 pub use ports::{
     Caller, Clock, Commit, Connection, Connections, Created, Delivery, Drain, EventBus, InfraError,
-    Metrics, ModelQuery, NoMetrics, Page, ProjectStatus, Push, Subscription, SystemClock,
-    TaskQuery, TaskStore, TimerQueue, Wake, WakeKind, Watch, draw_lease,
+    KillSwitches, Metrics, ModelQuery, NoMetrics, Page, ProjectControls, ProjectStatus, Push,
+    ReadySet, Store, Subscription, SystemClock, TaskQuery, TaskStore, TimerQueue, Wake, WakeKind,
+    Watch, draw_lease,
 };
 pub use service::{
     ADMIT_RATE, Baton, ControlError, DRAIN_INTERVAL, Handled, MAX_ADMIT_RATE, MAX_TIMER_DELAY,

@@ -14,8 +14,8 @@ use chrono::{DateTime, Duration, Utc};
 use crate::dead_letters::{DeadLetters, Depth, Failure, Letter};
 use crate::ports::{
     Caller, Clock, Commit, Connection, Connections, Created, Delivery, Drain, EventBus, InfraError,
-    ModelQuery, Page, ProjectStatus, Push, Subscription, TaskQuery, TaskStore, TimerQueue, Wake,
-    WakeKind, Watch,
+    KillSwitches, ModelQuery, Page, ProjectControls, ProjectStatus, Push, ReadySet, Subscription,
+    TaskQuery, TaskStore, TimerQueue, Wake, WakeKind, Watch,
 };
 use crate::service::DRAIN_INTERVAL;
 
@@ -342,14 +342,6 @@ impl TaskStore for MemoryStore {
         Ok(Page::of_first(matching, query.first))
     }
 
-    async fn project_status(
-        &self,
-        tenant: &Tenant,
-        project: &ProjectId,
-    ) -> Result<ProjectStatus, InfraError> {
-        Ok(self.status_of(tenant, project))
-    }
-
     async fn wakes(
         &self,
         kind: WakeKind,
@@ -375,7 +367,10 @@ impl TaskStore for MemoryStore {
             _ => Ok(false),
         }
     }
+}
 
+#[async_trait]
+impl ReadySet for MemoryStore {
     async fn park(&self, task: &Task, parked: Parked) -> Result<bool, InfraError> {
         self.update_project(&task.tenant, &task.project, |project| {
             let at = project
@@ -483,6 +478,17 @@ impl TaskStore for MemoryStore {
         });
         Ok(ended)
     }
+}
+
+#[async_trait]
+impl ProjectControls for MemoryStore {
+    async fn project_status(
+        &self,
+        tenant: &Tenant,
+        project: &ProjectId,
+    ) -> Result<ProjectStatus, InfraError> {
+        Ok(self.status_of(tenant, project))
+    }
 
     async fn set_limit(
         &self,
@@ -503,7 +509,10 @@ impl TaskStore for MemoryStore {
         self.update_project(tenant, project, |project| project.paused = paused.cloned());
         Ok(())
     }
+}
 
+#[async_trait]
+impl KillSwitches for MemoryStore {
     async fn kill_switch(&self, scope: &Scope) -> Result<Option<KillSwitch>, InfraError> {
         Ok(self.switches.lock().unwrap().get(scope).cloned())
     }

@@ -335,12 +335,6 @@ pub trait TaskStore: Send + Sync {
     ) -> Result<Commit, InfraError>;
     /// Lists a project's tasks, newest first.
     async fn list(&self, query: &TaskQuery) -> Result<Page, InfraError>;
-    /// A project's counts per status, read from its counters (never by counting tasks).
-    async fn project_status(
-        &self,
-        tenant: &Tenant,
-        project: &ProjectId,
-    ) -> Result<ProjectStatus, InfraError>;
     /// Tasks whose wake of `kind` is at or before `until`, at most `limit`.
     async fn wakes(
         &self,
@@ -350,7 +344,12 @@ pub trait TaskStore: Send + Sync {
     ) -> Result<Vec<(Tenant, TaskId)>, InfraError>;
     /// Moves `task`'s wake, if the task is still at its version. Not a transition.
     async fn set_wake(&self, task: &Task, wake: Option<Wake>) -> Result<bool, InfraError>;
+}
 
+/// Each project's ready set: the due tasks its gates hold back, in admission order, and the
+/// drain that admits them while any wait.
+#[async_trait]
+pub trait ReadySet: Send + Sync {
     /// Puts `task` (still at its version) in its project's ready set, ordered by priority then
     /// due time, after making sure the project has a drain. `false`: the task has moved.
     async fn park(&self, task: &Task, parked: Parked) -> Result<bool, InfraError>;
@@ -393,7 +392,17 @@ pub trait TaskStore: Send + Sync {
         project: &ProjectId,
         last_park: DateTime<Utc>,
     ) -> Result<bool, InfraError>;
+}
 
+/// A project's counters and the controls an operator turns.
+#[async_trait]
+pub trait ProjectControls: Send + Sync {
+    /// A project's counts per status, read from its counters (never by counting tasks).
+    async fn project_status(
+        &self,
+        tenant: &Tenant,
+        project: &ProjectId,
+    ) -> Result<ProjectStatus, InfraError>;
     /// Sets how many of a project's tasks may run at once.
     async fn set_limit(
         &self,
@@ -408,7 +417,12 @@ pub trait TaskStore: Send + Sync {
         project: &ProjectId,
         paused: Option<&Change>,
     ) -> Result<(), InfraError>;
-    /// Reads a kill switch (`None`: missing).
+}
+
+/// The kill switches, global and per project.
+#[async_trait]
+pub trait KillSwitches: Send + Sync {
+    /// Reads a kill switch (`None`: missing), strongly consistent.
     async fn kill_switch(&self, scope: &Scope) -> Result<Option<KillSwitch>, InfraError>;
     /// Sets a kill switch and records the change in its history, both or neither.
     async fn set_kill_switch(&self, scope: &Scope, switch: &KillSwitch) -> Result<(), InfraError>;
@@ -419,6 +433,11 @@ pub trait TaskStore: Send + Sync {
         limit: usize,
     ) -> Result<Vec<KillSwitch>, InfraError>;
 }
+
+/// Everything the service keeps in its store: one adapter implements every part.
+pub trait Store: TaskStore + ReadySet + ProjectControls + KillSwitches {}
+
+impl<T: TaskStore + ReadySet + ProjectControls + KillSwitches> Store for T {}
 
 /// Where outbound events go.
 #[async_trait]

@@ -11,8 +11,8 @@ use chrono::{DateTime, Duration, Utc};
 use tracing::{Instrument, Span, info, info_span, warn};
 
 use crate::ports::{
-    Clock, Commit, Created, EventBus, InfraError, Metrics, NoMetrics, Page, ProjectStatus,
-    TaskQuery, TaskStore, TimerQueue, Wake, WakeKind,
+    Clock, Commit, Created, EventBus, InfraError, Metrics, NoMetrics, Page, ProjectStatus, Store,
+    TaskQuery, TimerQueue, Wake, WakeKind,
 };
 use crate::switches::Switches;
 
@@ -144,7 +144,7 @@ pub struct SweepReport {
 /// The application service: every entry point of Baton goes through it.
 #[derive(Clone)]
 pub struct Baton {
-    pub(crate) store: Arc<dyn TaskStore>,
+    pub(crate) store: Arc<dyn Store>,
     bus: Arc<dyn EventBus>,
     timers: Arc<dyn TimerQueue>,
     clock: Arc<dyn Clock>,
@@ -155,7 +155,7 @@ impl Baton {
     /// Wires the service to its adapters. It reports no metrics until given
     /// [`Baton::with_metrics`].
     pub fn new(
-        store: Arc<dyn TaskStore>,
+        store: Arc<dyn Store>,
         bus: Arc<dyn EventBus>,
         timers: Arc<dyn TimerQueue>,
         clock: Arc<dyn Clock>,

@@ -13,7 +13,7 @@ use std::sync::Mutex;
 
 use baton_domain::{Gate, KillSwitch, ProjectId, Scope, Tenant};
 
-use crate::ports::{InfraError, TaskStore};
+use crate::ports::{InfraError, KillSwitches};
 
 /// The switches one batch has read, each once.
 #[derive(Default)]
@@ -26,7 +26,7 @@ impl Switches {
     /// project's, engaged or missing. Reads each on its first use in this batch.
     pub async fn gate(
         &self,
-        store: &dyn TaskStore,
+        store: &dyn KillSwitches,
         tenant: &Tenant,
         project: &ProjectId,
     ) -> Result<Option<Gate>, InfraError> {
@@ -46,7 +46,7 @@ impl Switches {
     }
 
     /// Whether the switch of `scope` stops dispatch, as this batch first read it.
-    async fn stops(&self, store: &dyn TaskStore, scope: Scope) -> Result<bool, InfraError> {
+    async fn stops(&self, store: &dyn KillSwitches, scope: Scope) -> Result<bool, InfraError> {
         let known = self.read.lock().unwrap().get(&scope).cloned();
         let switch = match known {
             Some(switch) => switch,

@@ -3,7 +3,7 @@
 
 mod common;
 
-use baton_app::{DRAIN_INTERVAL, Handled, Operator, SubmitError, Switches, TaskStore};
+use baton_app::{DRAIN_INTERVAL, Handled, Operator, ReadySet, SubmitError, Switches, TaskStore};
 use baton_domain::{
     Command, ControlEvent, EventKind, Gate, ProjectId, Scope, Status, Task, TaskId, Tenant,
 };

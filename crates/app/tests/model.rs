@@ -24,7 +24,9 @@ use std::sync::{Arc, Mutex};
 
 use baton_app::faults::{Fault, Faults, Faulty};
 use baton_app::memory::{ManualClock, MemoryBus, MemoryStore, MemoryTimers};
-use baton_app::{ADMIT_RATE, Baton, Clock, Handled, Operator, SubmitError, TaskStore};
+use baton_app::{
+    ADMIT_RATE, Baton, Clock, Handled, Operator, ProjectControls, SubmitError, TaskStore,
+};
 use baton_domain::{
     Command, EventKind, Lease, Outcome, ProjectId, Scope, Status, SubmitRequest, Task, TaskError,
     TaskId, Tenant, Timer,

@@ -9,12 +9,11 @@ use aws_sdk_dynamodb::types::{
     ReturnValuesOnConditionCheckFailure, TransactWriteItem, Update,
 };
 use baton_app::{
-    Commit, Created, Drain, InfraError, ModelQuery, Page, ProjectStatus, TaskQuery, TaskStore,
-    Wake, WakeKind,
+    Commit, Created, InfraError, ModelQuery, Page, TaskQuery, TaskStore, Wake, WakeKind,
 };
 use baton_domain::{
-    Change, DEFAULT_CONCURRENCY_LIMIT, Gate, Idempotency, KillSwitch, Parked, ProjectId, Scope,
-    Status, Task, TaskId, Tenant, Timer,
+    Change, DEFAULT_CONCURRENCY_LIMIT, Gate, Idempotency, ProjectId, Scope, Status, Task, TaskId,
+    Tenant,
 };
 use chrono::{DateTime, SecondsFormat, Utc};
 
@@ -827,14 +826,6 @@ impl TaskStore for DynamoStore {
             .await
     }
 
-    async fn project_status(
-        &self,
-        tenant: &Tenant,
-        project: &ProjectId,
-    ) -> Result<ProjectStatus, InfraError> {
-        self.read_project_status(tenant, project).await
-    }
-
     async fn wakes(
         &self,
         kind: WakeKind,
@@ -867,95 +858,6 @@ impl TaskStore for DynamoStore {
             None => update.update_expression("REMOVE wake_key, wake_at"),
         };
         written("DynamoDB UpdateItem", update.send().await)
-    }
-
-    async fn park(&self, task: &Task, parked: Parked) -> Result<bool, InfraError> {
-        self.park_task(task, parked).await
-    }
-
-    async fn unpark(&self, timer: &Timer, wake: Wake) -> Result<bool, InfraError> {
-        self.take_from_ready_set(timer, wake).await
-    }
-
-    async fn ready(
-        &self,
-        tenant: &Tenant,
-        project: &ProjectId,
-        limit: usize,
-    ) -> Result<Vec<Timer>, InfraError> {
-        self.ready_timers(tenant, project, limit).await
-    }
-
-    async fn drain(
-        &self,
-        tenant: &Tenant,
-        project: &ProjectId,
-    ) -> Result<Option<Drain>, InfraError> {
-        self.read_drain(tenant, project).await
-    }
-
-    async fn queued(&self, tenant: &Tenant, project: &ProjectId) -> Result<u64, InfraError> {
-        self.count_ready(tenant, project).await
-    }
-
-    async fn drains(
-        &self,
-        until: DateTime<Utc>,
-        limit: usize,
-    ) -> Result<Vec<(Tenant, ProjectId)>, InfraError> {
-        self.due_drains(until, limit).await
-    }
-
-    async fn reschedule_drain(
-        &self,
-        tenant: &Tenant,
-        project: &ProjectId,
-        at: DateTime<Utc>,
-    ) -> Result<(), InfraError> {
-        self.move_drain(tenant, project, at).await
-    }
-
-    async fn end_drain(
-        &self,
-        tenant: &Tenant,
-        project: &ProjectId,
-        last_park: DateTime<Utc>,
-    ) -> Result<bool, InfraError> {
-        self.remove_drain(tenant, project, last_park).await
-    }
-
-    async fn set_limit(
-        &self,
-        tenant: &Tenant,
-        project: &ProjectId,
-        limit: u32,
-    ) -> Result<(), InfraError> {
-        self.write_limit(tenant, project, limit).await
-    }
-
-    async fn set_paused(
-        &self,
-        tenant: &Tenant,
-        project: &ProjectId,
-        paused: Option<&Change>,
-    ) -> Result<(), InfraError> {
-        self.write_paused(tenant, project, paused).await
-    }
-
-    async fn kill_switch(&self, scope: &Scope) -> Result<Option<KillSwitch>, InfraError> {
-        self.read_kill_switch(scope).await
-    }
-
-    async fn set_kill_switch(&self, scope: &Scope, switch: &KillSwitch) -> Result<(), InfraError> {
-        self.write_kill_switch(scope, switch).await
-    }
-
-    async fn kill_switch_history(
-        &self,
-        scope: &Scope,
-        limit: usize,
-    ) -> Result<Vec<KillSwitch>, InfraError> {
-        self.read_kill_switch_history(scope, limit).await
     }
 }
 

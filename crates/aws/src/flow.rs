@@ -1,8 +1,10 @@
-//! Flow control in the task table: project limits, pauses and drains, the ready set (a sparse
-//! index of parked tasks in admission order), and kill switches with their history.
+//! Flow control in the task table, the store's [`ProjectControls`], [`ReadySet`] and
+//! [`KillSwitches`]: project limits, pauses and drains, the ready set (a sparse index of parked
+//! tasks in admission order), and kill switches with their history.
 
+use async_trait::async_trait;
 use aws_sdk_dynamodb::types::{AttributeValue, Put, Select, TransactWriteItem};
-use baton_app::{Drain, InfraError, ProjectStatus, Wake};
+use baton_app::{Drain, InfraError, KillSwitches, ProjectControls, ProjectStatus, ReadySet, Wake};
 use baton_domain::{
     Change, DEFAULT_CONCURRENCY_LIMIT, KillSwitch, Parked, ProjectId, Scope, Task, Tenant, Timer,
 };
@@ -101,8 +103,32 @@ fn switch_of(mut item: Item) -> Result<KillSwitch, InfraError> {
 }
 
 impl DynamoStore {
-    /// The project item and both kill switches, strongly consistent, in one BatchGetItem.
-    pub(crate) async fn read_project_status(
+    /// Puts the global kill switch, disengaged, unless it exists: what a new stack starts with.
+    /// `true`: it was put now.
+    pub async fn install_global_switch(&self) -> Result<bool, InfraError> {
+        let mut item = switch_key(&Scope::Global, "SWITCH");
+        item.insert("engaged".to_owned(), AttributeValue::Bool(false));
+        let installed = Change {
+            by: "baton".to_owned(),
+            reason: "stack created".to_owned(),
+            at: Utc::now(),
+        };
+        item.insert("last".to_owned(), encoded(&installed)?);
+        let put = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .condition_expression("attribute_not_exists(pk)")
+            .send()
+            .await;
+        written("DynamoDB PutItem", put)
+    }
+}
+
+#[async_trait]
+impl ProjectControls for DynamoStore {
+    async fn project_status(
         &self,
         tenant: &Tenant,
         project: &ProjectId,
@@ -144,9 +170,49 @@ impl DynamoStore {
         Ok(status)
     }
 
-    /// Gives the project a drain (keeping an earlier one's time), then puts the task in the
-    /// ready set and takes it off the sweeper's wake index, if it is still at its version.
-    pub(crate) async fn park_task(&self, task: &Task, parked: Parked) -> Result<bool, InfraError> {
+    async fn set_limit(
+        &self,
+        tenant: &Tenant,
+        project: &ProjectId,
+        limit: u32,
+    ) -> Result<(), InfraError> {
+        self.client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(project_key(tenant, project)))
+            .update_expression("SET slot_limit = :limit")
+            .expression_attribute_values(":limit", n(limit))
+            .send()
+            .await
+            .map_err(infra("DynamoDB UpdateItem"))?;
+        Ok(())
+    }
+
+    async fn set_paused(
+        &self,
+        tenant: &Tenant,
+        project: &ProjectId,
+        paused: Option<&Change>,
+    ) -> Result<(), InfraError> {
+        let update = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(project_key(tenant, project)));
+        let update = match paused {
+            Some(change) => update
+                .update_expression("SET paused = :paused")
+                .expression_attribute_values(":paused", encoded(change)?),
+            None => update.update_expression("REMOVE paused"),
+        };
+        update.send().await.map_err(infra("DynamoDB UpdateItem"))?;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl ReadySet for DynamoStore {
+    async fn park(&self, task: &Task, parked: Parked) -> Result<bool, InfraError> {
         let shard = drain_shard(&task.tenant, &task.project);
         self.client
             .update_item()
@@ -184,11 +250,7 @@ impl DynamoStore {
         written("DynamoDB UpdateItem", update)
     }
 
-    pub(crate) async fn take_from_ready_set(
-        &self,
-        timer: &Timer,
-        wake: Wake,
-    ) -> Result<bool, InfraError> {
+    async fn unpark(&self, timer: &Timer, wake: Wake) -> Result<bool, InfraError> {
         let [(_, wake_key), (_, wake_at)] = wake_attributes(&timer.task_id, wake);
         let update = self
             .client
@@ -207,7 +269,7 @@ impl DynamoStore {
         written("DynamoDB UpdateItem", update)
     }
 
-    pub(crate) async fn ready_timers(
+    async fn ready(
         &self,
         tenant: &Tenant,
         project: &ProjectId,
@@ -227,11 +289,7 @@ impl DynamoStore {
         Ok(output.items().iter().filter_map(ready_timer).collect())
     }
 
-    pub(crate) async fn count_ready(
-        &self,
-        tenant: &Tenant,
-        project: &ProjectId,
-    ) -> Result<u64, InfraError> {
+    async fn queued(&self, tenant: &Tenant, project: &ProjectId) -> Result<u64, InfraError> {
         let mut total = 0;
         let mut start = None;
         loop {
@@ -255,7 +313,7 @@ impl DynamoStore {
         }
     }
 
-    pub(crate) async fn read_drain(
+    async fn drain(
         &self,
         tenant: &Tenant,
         project: &ProjectId,
@@ -273,7 +331,7 @@ impl DynamoStore {
         Ok(output.item.as_ref().and_then(drain_of))
     }
 
-    pub(crate) async fn due_drains(
+    async fn drains(
         &self,
         until: DateTime<Utc>,
         limit: usize,
@@ -282,7 +340,7 @@ impl DynamoStore {
         Ok(keys.iter().filter_map(|pk| parse_project_pk(pk)).collect())
     }
 
-    pub(crate) async fn move_drain(
+    async fn reschedule_drain(
         &self,
         tenant: &Tenant,
         project: &ProjectId,
@@ -302,7 +360,7 @@ impl DynamoStore {
         Ok(())
     }
 
-    pub(crate) async fn remove_drain(
+    async fn end_drain(
         &self,
         tenant: &Tenant,
         project: &ProjectId,
@@ -320,50 +378,11 @@ impl DynamoStore {
             .await;
         written("DynamoDB UpdateItem", update)
     }
+}
 
-    pub(crate) async fn write_limit(
-        &self,
-        tenant: &Tenant,
-        project: &ProjectId,
-        limit: u32,
-    ) -> Result<(), InfraError> {
-        self.client
-            .update_item()
-            .table_name(&self.table)
-            .set_key(Some(project_key(tenant, project)))
-            .update_expression("SET slot_limit = :limit")
-            .expression_attribute_values(":limit", n(limit))
-            .send()
-            .await
-            .map_err(infra("DynamoDB UpdateItem"))?;
-        Ok(())
-    }
-
-    pub(crate) async fn write_paused(
-        &self,
-        tenant: &Tenant,
-        project: &ProjectId,
-        paused: Option<&Change>,
-    ) -> Result<(), InfraError> {
-        let update = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .set_key(Some(project_key(tenant, project)));
-        let update = match paused {
-            Some(change) => update
-                .update_expression("SET paused = :paused")
-                .expression_attribute_values(":paused", encoded(change)?),
-            None => update.update_expression("REMOVE paused"),
-        };
-        update.send().await.map_err(infra("DynamoDB UpdateItem"))?;
-        Ok(())
-    }
-
-    pub(crate) async fn read_kill_switch(
-        &self,
-        scope: &Scope,
-    ) -> Result<Option<KillSwitch>, InfraError> {
+#[async_trait]
+impl KillSwitches for DynamoStore {
+    async fn kill_switch(&self, scope: &Scope) -> Result<Option<KillSwitch>, InfraError> {
         let output = self
             .client
             .get_item()
@@ -376,34 +395,7 @@ impl DynamoStore {
         output.item.map(switch_of).transpose()
     }
 
-    /// Puts the global kill switch, disengaged, unless it exists: what a new stack starts with.
-    /// `true`: it was put now.
-    pub async fn install_global_switch(&self) -> Result<bool, InfraError> {
-        let mut item = switch_key(&Scope::Global, "SWITCH");
-        item.insert("engaged".to_owned(), AttributeValue::Bool(false));
-        let installed = Change {
-            by: "baton".to_owned(),
-            reason: "stack created".to_owned(),
-            at: Utc::now(),
-        };
-        item.insert("last".to_owned(), encoded(&installed)?);
-        let put = self
-            .client
-            .put_item()
-            .table_name(&self.table)
-            .set_item(Some(item))
-            .condition_expression("attribute_not_exists(pk)")
-            .send()
-            .await;
-        written("DynamoDB PutItem", put)
-    }
-
-    /// The switch and a history entry, in one transaction.
-    pub(crate) async fn write_kill_switch(
-        &self,
-        scope: &Scope,
-        switch: &KillSwitch,
-    ) -> Result<(), InfraError> {
+    async fn set_kill_switch(&self, scope: &Scope, switch: &KillSwitch) -> Result<(), InfraError> {
         let put = |sk: &str| -> Result<TransactWriteItem, InfraError> {
             let mut item = switch_key(scope, sk);
             item.insert("engaged".to_owned(), AttributeValue::Bool(switch.engaged));
@@ -430,7 +422,7 @@ impl DynamoStore {
         Ok(())
     }
 
-    pub(crate) async fn read_kill_switch_history(
+    async fn kill_switch_history(
         &self,
         scope: &Scope,
         limit: usize,

@@ -3,13 +3,13 @@
 
 #[cfg(test)]
 mod captured;
+#[cfg(feature = "chaos")]
+mod chaos;
 mod connections;
 pub mod dlq;
 mod dynamo;
 pub mod emf;
 mod eventbridge;
-#[cfg(feature = "chaos")]
-mod chaos;
 #[cfg(feature = "testing")]
 pub mod faults;
 mod flow;
