@@ -1205,10 +1205,12 @@ async fn poison_lands_in_its_dlq_classified_and_an_operator_sees_and_lists_it_fo
     let stack = Stack::deployed().await?;
     let tenant = unique("acme");
     let missing = uuid::Uuid::now_v7().to_string();
+    // A project of its own: dlqStats groups letters by class, tier and project, one reason each.
+    let project = unique("ops");
     let poison = submission(
         &tenant,
         "gpu",
-        json!({"project": "ops", "depends_on": [missing]}),
+        json!({"project": project, "depends_on": [missing]}),
     );
     stack.put_event("SubmitTask", &poison).await?;
     let class = "SubmitTask/INVALID_DEPENDENCY";
@@ -1222,7 +1224,9 @@ async fn poison_lands_in_its_dlq_classified_and_an_operator_sees_and_lists_it_fo
             .cloned()
             .context("the submit DLQ")?;
         let found = submit["classes"].as_array().into_iter().flatten().any(|c| {
-            c["class"] == class && c["reason"].as_str().is_some_and(|r| r.contains(&missing))
+            c["class"] == class
+                && c["project"] == project.as_str()
+                && c["reason"].as_str().is_some_and(|r| r.contains(&missing))
         });
         Ok(found.then_some(data))
     })

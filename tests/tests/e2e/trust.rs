@@ -77,27 +77,20 @@ async fn a_slow_endpoint_is_called_once_and_its_attempt_times_out_before_the_fun
     stack.teardown().await
 }
 
-/// Waits until the DLQs hold a letter of `class` that names `tenant`.
-async fn parked(stack: &Stack, tenant: &str, class: &str) -> Result<()> {
-    let query = "{ dlqStats { classes { class reason } } }";
+/// Waits until `queue`'s DLQ holds a letter of `class` that names `tenant`, listed one by one by
+/// a dry run of a redrive (`dlqStats` shows one reason per class).
+async fn parked(stack: &Stack, tenant: &str, queue: &str, class: &str) -> Result<()> {
+    let query = "mutation($queue: String!, $class: String!) { redriveDlq(queue: $queue, \
+        filter: {class: $class}, dryRun: true) { matched { reason } } }";
+    let variables = json!({"queue": queue, "class": class});
     eventually(&format!("{class} for {tenant}"), PATIENCE, || async {
-        let stats = graphql(stack, tenant, query, json!({})).await?;
-        let found = stats["dlqStats"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .any(|queue| {
-                queue["classes"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .any(|letter| {
-                        letter["class"] == class
-                            && letter["reason"]
-                                .as_str()
-                                .is_some_and(|r| r.contains(tenant))
-                    })
-            });
+        let dry = graphql(stack, tenant, query, variables.clone()).await?;
+        let matched = dry["redriveDlq"]["matched"].as_array().cloned();
+        let found = matched.into_iter().flatten().any(|letter| {
+            letter["reason"]
+                .as_str()
+                .is_some_and(|reason| reason.contains(tenant))
+        });
         Ok(found.then_some(()))
     })
     .await
@@ -129,8 +122,8 @@ async fn forged_results_and_requests_from_another_tenants_source_change_nothing(
     stack
         .put_from("globex.app", "SubmitTask", &submit.to_string())
         .await?;
-    parked(&stack, &tenant, "CancelTask/FORBIDDEN_SOURCE").await?;
-    parked(&stack, &tenant, "SubmitTask/FORBIDDEN_SOURCE").await?;
+    parked(&stack, &tenant, "cancel", "CancelTask/FORBIDDEN_SOURCE").await?;
+    parked(&stack, &tenant, "submit", "SubmitTask/FORBIDDEN_SOURCE").await?;
     let running = task(&stack, &tenant, &id).await?;
     assert_eq!(
         (&running["status"], &running["version"]),
@@ -167,7 +160,13 @@ async fn forged_results_and_requests_from_another_tenants_source_change_nothing(
     stack
         .put_from("globex.app", "RollbackRequested", &rollback.to_string())
         .await?;
-    parked(&stack, &tenant, "RollbackRequested/FORBIDDEN_SOURCE").await?;
+    parked(
+        &stack,
+        &tenant,
+        "rollback",
+        "RollbackRequested/FORBIDDEN_SOURCE",
+    )
+    .await?;
     assert_eq!(task(&stack, &tenant, &id).await?["status"], "SUCCEEDED");
     stack.teardown().await
 }
