@@ -6,7 +6,7 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use aws_lambda_events::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent, SqsMessage};
 use baton_app::{Baton, Handled, InfraError, Switches};
@@ -226,6 +226,19 @@ pub async fn execute_in(
         .await?;
     span.in_scope(|| log_handled(&handled));
     Ok(())
+}
+
+/// What a function leaves of its invocation's time to finish the work in hand, report it and
+/// answer, rather than be stopped midway and have its work delivered again.
+pub const FINISH_MARGIN: Duration = Duration::from_secs(2);
+
+/// The time a function may still start work in before `deadline` (its invocation's), less
+/// [`FINISH_MARGIN`]; zero once that has passed.
+pub fn time_left(deadline: SystemTime) -> Duration {
+    deadline
+        .duration_since(SystemTime::now())
+        .unwrap_or_default()
+        .saturating_sub(FINISH_MARGIN)
 }
 
 /// Serves a function that consumes an SQS queue with `state` built once per process: logging,

@@ -4,9 +4,9 @@
 //! task's policy. Only `http` and `https` URLs to public addresses are called ([`guard`]: checked
 //! after resolution and on every redirect, private ones only through an allowlist), never
 //! through a proxy. The request has a timeout: the spec's, at most [`MAX_TIMEOUT`], never past
-//! the attempt's deadline, and ending [`FINISH_MARGIN`] before the invocation's, so the result is
-//! reported rather than the function killed and the endpoint called again. A body over the cap
-//! fails the attempt instead of being read to the end.
+//! the attempt's deadline, and ending [`baton_aws::lambda::FINISH_MARGIN`] before the
+//! invocation's, so the result is reported rather than the function killed and the endpoint
+//! called again. A body over the cap fails the attempt instead of being read to the end.
 //!
 //! ```json
 //! {"method": "POST", "url": "https://example.com/hook", "headers": {"x-key": "v"},
@@ -21,7 +21,7 @@ use std::time::{Duration, SystemTime};
 use aws_lambda_events::sqs::SqsEvent;
 use baton_aws::EventBridgeBus;
 use baton_aws::inbound::{Ready, TaskResult, body, envelope};
-use baton_aws::lambda::{Batch, for_each_message};
+use baton_aws::lambda::{Batch, for_each_message, time_left};
 use baton_domain::{Outcome, TaskError};
 use chrono::Utc;
 use reqwest::header::{HeaderName, HeaderValue};
@@ -38,8 +38,6 @@ pub const SOURCE: &str = "baton.http";
 pub const MAX_TIMEOUT: Duration = Duration::from_secs(25);
 /// The timeout of a spec that names none.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
-/// What a request leaves of its invocation's time, to report the result and settle the batch.
-pub const FINISH_MARGIN: Duration = Duration::from_secs(2);
 /// The body cap of a spec that names none, and the largest one may ask for: the result must
 /// fit a task item and an event.
 pub const DEFAULT_MAX_RESPONSE_BYTES: usize = 64 * 1024;
@@ -268,16 +266,13 @@ impl Executor {
 
 /// Handles a batch of `TaskReady` events of tier `http`: each request runs, its result goes to
 /// the bus with the attempt's lease. Batches run their messages one after another; each request
-/// ends [`FINISH_MARGIN`] before `deadline`, the invocation's.
+/// ends [`baton_aws::lambda::FINISH_MARGIN`] before `deadline`, the invocation's.
 pub async fn handle(executor: &Executor, event: SqsEvent, deadline: SystemTime) -> Batch {
     for_each_message(event, |message| async move {
         let ready = envelope::<Ready>(body(&message)?, "TaskReady")?.detail;
         let span = info_span!("task", task_id = %ready.task_id, tenant = %ready.tenant,
             attempt = ready.attempt, correlation_id = %ready.correlation_id);
-        let invocation = deadline
-            .duration_since(SystemTime::now())
-            .unwrap_or_default()
-            .saturating_sub(FINISH_MARGIN);
+        let invocation = time_left(deadline);
         let limit = ready
             .deadline
             .and_then(|deadline| (deadline - Utc::now()).to_std().ok())

@@ -3,20 +3,16 @@
 //! slots), and drains projects whose parked tasks no released slot has admitted: at most
 //! [`baton_app::SWEEP_LIMIT`] of each, and only while its invocation has time.
 
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Instant, SystemTime};
 
 use baton_app::{Baton, InfraError, SweepReport};
+use baton_aws::lambda::time_left;
 
-/// What a sweep leaves of its invocation's time, to finish the task in hand and answer.
-pub const FINISH_MARGIN: Duration = Duration::from_secs(2);
-
-/// Runs one sweep, stopping [`FINISH_MARGIN`] before `deadline` (the invocation's): a sweep cut
-/// short leaves the rest to the next one, instead of being killed between a commit and its
-/// timer. An error fails the invocation; the next minute's sweep picks up the rest.
+/// Runs one sweep, stopping [`baton_aws::lambda::FINISH_MARGIN`] before `deadline` (the
+/// invocation's): a sweep cut short leaves the rest to the next one, instead of being killed
+/// between a commit and its timer. An error fails the invocation; the next minute's sweep picks up the rest.
 pub async fn handle(baton: &Baton, deadline: SystemTime) -> Result<SweepReport, InfraError> {
-    let left = deadline
-        .duration_since(SystemTime::now())
-        .unwrap_or_default()
-        .saturating_sub(FINISH_MARGIN);
-    baton.sweep_until(Some(Instant::now() + left)).await
+    baton
+        .sweep_until(Some(Instant::now() + time_left(deadline)))
+        .await
 }
