@@ -246,6 +246,12 @@ impl ProjectStatus {
         self.status.count(baton_domain::Status::Running)
     }
 
+    /// Slots held for tasks admitted from the ready set that have not started yet: with
+    /// `running`, what the limit counts, so a task that comes due meanwhile cannot take them.
+    async fn reserved(&self) -> u64 {
+        self.status.reserved
+    }
+
     /// How many tasks may run at once (default 10).
     async fn limit(&self) -> u32 {
         self.status.limit

@@ -3,8 +3,10 @@
 //! idempotency keys under concurrency. Handlers run in-process against a fresh sandbox.
 
 use anyhow::Result;
-use baton_app::{Operator, SubmitError};
-use baton_domain::{Gate, ProjectId, Scope, Status, SubmitRequest, Task, TaskId, Tenant};
+use baton_app::{Handled, Operator, SubmitError};
+use baton_domain::{
+    Command, Gate, Lease, ProjectId, Scope, Status, SubmitRequest, Task, TaskId, Tenant,
+};
 use baton_tests::{Sandbox, sqs_batch};
 use serde_json::{Value, json};
 
@@ -101,12 +103,32 @@ async fn a_full_project_parks_due_tasks_and_a_release_admits_the_highest_priorit
     baton_fn_on_result::handle(&sandbox.baton, sqs_batch(&[event])).await;
     let admitted = sandbox.due_timers().await?;
     assert_eq!(timer_ids(&admitted), [urgent.id.to_string()]);
+    // The freed slot is held for the urgent task: one that comes due meanwhile waits.
+    assert!(reload(&sandbox, &urgent).await?.reserved);
+    let status = sandbox.baton.project_status(&acme(), &p).await?;
+    assert_eq!((status.count(Status::Running), status.reserved), (0, 1));
+    let latecomer = submit(&sandbox, "reports", json!({"delay_seconds": 0})).await?;
+    let dispatch = Command::Dispatch {
+        attempt: 1,
+        lease: Lease::from_random([1; 16]),
+    };
+    let handled = sandbox
+        .baton
+        .execute(&acme(), &latecomer.id, &dispatch)
+        .await?;
+    assert_eq!(handled, Handled::Parked(Gate::Capacity));
     baton_fn_on_due::handle(&sandbox.baton, sqs_batch(&admitted)).await;
     let running = reload(&sandbox, &urgent).await?;
-    assert_eq!((running.status, running.parked), (Status::Running, None));
-    assert_eq!(sandbox.baton.queued(&acme(), &p).await?, 1);
+    assert_eq!(
+        (running.status, running.parked, running.reserved),
+        (Status::Running, None, false)
+    );
+    assert_eq!(sandbox.baton.queued(&acme(), &p).await?, 2);
     let status = sandbox.baton.project_status(&acme(), &p).await?;
-    assert_eq!((status.count(Status::Running), status.limit), (1, 1));
+    assert_eq!(
+        (status.count(Status::Running), status.reserved, status.limit),
+        (1, 0, 1)
+    );
     sandbox.teardown().await
 }
 
@@ -207,8 +229,18 @@ async fn a_paused_project_parks_and_resume_rearms_at_the_given_rate() -> Result<
     let status = sandbox.baton.resume(&acme(), &p, &OPS, 2).await?;
     assert_eq!(status.paused, None);
     // 2 per second: one at once, the others 1 and 2 seconds later.
-    assert_eq!(sandbox.due_timers().await?.len(), 1);
+    let due = sandbox.due_timers().await?;
+    assert_eq!(due.len(), 1);
     assert_eq!(sandbox.delayed_timers().await?, 3);
+    assert_eq!(sandbox.baton.project_status(&acme(), &p).await?.reserved, 4);
+    // Paused again before they start: each gives its held slot back as it parks.
+    sandbox.baton.pause(&acme(), &p, &OPS).await?;
+    baton_fn_on_due::handle(&sandbox.baton, sqs_batch(&due)).await;
+    let status = sandbox.baton.project_status(&acme(), &p).await?;
+    assert_eq!(
+        (status.reserved, sandbox.baton.queued(&acme(), &p).await?),
+        (3, 1)
+    );
     sandbox.teardown().await
 }
 
@@ -249,6 +281,47 @@ async fn concurrent_submits_with_one_idempotency_key_create_one_task() -> Result
     sandbox.teardown().await
 }
 
+/// `holder` succeeds: the release commits through the store alone, as if the process died right
+/// after it, before any admission.
+async fn release_without_admission(sandbox: &Sandbox, holder: &Task) -> Result<()> {
+    let store = baton_aws::DynamoStore::new(
+        aws_sdk_dynamodb::Client::new(&baton_tests::emulator().await),
+        &sandbox.settings.table,
+    );
+    let running = reload(sandbox, holder).await?;
+    let success = baton_domain::Command::Complete {
+        lease: running.lease.clone(),
+        attempt: 1,
+        outcome: baton_domain::Outcome::Succeeded { output: json!({}) },
+        provenance: None,
+    };
+    let Ok(baton_domain::Decision::Apply(done)) =
+        baton_domain::decide(&running, &success, sandbox.baton.now())
+    else {
+        panic!("a result applies to a running task");
+    };
+    baton_app::TaskStore::commit(&store, &running, &done.task, None).await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_task_due_while_others_wait_for_a_free_slot_joins_them() -> Result<()> {
+    let sandbox = Sandbox::new().await?;
+    let (holder, waiting) = one_slot_taken(&sandbox).await?;
+    release_without_admission(&sandbox, &holder).await?;
+    let newcomer = submit(&sandbox, "reports", json!({"priority": -5})).await?;
+    fire_due(&sandbox).await?;
+    assert_eq!(gate_of(&sandbox, &newcomer).await?, Some(Gate::Capacity));
+    assert!(
+        reload(&sandbox, &waiting).await?.reserved,
+        "the first in line"
+    );
+    fire_due(&sandbox).await?;
+    assert_eq!(reload(&sandbox, &waiting).await?.status, Status::Running);
+    assert_eq!(gate_of(&sandbox, &newcomer).await?, Some(Gate::Capacity));
+    sandbox.teardown().await
+}
+
 /// A project with limit 1 whose slot is held by `holder` (Running) while `waiting` is parked.
 async fn one_slot_taken(sandbox: &Sandbox) -> Result<(Task, Task)> {
     sandbox
@@ -286,24 +359,7 @@ async fn the_sweeper_admits_what_a_crash_between_release_and_admission_left_wait
 {
     let sandbox = Sandbox::new().await?;
     let (holder, waiting) = one_slot_taken(&sandbox).await?;
-    // The release commits through the store alone, as if the process died right after it.
-    let store = baton_aws::DynamoStore::new(
-        aws_sdk_dynamodb::Client::new(&baton_tests::emulator().await),
-        &sandbox.settings.table,
-    );
-    let running = reload(&sandbox, &holder).await?;
-    let success = baton_domain::Command::Complete {
-        lease: running.lease.clone(),
-        attempt: 1,
-        outcome: baton_domain::Outcome::Succeeded { output: json!({}) },
-        provenance: None,
-    };
-    let Ok(baton_domain::Decision::Apply(done)) =
-        baton_domain::decide(&running, &success, sandbox.baton.now())
-    else {
-        panic!("a result applies to a running task");
-    };
-    baton_app::TaskStore::commit(&store, &running, &done.task, None).await?;
+    release_without_admission(&sandbox, &holder).await?;
     assert!(sandbox.due_timers().await?.is_empty(), "nobody admitted");
 
     sandbox.clock.advance(baton_app::DRAIN_INTERVAL);

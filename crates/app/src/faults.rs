@@ -15,7 +15,7 @@ use chrono::{DateTime, Duration, Utc};
 
 use crate::ports::{
     Commit, Created, Drain, EventBus, InfraError, KillSwitches, ModelQuery, Page, ProjectControls,
-    ProjectStatus, ReadySet, TaskQuery, TaskStore, TimerQueue, Wake, WakeKind,
+    ProjectStatus, ReadySet, Reservation, TaskQuery, TaskStore, TimerQueue, Wake, WakeKind,
 };
 
 /// What befalls one call.
@@ -182,9 +182,19 @@ impl<T: ReadySet + ?Sized> ReadySet for Faulty<T> {
         self.conditional("park", call, not_again).await
     }
 
-    async fn unpark(&self, timer: &Timer, wake: Wake) -> Result<bool, InfraError> {
-        let call = self.inner.unpark(timer, wake);
-        self.conditional("unpark", call, not_again).await
+    async fn reserve(
+        &self,
+        project: &ProjectId,
+        timer: &Timer,
+        wake: Wake,
+    ) -> Result<Reservation, InfraError> {
+        let call = self.inner.reserve(project, timer, wake);
+        // A retry meets the task out of the ready set, taken by the first request.
+        let retried = |first| match first {
+            Reservation::Reserved => Reservation::NotWaiting,
+            other => other,
+        };
+        self.conditional("reserve", call, retried).await
     }
 
     async fn ready(

@@ -6,7 +6,7 @@ use std::sync::Mutex;
 
 use async_trait::async_trait;
 use baton_domain::{
-    Cascade, Change, ControlEvent, DEFAULT_CONCURRENCY_LIMIT, Effects, Event, Idempotency,
+    Cascade, Change, ControlEvent, DEFAULT_CONCURRENCY_LIMIT, Effects, Event, Gate, Idempotency,
     KillSwitch, Parked, ProjectId, Scope, Status, Task, TaskId, Tenant, Timer,
 };
 use chrono::{DateTime, Duration, Utc};
@@ -14,8 +14,8 @@ use chrono::{DateTime, Duration, Utc};
 use crate::dead_letters::{DeadLetters, Depth, Failure, Letter};
 use crate::ports::{
     Caller, Clock, Commit, Connection, Connections, Created, Delivery, Drain, EventBus, InfraError,
-    KillSwitches, ModelQuery, Page, ProjectControls, ProjectStatus, Push, ReadySet, Subscription,
-    TaskQuery, TaskStore, TimerQueue, Wake, WakeKind, Watch,
+    KillSwitches, ModelQuery, Page, ProjectControls, ProjectStatus, Push, ReadySet, Reservation,
+    Subscription, TaskQuery, TaskStore, TimerQueue, Wake, WakeKind, Watch,
 };
 use crate::service::DRAIN_INTERVAL;
 
@@ -29,6 +29,8 @@ struct Project {
     created: bool,
     limit: u32,
     paused: Option<Change>,
+    /// Slots held for admitted tasks that have not started.
+    reserved: u64,
     drain: Option<Drain>,
 }
 
@@ -38,6 +40,7 @@ impl Default for Project {
             created: false,
             limit: DEFAULT_CONCURRENCY_LIMIT,
             paused: None,
+            reserved: 0,
             drain: None,
         }
     }
@@ -120,6 +123,13 @@ impl MemoryStore {
             .or_default() += 1;
     }
 
+    /// Gives back the slot held for `task`.
+    fn give_back(&self, task: &Task) {
+        self.update_project(&task.tenant, &task.project, |project| {
+            project.reserved = project.reserved.saturating_sub(1);
+        });
+    }
+
     fn counter(&self, tenant: &Tenant, project: &ProjectId, status: Status) -> u64 {
         let key = (tenant.clone(), project.clone(), status);
         self.counters
@@ -146,6 +156,7 @@ impl MemoryStore {
             counts: ProjectStatus::counted(|status| self.counter(tenant, project, status)),
             limit: record.limit,
             paused: record.paused,
+            reserved: record.reserved,
             drain: record.drain,
             global_switch: switches.get(&Scope::Global).cloned(),
             project_switch: switches.get(&project_scope(tenant, project)).cloned(),
@@ -297,10 +308,25 @@ impl TaskStore for MemoryStore {
         wake: Option<Wake>,
     ) -> Result<Commit, InfraError> {
         let dispatch = current.status == Status::Scheduled && next.status == Status::Running;
-        let gate = dispatch
+        // What refuses a dispatch, as the DynamoDB store's conditions do.
+        let refused = dispatch
             .then(|| {
-                self.status_of(&current.tenant, &current.project)
-                    .write_gate()
+                let status = self.status_of(&current.tenant, &current.project);
+                match current.reserved {
+                    // Its own slot is among those held: it may start unless the limit was
+                    // lowered below them.
+                    true if status.paused.is_none() && status.held() > u64::from(status.limit) => {
+                        Some(Commit::Blocked(Gate::Capacity))
+                    }
+                    true => status
+                        .paused
+                        .is_some()
+                        .then_some(Commit::Blocked(Gate::Paused)),
+                    false => match status.write_gate() {
+                        None if status.drain.is_some() => Some(Commit::Queued),
+                        gate => gate.map(Commit::Blocked),
+                    },
+                }
             })
             .flatten();
         let mut tasks = self.tasks.lock().unwrap();
@@ -310,16 +336,27 @@ impl TaskStore for MemoryStore {
             return Ok(Commit::Conflict(None));
         };
         let dependents = |task: &Task| task.dependents.len();
-        if (stored.status, stored.version, dependents(stored))
-            != (current.status, current.version, dependents(current))
-        {
+        if (
+            stored.status,
+            stored.version,
+            stored.reserved,
+            dependents(stored),
+        ) != (
+            current.status,
+            current.version,
+            current.reserved,
+            dependents(current),
+        ) {
             return Ok(Commit::Conflict(Some(Box::new(stored.clone()))));
         }
-        if let Some(gate) = gate {
-            return Ok(Commit::Blocked(gate));
+        if let Some(refused) = refused {
+            return Ok(refused);
         }
         tasks.insert(key, (next.clone(), wake));
         self.count(next, Some(current.status), next.status);
+        if current.reserved {
+            self.give_back(current);
+        }
         let mut lose = self.lose_commit_responses.lock().unwrap();
         if *lose > 0 {
             *lose -= 1;
@@ -385,25 +422,44 @@ impl ReadySet for MemoryStore {
         });
         let mut tasks = self.tasks.lock().unwrap();
         match tasks.get_mut(&(task.tenant.clone(), task.id)) {
-            Some((stored, wake)) if stored.version == task.version => {
+            Some((stored, wake))
+                if (stored.version, stored.reserved) == (task.version, task.reserved) =>
+            {
                 stored.parked = Some(parked);
                 *wake = None;
+                if stored.reserved {
+                    stored.reserved = false;
+                    self.give_back(task);
+                }
                 Ok(true)
             }
             _ => Ok(false),
         }
     }
 
-    async fn unpark(&self, timer: &Timer, wake: Wake) -> Result<bool, InfraError> {
+    async fn reserve(
+        &self,
+        project: &ProjectId,
+        timer: &Timer,
+        wake: Wake,
+    ) -> Result<Reservation, InfraError> {
         let mut tasks = self.tasks.lock().unwrap();
-        match tasks.get_mut(&(timer.tenant.clone(), timer.task_id)) {
-            Some((task, stored_wake)) if task.parked.is_some() && task.attempt == timer.attempt => {
-                task.parked = None;
-                *stored_wake = Some(wake);
-                Ok(true)
-            }
-            _ => Ok(false),
+        let Some((task, stored_wake)) = tasks.get_mut(&(timer.tenant.clone(), timer.task_id))
+        else {
+            return Ok(Reservation::NotWaiting);
+        };
+        if task.parked.is_none() || task.attempt != timer.attempt || &task.project != project {
+            return Ok(Reservation::NotWaiting);
         }
+        let status = self.status_of(&task.tenant, &task.project);
+        if status.held() >= u64::from(status.limit) {
+            return Ok(Reservation::Full);
+        }
+        task.parked = None;
+        task.reserved = true;
+        *stored_wake = Some(wake);
+        self.update_project(&task.tenant, &task.project, |project| project.reserved += 1);
+        Ok(Reservation::Reserved)
     }
 
     async fn ready(

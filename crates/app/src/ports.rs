@@ -96,6 +96,9 @@ pub enum Commit {
     /// A dispatch (Scheduled → Running) that its project refused (paused, or at its limit):
     /// nothing was written.
     Blocked(Gate),
+    /// A dispatch into a free slot while tasks wait in the project's ready set: it joins them,
+    /// and an admission gives the slot to the first in line. Nothing was written.
+    Queued,
 }
 
 /// Which tasks to list.
@@ -194,6 +197,17 @@ pub struct Drain {
     pub last_park: DateTime<Utc>,
 }
 
+/// What an admission's attempt to take a task out of the ready set found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reservation {
+    /// The task left the ready set holding a slot.
+    Reserved,
+    /// It was not waiting there (another admission took it first, or it moved).
+    NotWaiting,
+    /// Every slot of the project is taken or held.
+    Full,
+}
+
 /// A project's counts per status (kept by counters that every transition moves in the same write)
 /// and its flow controls, as read in one request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -204,6 +218,8 @@ pub struct ProjectStatus {
     pub limit: u32,
     /// Who paused it, why and when; `None` while it runs.
     pub paused: Option<Change>,
+    /// Slots held for tasks an admission took out of the ready set that have not started yet.
+    pub reserved: u64,
     /// Set while tasks wait in its ready set.
     pub drain: Option<Drain>,
     /// The global kill switch (`None`: missing, which stops dispatch like an engaged one).
@@ -218,6 +234,7 @@ impl Default for ProjectStatus {
             counts: Self::counted(|_| 0),
             limit: DEFAULT_CONCURRENCY_LIMIT,
             paused: None,
+            reserved: 0,
             drain: None,
             global_switch: None,
             project_switch: None,
@@ -258,11 +275,16 @@ impl ProjectStatus {
         }
     }
 
+    /// The slots taken: by running tasks, and held for admitted ones.
+    pub fn held(&self) -> u64 {
+        self.count(Status::Running) + self.reserved
+    }
+
     /// What a dispatch's own write refuses it for: the project paused, or at its limit.
     pub fn write_gate(&self) -> Option<Gate> {
         if self.paused.is_some() {
             Some(Gate::Paused)
-        } else if self.count(Status::Running) >= u64::from(self.limit) {
+        } else if self.held() >= u64::from(self.limit) {
             Some(Gate::Capacity)
         } else {
             None
@@ -273,7 +295,7 @@ impl ProjectStatus {
     pub fn free_slots(&self) -> u64 {
         match self.gate() {
             Some(_) => 0,
-            None => u64::from(self.limit).saturating_sub(self.count(Status::Running)),
+            None => u64::from(self.limit).saturating_sub(self.held()),
         }
     }
 }
@@ -350,13 +372,20 @@ pub trait TaskStore: Send + Sync {
 /// drain that admits them while any wait.
 #[async_trait]
 pub trait ReadySet: Send + Sync {
-    /// Puts `task` (still at its version) in its project's ready set, ordered by priority then
-    /// due time, after making sure the project has a drain. `false`: the task has moved.
+    /// Puts `task` (still at its version, and holding a slot or not as it did when read) in its
+    /// project's ready set, ordered by priority then due time, after making sure the project has
+    /// a drain; a slot held for it is given back in the same write. `false`: the task has moved.
     async fn park(&self, task: &Task, parked: Parked) -> Result<bool, InfraError>;
-    /// Takes the task of `timer` (still on its attempt) out of its project's ready set so it may
-    /// start: its timer is armed next, and `wake` lets the sweeper arm it again should that be
-    /// lost. `false`: it was not waiting there (another admission took it first).
-    async fn unpark(&self, timer: &Timer, wake: Wake) -> Result<bool, InfraError>;
+    /// Takes the task of `timer` (still on its attempt) out of `project`'s ready set together
+    /// with one of the project's free slots, in one write: the slot is held for it until its
+    /// dispatch runs in it (or any other move gives it back), so no task that comes later takes
+    /// it. Its timer is armed next; `wake` lets the sweeper arm it again should that be lost.
+    async fn reserve(
+        &self,
+        project: &ProjectId,
+        timer: &Timer,
+        wake: Wake,
+    ) -> Result<Reservation, InfraError>;
     /// The timers of the first `limit` tasks of a project's ready set, in admission order.
     async fn ready(
         &self,

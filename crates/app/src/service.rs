@@ -11,8 +11,8 @@ use chrono::{DateTime, Duration, Utc};
 use tracing::{Instrument, Span, info, info_span, warn};
 
 use crate::ports::{
-    Clock, Commit, Created, EventBus, InfraError, Metrics, NoMetrics, Page, ProjectStatus, Store,
-    TaskQuery, TimerQueue, Wake, WakeKind,
+    Clock, Commit, Created, EventBus, InfraError, Metrics, NoMetrics, Page, ProjectStatus,
+    Reservation, Store, TaskQuery, TimerQueue, Wake, WakeKind,
 };
 use crate::switches::Switches;
 
@@ -378,6 +378,10 @@ impl Baton {
                             self.park(&current, gate, now).await?;
                             return Ok(Handled::Parked(gate));
                         }
+                        Commit::Queued => {
+                            self.queue(&current, now).await?;
+                            return Ok(Handled::Parked(Gate::Capacity));
+                        }
                     };
                     match rival {
                         Some(stored) => {
@@ -548,10 +552,24 @@ impl Baton {
         Ok(())
     }
 
+    /// A due task met a free slot while others wait in its project's ready set: it joins them,
+    /// and the slot goes to the first in line. Should the admission not see it yet (the index
+    /// lags its write), nor anything else to admit, its own timer comes back for it.
+    async fn queue(&self, task: &Task, now: DateTime<Utc>) -> Result<(), InfraError> {
+        self.park(task, Gate::Capacity, now).await?;
+        if self.admit(&task.tenant, &task.project, ADMIT_RATE).await? == 0
+            && let Some(timer) = Effects::of(task).timer
+        {
+            self.timers.arm(&timer, INDEX_LAG).await?;
+        }
+        Ok(())
+    }
+
     /// Lets tasks of a project's ready set start, as many as it has free slots, at most `rate`
-    /// per second: takes each out of the ready set (so no other admission arms it too) and arms
-    /// its timer, so `on-due` dispatches it through the gate (a task refused again is parked
-    /// again). Answers how many it armed.
+    /// per second, highest priority first: takes each out of the ready set with a slot held for
+    /// it (so neither another admission nor a task that comes due meanwhile takes that slot) and
+    /// arms its timer, so `on-due` dispatches it in that slot (a task a closed gate refuses then
+    /// is parked again, its slot given back). Answers how many it armed.
     pub async fn admit(
         &self,
         tenant: &Tenant,
@@ -590,9 +608,14 @@ impl Baton {
                 kind: WakeKind::Check,
                 at: now + delay + TIMER_GRACE,
             };
-            if self.store.unpark(&timer, backstop).await? {
-                self.timers.arm(&timer, delay).await?;
-                admitted += 1;
+            match self.store.reserve(project, &timer, backstop).await? {
+                Reservation::Reserved => {
+                    self.timers.arm(&timer, delay).await?;
+                    admitted += 1;
+                }
+                Reservation::NotWaiting => {}
+                // Concurrent admissions took the slots first, each for a task ahead of this one.
+                Reservation::Full => break,
             }
         }
         if admitted > 0 {

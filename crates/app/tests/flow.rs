@@ -125,17 +125,61 @@ async fn a_full_project_parks_due_tasks_and_a_released_slot_admits_the_highest_p
         1,
         "an admitted task leaves the ready set, so no other admission arms it"
     );
-    // The slot still looks free until tasks[2] starts: the next admission arms only what waits.
+    // The freed slot is held for tasks[2] until it starts: neither another admission nor a task
+    // that comes due meanwhile takes it.
+    let status = w.baton.project_status(&tenant, &project).await.unwrap();
+    assert_eq!((status.count(Status::Running), status.reserved), (1, 1));
     let before = w.timers.armed().len();
     w.baton.admit(&tenant, &project, 10).await.unwrap();
-    assert_eq!(w.armed_since(before), [tasks[3].id]);
-    assert!(matches!(w.dispatch(&tasks[2]).await, Handled::Applied(_)));
+    assert_eq!(w.armed_since(before), []);
+    let latecomer = w.submit(json!({"priority": 1000})).await;
     assert_eq!(
-        w.dispatch(&tasks[3]).await,
-        Handled::Parked(Gate::Capacity),
-        "refused again, it waits again"
+        w.dispatch(&latecomer).await,
+        Handled::Parked(Gate::Capacity)
     );
-    assert_eq!(w.baton.queued(&tenant, &project).await.unwrap(), 1);
+    assert!(matches!(w.dispatch(&tasks[2]).await, Handled::Applied(_)));
+    let status = w.baton.project_status(&tenant, &project).await.unwrap();
+    assert_eq!((status.count(Status::Running), status.reserved), (2, 0));
+    assert_eq!(w.baton.queued(&tenant, &project).await.unwrap(), 2);
+}
+
+#[tokio::test]
+async fn a_reserved_task_a_closed_gate_refuses_gives_its_slot_back() {
+    let w = world();
+    let (tenant, project) = acme();
+    w.baton.set_limit(&tenant, &project, 1, &OPS).await.unwrap();
+    let first = w.submit(json!({})).await;
+    let waiting = w.submit(json!({})).await;
+    let third = w.submit(json!({})).await;
+    w.dispatch(&first).await;
+    assert_eq!(w.dispatch(&waiting).await, Handled::Parked(Gate::Capacity));
+    assert_eq!(w.dispatch(&third).await, Handled::Parked(Gate::Capacity));
+    w.run(&first, success(1)).await;
+    assert!(
+        w.reload(&waiting).await.reserved,
+        "the first in line holds the slot"
+    );
+
+    w.baton.pause(&tenant, &project, &OPS).await.unwrap();
+    assert_eq!(w.dispatch(&waiting).await, Handled::Parked(Gate::Paused));
+    let status = w.baton.project_status(&tenant, &project).await.unwrap();
+    assert_eq!(status.reserved, 0, "a parked task holds no slot");
+    assert!(!w.reload(&waiting).await.reserved);
+
+    w.baton.resume(&tenant, &project, &OPS, 10).await.unwrap();
+    assert!(w.reload(&waiting).await.reserved);
+    let cancel = Command::Cancel {
+        reason: "no longer needed".into(),
+    };
+    assert!(matches!(w.run(&waiting, cancel).await, Handled::Applied(_)));
+    let status = w.baton.project_status(&tenant, &project).await.unwrap();
+    assert_eq!(
+        (status.count(Status::Running), status.reserved),
+        (0, 0),
+        "a cancel gives the held slot back"
+    );
+    w.baton.admit(&tenant, &project, 10).await.unwrap();
+    assert!(matches!(w.dispatch(&third).await, Handled::Applied(_)));
 }
 
 #[tokio::test]
@@ -189,6 +233,42 @@ async fn the_sweeper_admits_what_a_crash_after_a_release_left_waiting() {
     let report = w.baton.sweep().await.unwrap();
     assert_eq!((report.admitted, report.drained), (0, 1), "the drain ends");
     assert_eq!(w.store.drain(&tenant, &project).await.unwrap(), None);
+}
+
+#[tokio::test]
+async fn a_task_that_comes_due_while_others_wait_for_a_free_slot_joins_them() {
+    for (newcomer_priority, first_in_line) in [(0, "waiting"), (9, "newcomer")] {
+        let w = world();
+        let (tenant, project) = acme();
+        w.baton.set_limit(&tenant, &project, 1, &OPS).await.unwrap();
+        let first = w.submit(json!({})).await;
+        let waiting = w.submit(json!({"priority": 5})).await;
+        w.dispatch(&first).await;
+        assert_eq!(w.dispatch(&waiting).await, Handled::Parked(Gate::Capacity));
+        // The release commits; its admission has not run yet.
+        let running = w.reload(&first).await;
+        let Ok(baton_domain::Decision::Apply(done)) =
+            baton_domain::decide(&running, &success(1), w.baton.now())
+        else {
+            panic!("a result applies to a running task")
+        };
+        w.store.commit(&running, &done.task, None).await.unwrap();
+
+        let newcomer = w.submit(json!({"priority": newcomer_priority})).await;
+        assert_eq!(
+            w.dispatch(&newcomer).await,
+            Handled::Parked(Gate::Capacity),
+            "the free slot is not the newcomer's to take"
+        );
+        let (first, second) = match first_in_line {
+            "waiting" => (&waiting, &newcomer),
+            _ => (&newcomer, &waiting),
+        };
+        assert!(w.reload(first).await.reserved, "{first_in_line} goes first");
+        assert!(matches!(w.dispatch(first).await, Handled::Applied(_)));
+        assert_eq!(w.dispatch(second).await, Handled::Parked(Gate::Capacity));
+        assert_eq!(w.running().await, 1);
+    }
 }
 
 #[tokio::test]
@@ -407,4 +487,95 @@ async fn a_sweep_past_its_deadline_starts_nothing_and_the_next_one_does_the_work
     let next = w.baton.sweep_until(Some(later)).await.unwrap();
     assert_eq!((next.armed, next.cut_short), (1, false));
     assert_eq!(w.timers.armed().last().unwrap().0.task_id, task.id);
+}
+
+/// Several slots of a full project are freed at once, by results handled in parallel; the
+/// admissions they start arm timers that SQS delivers in any order. Whatever the interleaving,
+/// the tasks that start are the highest-priority ones of those waiting, and the limit holds.
+#[test]
+fn slots_freed_at_once_go_to_the_highest_priorities_in_500_trials() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(4)
+        .build()
+        .unwrap();
+    for trial in 0..500 {
+        let seed = fastrand::u64(..);
+        runtime
+            .block_on(free_slots_at_once(seed))
+            .unwrap_or_else(|inversion| {
+                panic!("trial {trial} (seed {seed}): {inversion}");
+            });
+    }
+}
+
+async fn free_slots_at_once(seed: u64) -> Result<(), String> {
+    let mut rng = fastrand::Rng::with_seed(seed);
+    let w = std::sync::Arc::new(world());
+    let (tenant, project) = acme();
+    let limit = rng.u32(2..=5);
+    w.baton
+        .set_limit(&tenant, &project, limit, &OPS)
+        .await
+        .unwrap();
+    let mut running = Vec::new();
+    for _ in 0..limit {
+        let task = w.submit(json!({"priority": -1000})).await;
+        assert!(matches!(w.dispatch(&task).await, Handled::Applied(_)));
+        running.push(task);
+    }
+    // Distinct priorities, so admission order has one right answer.
+    let mut priorities: Vec<i32> = (-500..500).collect();
+    rng.shuffle(&mut priorities);
+    let mut waiting = Vec::new();
+    for &priority in &priorities[..12] {
+        let task = w.submit(json!({"priority": priority})).await;
+        assert_eq!(w.dispatch(&task).await, Handled::Parked(Gate::Capacity));
+        waiting.push(task);
+    }
+    while !running.is_empty() {
+        let armed = w.timers.armed().len();
+        let finishing: Vec<_> = running
+            .drain(..)
+            .map(|task| {
+                let w = w.clone();
+                tokio::spawn(async move { w.run(&task, success(task.attempt)).await })
+            })
+            .collect();
+        for handled in finishing {
+            assert!(matches!(handled.await.unwrap(), Handled::Applied(_)));
+        }
+        let mut timers: Vec<_> = w.timers.armed()[armed..].to_vec();
+        rng.shuffle(&mut timers);
+        for (timer, _) in timers {
+            let task = waiting.iter().find(|t| t.id == timer.task_id).unwrap();
+            if let Handled::Applied(started) = w.dispatch(task).await {
+                running.push(*started);
+            }
+        }
+        if running.len() > limit as usize {
+            return Err(format!(
+                "{} running, above the limit {limit}",
+                running.len()
+            ));
+        }
+        waiting.retain(|task| running.iter().all(|r| r.id != task.id));
+        let lowest_started = running.iter().map(|t| t.priority).min();
+        let highest_waiting = waiting.iter().map(|t| t.priority).max();
+        if let (Some(started), Some(waits)) = (lowest_started, highest_waiting)
+            && waits > started
+        {
+            return Err(format!(
+                "priority {started} started while priority {waits} waits"
+            ));
+        }
+        let filled = running.len() == (limit as usize).min(running.len() + waiting.len());
+        if !filled {
+            return Err(format!(
+                "{} of {limit} slots filled while {} wait",
+                running.len(),
+                waiting.len()
+            ));
+        }
+    }
+    Ok(())
 }

@@ -25,7 +25,7 @@ use std::sync::{Arc, Mutex};
 use baton_app::faults::{Fault, Faults, Faulty};
 use baton_app::memory::{ManualClock, MemoryBus, MemoryStore, MemoryTimers};
 use baton_app::{
-    ADMIT_RATE, Baton, Clock, Handled, Operator, ProjectControls, SubmitError, TaskStore,
+    ADMIT_RATE, Baton, Clock, Handled, Operator, ProjectControls, ReadySet, SubmitError, TaskStore,
 };
 use baton_domain::{
     Command, EventKind, Lease, Outcome, ProjectId, Scope, Status, SubmitRequest, Task, TaskError,
@@ -164,6 +164,10 @@ struct Expected {
     max_attempts: u32,
     due_at: DateTime<Utc>,
     deadline: Option<DateTime<Utc>>,
+    /// Whether an admission holds a slot for it: not predicted (admissions pick from the ready
+    /// set, which the model does not keep) but read from the store after every step, checked
+    /// against the counters, and what decides whether its dispatch may take a slot.
+    reserved: bool,
 }
 
 impl Expected {
@@ -172,6 +176,7 @@ impl Expected {
             status,
             version: self.version + 1,
             deadline: None,
+            reserved: false,
             ..self.clone()
         }
     }
@@ -228,20 +233,26 @@ struct Model {
     tasks: Tasks,
     projects: [Controls; 2],
     global_switch: bool,
+    /// Per project, whether tasks wait in its ready set (it has a drain): like reservations,
+    /// read from the store after every step. While they wait, a task that comes due joins them
+    /// instead of taking a free slot.
+    waiting: [bool; 2],
 }
 
 impl Model {
-    fn running(&self, project: usize) -> u32 {
-        running(&self.tasks, project)
-    }
-
-    /// Whether a due task of `project` may start.
-    fn gate_open(&self, project: usize) -> bool {
-        let controls = self.projects[project];
+    /// Whether `task`, due, may start: the gates open, and a slot free with no task waiting
+    /// for one, or a slot held for it while the slots taken and held are within the limit (which
+    /// may have been lowered since).
+    fn may_start(&self, task: &Expected) -> bool {
+        let controls = self.projects[task.project];
+        let held = held(&self.tasks, task.project);
         !controls.paused
             && !controls.switch
             && !self.global_switch
-            && self.running(project) < controls.limit
+            && match task.reserved {
+                true => held <= controls.limit,
+                false => held < controls.limit && !self.waiting[task.project],
+            }
     }
 
     /// The tasks after `message` is handled at `now`.
@@ -263,6 +274,7 @@ impl Model {
                     max_attempts: *max_attempts,
                     due_at: now + Duration::seconds((*delay_seconds).into()),
                     deadline: None,
+                    reserved: false,
                 };
                 (*id, self.tasks.get(id).cloned().unwrap_or(new))
             }
@@ -273,7 +285,7 @@ impl Model {
                 let due = task.status == Status::Scheduled
                     && task.attempt == timer.attempt
                     && task.due_at <= now;
-                let next = match due && self.gate_open(task.project) {
+                let next = match due && self.may_start(task) {
                     true => Expected {
                         deadline: Some(now + Duration::seconds(TIMEOUT_SECONDS.into())),
                         ..task.moved(Status::Running)
@@ -448,6 +460,7 @@ impl Sim {
                 tasks: Tasks::new(),
                 projects: [controls; 2],
                 global_switch: false,
+                waiting: [false; 2],
             },
             settling: false,
             verbose,
@@ -722,6 +735,13 @@ impl Sim {
             };
             let task = real.unwrap();
             check_history(&task)?;
+            if task.reserved && task.status != Status::Scheduled {
+                return Err(format!("task {id} is {:?} and holds a slot", task.status));
+            }
+            let expected = Expected {
+                reserved: task.reserved,
+                ..expected
+            };
             if expected.status == Status::Running
                 && before.is_none_or(|b| b.status != Status::Running)
             {
@@ -742,14 +762,23 @@ impl Sim {
         let before = std::mem::replace(&mut self.model.tasks, tasks);
         for (project, name) in PROJECTS.iter().enumerate() {
             let (now, limit) = (
-                self.model.running(project),
+                held(&self.model.tasks, project),
                 self.model.projects[project].limit,
             );
-            // A lowered limit leaves running tasks above it; none may start until they end.
-            if now > limit && now > running(&before, project) {
-                return Err(format!("{name} runs {now} tasks, above its limit {limit}"));
+            // A lowered limit leaves running tasks above it; none may start (or be given a
+            // slot) until they end.
+            if now > limit && now > held(&before, project) {
+                return Err(format!(
+                    "{name} runs or holds slots for {now} tasks, above its limit {limit}"
+                ));
             }
             self.check_counters(project).await?;
+            self.model.waiting[project] = self
+                .store
+                .drain(&self.tenant, &project_id(project))
+                .await
+                .map_err(|e| e.to_string())?
+                .is_some();
         }
         self.collect(&before)
     }
@@ -774,6 +803,13 @@ impl Sim {
                     PROJECTS[project]
                 ));
             }
+        }
+        let reserved = reserved(&self.model.tasks, project);
+        if status.reserved != u64::from(reserved) {
+            return Err(format!(
+                "{} counts {} held slots; {reserved} tasks hold one",
+                PROJECTS[project], status.reserved
+            ));
         }
         Ok(())
     }
@@ -881,6 +917,18 @@ fn running(tasks: &Tasks, project: usize) -> u32 {
     tasks
         .values()
         .filter(|task| task.project == project && task.status == Status::Running)
+        .count() as u32
+}
+
+/// The slots of `project` taken by running tasks and held for admitted ones.
+fn held(tasks: &Tasks, project: usize) -> u32 {
+    running(tasks, project) + reserved(tasks, project)
+}
+
+fn reserved(tasks: &Tasks, project: usize) -> u32 {
+    tasks
+        .values()
+        .filter(|task| task.project == project && task.reserved)
         .count() as u32
 }
 

@@ -1,4 +1,4 @@
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
@@ -30,6 +30,8 @@ const WAKE_INDEX: &str = "by-wake";
 /// The sparse index of results by the model that produced them, newest first (keys only).
 const MODEL_INDEX: &str = "by-model";
 
+/// The project counter of slots held for admitted tasks that have not started.
+pub(crate) const RESERVED: &str = "n_RESERVED";
 /// A transaction that meets another on the project item is tried again this many times.
 const TRANSACTION_ATTEMPTS: u32 = 6;
 /// How long an idempotency key is kept: a repeat within this window returns the first task.
@@ -39,7 +41,9 @@ const IDEMPOTENCY_RETENTION: chrono::Duration = chrono::Duration::hours(24);
 /// history, and the keys of the project, wake and ready indexes. Each project has an item
 /// `pk = P#{tenant}#{project}`, `sk = PROJECT` whose counters (`n_{STATUS}`) every transition moves
 /// in the same transaction as the task's write, and which holds the project's limit
-/// (`slot_limit`), pause and drain. Kill switches are items `pk = KILL#global` and `KILL#{tenant}#{project}`,
+/// (`slot_limit`), pause and drain. `n_RUNNING` counts the slots held for admitted tasks
+/// (`n_RESERVED`, and `reserved` on the task) as well as the running ones, so that one attribute
+/// is what a dispatch's condition compares with the limit. Kill switches are items `pk = KILL#global` and `KILL#{tenant}#{project}`,
 /// `sk = SWITCH`, with their history beside them (`sk = EV#...`); idempotency keys are items
 /// `pk = I#{tenant}#{key}`, `sk = KEY`, expiring after [`IDEMPOTENCY_RETENTION`]. A task lists its
 /// dependencies and its dependents on its own item, so a graph is walked with GetItem and
@@ -219,7 +223,7 @@ pub(crate) fn n(number: impl ToString) -> AttributeValue {
 }
 
 /// A transaction item from a built Put or Update.
-enum Write {
+pub(crate) enum Write {
     Put(Put),
     Update(Update),
 }
@@ -239,10 +243,10 @@ fn built<E: std::error::Error + Send + Sync + 'static>(
 
 /// Why a transaction was cancelled: per item, whether its condition failed and the stored item
 /// it answered with.
-struct Cancelled(Vec<CancellationReason>);
+pub(crate) struct Cancelled(Vec<CancellationReason>);
 
 impl Cancelled {
-    fn failed(&self, index: usize) -> bool {
+    pub(crate) fn failed(&self, index: usize) -> bool {
         self.0
             .get(index)
             .and_then(|reason| reason.code())
@@ -262,32 +266,47 @@ enum ProjectWrite {
     New(DateTime<Utc>),
     /// A transition that is not a dispatch.
     Transition,
-    /// A dispatch: only below the limit, and not while paused.
-    Dispatch,
+    /// A dispatch, not while paused: into a free slot below the limit while no task waits in
+    /// the ready set, or into the slot held for the task (`reserved`) while the slots taken and
+    /// held are within the limit.
+    Dispatch { reserved: bool },
 }
 
-/// The update of `task`'s project item for a move from `from` (none: a new task) to `to`.
+/// The counters a move from `current` (none: a new task) to `next` changes, and by how much:
+/// the status it enters up, the one it leaves down, and a slot held for `current` given back to
+/// `n_RESERVED` and `n_RUNNING` (which counts held slots too) — a dispatch takes it back at once
+/// as the slot it runs in.
+pub(crate) fn moves(current: Option<&Task>, next: &Task) -> Vec<(String, i64)> {
+    let mut moves = BTreeMap::<String, i64>::new();
+    *moves.entry(counter(next.status)).or_default() += 1;
+    if let Some(current) = current {
+        *moves.entry(counter(current.status)).or_default() -= 1;
+        if current.reserved {
+            *moves.entry(RESERVED.to_owned()).or_default() -= 1;
+            *moves.entry(counter(Status::Running)).or_default() -= 1;
+        }
+    }
+    moves.into_iter().filter(|(_, delta)| *delta != 0).collect()
+}
+
+/// The update of `task`'s project item that adds `moves` to its counters.
 fn count(
     table: &str,
     task: &Task,
-    from: Option<Status>,
-    to: Status,
+    moves: &[(String, i64)],
     how: ProjectWrite,
 ) -> Result<Write, InfraError> {
     let mut update = Update::builder()
         .table_name(table)
-        .set_key(Some(project_key(&task.tenant, &task.project)))
-        .expression_attribute_names("#to", counter(to))
-        .expression_attribute_values(":one", n(1));
-    let mut expression = match from {
-        Some(from) => {
-            update = update
-                .expression_attribute_names("#from", counter(from))
-                .expression_attribute_values(":minus", n(-1));
-            "ADD #to :one, #from :minus".to_owned()
-        }
-        None => "ADD #to :one".to_owned(),
-    };
+        .set_key(Some(project_key(&task.tenant, &task.project)));
+    let mut adds = Vec::with_capacity(moves.len());
+    for (i, (name, delta)) in moves.iter().enumerate() {
+        update = update
+            .expression_attribute_names(format!("#{name}"), name)
+            .expression_attribute_values(format!(":d{i}"), n(delta));
+        adds.push(format!("#{name} :d{i}"));
+    }
+    let mut expression = format!("ADD {}", adds.join(", "));
     let condition = match how {
         ProjectWrite::Existing => Some("attribute_exists(created_at)"),
         ProjectWrite::New(now) => {
@@ -299,16 +318,23 @@ fn count(
             Some("attribute_not_exists(created_at)")
         }
         ProjectWrite::Transition => None,
-        ProjectWrite::Dispatch => {
+        ProjectWrite::Dispatch { reserved } => {
             update = update
                 .return_values_on_condition_check_failure(
                     ReturnValuesOnConditionCheckFailure::AllOld,
                 )
-                .expression_attribute_names("#running", counter(Status::Running));
-            Some(
-                "attribute_exists(slot_limit) AND attribute_not_exists(paused) \
-                 AND (attribute_not_exists(#running) OR #running < slot_limit)",
-            )
+                .expression_attribute_names("#n_RUNNING", counter(Status::Running));
+            Some(match reserved {
+                true => {
+                    "attribute_exists(slot_limit) AND attribute_not_exists(paused) \
+                     AND #n_RUNNING <= slot_limit"
+                }
+                false => {
+                    "attribute_exists(slot_limit) AND attribute_not_exists(paused) \
+                     AND (attribute_not_exists(#n_RUNNING) OR #n_RUNNING < slot_limit) \
+                     AND attribute_not_exists(last_park)"
+                }
+            })
         }
     };
     Ok(Write::Update(
@@ -404,7 +430,10 @@ impl DynamoStore {
     /// Runs a transaction of `writes`. A cancellation by a failed condition is answered with its
     /// reasons; one caused by a concurrent transaction on the same items (the project item is
     /// shared by every transition of the project) is tried again after a short pause.
-    async fn transact(&self, writes: Vec<Write>) -> Result<Result<(), Cancelled>, InfraError> {
+    pub(crate) async fn transact(
+        &self,
+        writes: Vec<Write>,
+    ) -> Result<Result<(), Cancelled>, InfraError> {
         let items: Vec<TransactWriteItem> = writes.into_iter().map(write).collect();
         let mut attempt = 0;
         loop {
@@ -633,7 +662,7 @@ impl TaskStore for DynamoStore {
             };
             let mut writes = vec![
                 self.put_task(item.clone(), "attribute_not_exists(pk)", None)?,
-                count(&self.table, task, None, task.status, how)?,
+                count(&self.table, task, &moves(None, task), how)?,
             ];
             if let Some(idempotency) = idempotency {
                 writes.push(claim_key(&self.table, task, idempotency)?);
@@ -753,26 +782,32 @@ impl TaskStore for DynamoStore {
             values.insert(":dependents".to_owned(), n(current.dependents.len()));
             "size(dependents) = :dependents"
         };
+        // A slot held for the task is held by its item's version: an admission that took it
+        // meanwhile changes what this write must do with the project's counters.
+        let reserved = match current.reserved {
+            true => "reserved = :true",
+            false => "attribute_not_exists(reserved)",
+        };
+        if current.reserved {
+            values.insert(":true".to_owned(), AttributeValue::Bool(true));
+        }
         let dispatch = current.status == Status::Scheduled && next.status == Status::Running;
         let how = if dispatch {
-            ProjectWrite::Dispatch
+            ProjectWrite::Dispatch {
+                reserved: current.reserved,
+            }
         } else {
             ProjectWrite::Transition
         };
         let mut writes = vec![self.put_task(
             to_item(next, wake)?,
-            &format!("#status = :status AND #version = :version AND {dependents}"),
+            &format!("#status = :status AND #version = :version AND {dependents} AND {reserved}"),
             Some(values),
         )?];
         // A note leaves the status, and so the project's counts, as they are.
-        if next.status != current.status {
-            writes.push(count(
-                &self.table,
-                next,
-                Some(current.status),
-                next.status,
-                how,
-            )?);
+        let moves = moves(Some(current), next);
+        if !moves.is_empty() {
+            writes.push(count(&self.table, next, &moves, how)?);
         }
         let Err(mut cancelled) = self.transact(writes).await? else {
             return Ok(Commit::Committed);
@@ -781,13 +816,22 @@ impl TaskStore for DynamoStore {
             let stored = cancelled.item(0).map(from_item).transpose()?;
             return Ok(Commit::Conflict(stored.map(Box::new)));
         }
-        let paused = cancelled
-            .item(1)
-            .is_some_and(|project| project.contains_key("paused"));
-        Ok(Commit::Blocked(match paused {
-            true => Gate::Paused,
-            false => Gate::Capacity,
-        }))
+        let project = cancelled.item(1).unwrap_or_default();
+        let number = |name: &str| {
+            project
+                .get(name)
+                .and_then(|n| n.as_n().ok())
+                .and_then(|n| n.parse::<i64>().ok())
+        };
+        let slot_free =
+            number(&counter(Status::Running)).unwrap_or(0) < number("slot_limit").unwrap_or(0);
+        Ok(if project.contains_key("paused") {
+            Commit::Blocked(Gate::Paused)
+        } else if slot_free && !current.reserved {
+            Commit::Queued
+        } else {
+            Commit::Blocked(Gate::Capacity)
+        })
     }
 
     async fn list(&self, query: &TaskQuery) -> Result<Page, InfraError> {

@@ -3,16 +3,21 @@
 //! tasks in admission order), and kill switches with their history.
 
 use async_trait::async_trait;
-use aws_sdk_dynamodb::types::{AttributeValue, Put, Select, TransactWriteItem};
-use baton_app::{Drain, InfraError, KillSwitches, ProjectControls, ProjectStatus, ReadySet, Wake};
+use std::collections::HashMap;
+
+use aws_sdk_dynamodb::types::{AttributeValue, Put, Select, TransactWriteItem, Update};
+use baton_app::{
+    Drain, InfraError, KillSwitches, ProjectControls, ProjectStatus, ReadySet, Reservation, Wake,
+};
 use baton_domain::{
-    Change, DEFAULT_CONCURRENCY_LIMIT, KillSwitch, Parked, ProjectId, Scope, Task, Tenant, Timer,
+    Change, DEFAULT_CONCURRENCY_LIMIT, KillSwitch, Parked, ProjectId, Scope, Status, Task, Tenant,
+    Timer,
 };
 use chrono::{DateTime, Utc};
 
 use crate::dynamo::{
-    DynamoStore, Item, WAKE_SHARDS, batch_get, counter, infra, key, n, parse_pk, project_key, s,
-    sortable, switch_key, switch_pk, wake_attributes, written,
+    DynamoStore, Item, RESERVED, WAKE_SHARDS, Write, batch_get, counter, infra, key, n, parse_pk,
+    project_key, s, sortable, switch_key, switch_pk, wake_attributes, written,
 };
 
 /// The sparse index of parked tasks: partition = project, sort = admission order.
@@ -151,11 +156,17 @@ impl ProjectControls for DynamoStore {
                     status.project_switch = Some(switch_of(item)?)
                 }
                 _ => {
-                    status.counts = ProjectStatus::counted(|status| {
-                        item.get(&counter(status))
+                    let number = |name: &str| {
+                        item.get(name)
                             .and_then(|n| n.as_n().ok())
                             .and_then(|n| n.parse::<i64>().ok())
                             .map_or(0, |n| u64::try_from(n).unwrap_or(0))
+                    };
+                    // `n_RUNNING` counts the slots held for admitted tasks too.
+                    status.reserved = number(RESERVED);
+                    status.counts = ProjectStatus::counted(|state| match state {
+                        Status::Running => number(&counter(state)).saturating_sub(status.reserved),
+                        _ => number(&counter(state)),
                     });
                     status.limit = item
                         .get("slot_limit")
@@ -230,43 +241,101 @@ impl ReadySet for DynamoStore {
             .send()
             .await
             .map_err(infra("DynamoDB UpdateItem"))?;
-        let update = self
-            .client
-            .update_item()
+        let mut values = HashMap::from([
+            (":version".to_owned(), n(task.version)),
+            (":ready".to_owned(), ready_key(&task.tenant, &task.project)),
+            (":rank".to_owned(), s(ready_rank(task))),
+            (":parked".to_owned(), encoded(&parked)?),
+        ]);
+        let set = "SET ready_key = :ready, ready_rank = :rank, parked = :parked";
+        if !task.reserved {
+            let update = self
+                .client
+                .update_item()
+                .table_name(&self.table)
+                .set_key(Some(key(&task.tenant, &task.id)))
+                .update_expression(format!("{set} REMOVE wake_key, wake_at"))
+                .condition_expression("#version = :version AND attribute_not_exists(reserved)")
+                .expression_attribute_names("#version", "version")
+                .set_expression_attribute_values(Some(values))
+                .send()
+                .await;
+            return written("DynamoDB UpdateItem", update);
+        }
+        // A task refused at the dispatch an admission held a slot for gives the slot back.
+        values.insert(":true".to_owned(), AttributeValue::Bool(true));
+        let park = Update::builder()
             .table_name(&self.table)
             .set_key(Some(key(&task.tenant, &task.id)))
-            .update_expression(
-                "SET ready_key = :ready, ready_rank = :rank, parked = :parked \
-                 REMOVE wake_key, wake_at",
-            )
-            .condition_expression("#version = :version")
+            .update_expression(format!("{set} REMOVE wake_key, wake_at, reserved"))
+            .condition_expression("#version = :version AND reserved = :true")
             .expression_attribute_names("#version", "version")
-            .expression_attribute_values(":version", n(task.version))
-            .expression_attribute_values(":ready", ready_key(&task.tenant, &task.project))
-            .expression_attribute_values(":rank", s(ready_rank(task)))
-            .expression_attribute_values(":parked", encoded(&parked)?)
-            .send()
-            .await;
-        written("DynamoDB UpdateItem", update)
+            .set_expression_attribute_values(Some(values))
+            .build()
+            .map_err(|e| InfraError::new("build park update", e))?;
+        let give_back = Update::builder()
+            .table_name(&self.table)
+            .set_key(Some(project_key(&task.tenant, &task.project)))
+            .update_expression("ADD #running :minus, #reserved :minus")
+            .expression_attribute_names("#running", counter(Status::Running))
+            .expression_attribute_names("#reserved", RESERVED)
+            .expression_attribute_values(":minus", n(-1))
+            .build()
+            .map_err(|e| InfraError::new("build slot release", e))?;
+        Ok(self
+            .transact(vec![Write::Update(park), Write::Update(give_back)])
+            .await?
+            .is_ok())
     }
 
-    async fn unpark(&self, timer: &Timer, wake: Wake) -> Result<bool, InfraError> {
+    async fn reserve(
+        &self,
+        project: &ProjectId,
+        timer: &Timer,
+        wake: Wake,
+    ) -> Result<Reservation, InfraError> {
         let [(_, wake_key), (_, wake_at)] = wake_attributes(&timer.task_id, wake);
-        let update = self
-            .client
-            .update_item()
+        let take = Update::builder()
             .table_name(&self.table)
             .set_key(Some(key(&timer.tenant, &timer.task_id)))
             .update_expression(
-                "REMOVE ready_key, ready_rank, parked SET wake_key = :key, wake_at = :at",
+                "REMOVE ready_key, ready_rank, parked \
+                 SET wake_key = :key, wake_at = :at, reserved = :true",
             )
-            .condition_expression("attribute_exists(ready_key) AND attempt = :attempt")
+            .condition_expression(
+                "attribute_exists(ready_key) AND attempt = :attempt \
+                 AND attribute_not_exists(reserved)",
+            )
             .expression_attribute_values(":attempt", n(timer.attempt))
             .expression_attribute_values(":key", wake_key)
             .expression_attribute_values(":at", wake_at)
-            .send()
-            .await;
-        written("DynamoDB UpdateItem", update)
+            .expression_attribute_values(":true", AttributeValue::Bool(true))
+            .build()
+            .map_err(|e| InfraError::new("build reservation", e))?;
+        let hold = Update::builder()
+            .table_name(&self.table)
+            .set_key(Some(project_key(&timer.tenant, project)))
+            .update_expression("ADD #running :one, #reserved :one")
+            .condition_expression(
+                "attribute_exists(slot_limit) \
+                 AND (attribute_not_exists(#running) OR #running < slot_limit)",
+            )
+            .expression_attribute_names("#running", counter(Status::Running))
+            .expression_attribute_names("#reserved", RESERVED)
+            .expression_attribute_values(":one", n(1))
+            .build()
+            .map_err(|e| InfraError::new("build slot hold", e))?;
+        const TASK: usize = 0;
+        Ok(
+            match self
+                .transact(vec![Write::Update(take), Write::Update(hold)])
+                .await?
+            {
+                Ok(()) => Reservation::Reserved,
+                Err(cancelled) if cancelled.failed(TASK) => Reservation::NotWaiting,
+                Err(_) => Reservation::Full,
+            },
+        )
     }
 
     async fn ready(

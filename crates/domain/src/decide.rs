@@ -495,6 +495,7 @@ fn next_state(
 ) -> Task {
     let mut next = task.clone();
     next.parked = None;
+    next.reserved = false;
     change(&mut next);
     next.status = to;
     next.version = task.version + 1;

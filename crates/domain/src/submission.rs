@@ -404,6 +404,7 @@ impl Task {
                 attempt: 1,
             }],
             parked: None,
+            reserved: false,
             idempotency_key,
             depends_on: new.depends_on,
             dependents: Vec::new(),

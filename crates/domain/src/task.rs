@@ -252,6 +252,11 @@ pub struct Task {
     /// Set while the task is due but waits in its project's ready set; any transition clears it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub parked: Option<Parked>,
+    /// Set while the task is due and an admission holds one of its project's slots for it, taken
+    /// out of the ready set; its dispatch turns the slot into the one it runs in, and any other
+    /// transition gives it back.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub reserved: bool,
     /// The key the submitter gave so that a repeated submission returns this task.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub idempotency_key: Option<String>,

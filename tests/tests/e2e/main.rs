@@ -598,6 +598,13 @@ async fn a_project_limited_to_three_never_runs_more_and_a_late_urgent_task_goes_
         "submitted before they are due"
     );
 
+    // The worker answers nothing until all but the first three wait, the urgent one with them:
+    // its place among them is what this test is about, not how fast on-due is.
+    eventually("28 tasks to wait in the ready set", PATIENCE, || async {
+        let status = graphql(&stack, &tenant, PROJECT_STATUS, json!({})).await?;
+        Ok((status["projectStatus"]["queued"].as_u64() == Some(28)).then_some(()))
+    })
+    .await?;
     // Watch both the project's counter and the tasks' own states between the worker's polls.
     let running_tasks = "{ tasks(filter: {projectId: \"e2e\", statuses: [RUNNING]}, first: 100)
         { edges { node { id } } } }";
@@ -607,8 +614,7 @@ async fn a_project_limited_to_three_never_runs_more_and_a_late_urgent_task_goes_
         &tenant,
         &worker,
         31,
-        // Long enough for on-due to park all 31 before the first slot frees, even while the
-        // other tests load the emulator.
+        // Long enough for the watch to see three running at once.
         Duration::from_millis(1500),
         || async {
             let status = graphql(&stack, &tenant, PROJECT_STATUS, json!({})).await?;
