@@ -190,6 +190,27 @@ fn table_definition() -> Result<Value> {
     Ok(Value::Object(definition))
 }
 
+/// The task table's indexes as the template declares them: `(index name, partition key
+/// attribute)`.
+pub fn table_indexes() -> Result<Vec<(String, String)>> {
+    let definition = table_definition()?;
+    Ok(definition["GlobalSecondaryIndexes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|index| {
+            let hash = index["KeySchema"]
+                .as_array()?
+                .iter()
+                .find(|key| key["KeyType"] == "HASH")?;
+            Some((
+                index["IndexName"].as_str()?.to_owned(),
+                hash["AttributeName"].as_str()?.to_owned(),
+            ))
+        })
+        .collect())
+}
+
 fn key_schema(value: &Value) -> Vec<KeySchemaElement> {
     value
         .as_array()

@@ -1,7 +1,7 @@
 //! Counts every AWS request a client makes, by service and operation, with the DynamoDB capacity
-//! each one consumed: an SDK interceptor that asks DynamoDB for `ReturnConsumedCapacity = TOTAL`
-//! (the emulator computes it by AWS's rules: item size, transactional double cost, indexes) and
-//! reads the answer.
+//! each one consumed: an SDK interceptor that asks DynamoDB for `ReturnConsumedCapacity =
+//! INDEXES` (the emulator computes it by AWS's rules: item size, transactional double cost,
+//! indexes) and reads the answer. It also hands every write to [`Keys`], the load per key.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -17,6 +17,8 @@ use aws_smithy_runtime_api::client::interceptors::context::{
 use aws_smithy_runtime_api::client::orchestrator::Metadata;
 use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
 use aws_smithy_types::config_bag::ConfigBag;
+
+use crate::keys::{self, Keys, Touched};
 
 /// What one operation added up to.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
@@ -35,18 +37,40 @@ pub struct Tally {
 pub type Tallies = BTreeMap<(String, String), Tally>;
 
 /// The interceptor: clone it into each client's configuration; every clone adds to one count.
-#[derive(Debug, Clone, Default)]
-pub struct Calls(Arc<Mutex<Tallies>>);
+#[derive(Debug, Clone)]
+pub struct Calls {
+    tallies: Arc<Mutex<Tallies>>,
+    keys: Arc<Mutex<Keys>>,
+    /// The task table's `(index, partition attribute)`.
+    indexes: Arc<Vec<(String, String)>>,
+}
 
 impl Calls {
-    /// The counts so far, and a fresh start.
-    pub fn take(&self) -> Tallies {
-        std::mem::take(&mut self.0.lock().expect("tallies"))
+    /// A count of nothing yet, for clients of the task table the template declares.
+    pub fn new() -> anyhow::Result<Self> {
+        Ok(Self {
+            tallies: Arc::default(),
+            keys: Arc::default(),
+            indexes: Arc::new(baton_tests::table_indexes()?),
+        })
+    }
+
+    /// The counts so far, and a fresh start (of the keys' loads too).
+    pub fn take(&self) -> (Tallies, Keys) {
+        (
+            std::mem::take(&mut self.tallies.lock().expect("tallies")),
+            std::mem::take(&mut self.keys.lock().expect("keys")),
+        )
     }
 
     fn add(&self, metadata: &Metadata, add: impl FnOnce(&mut Tally)) {
         let key = (metadata.service().to_owned(), metadata.name().to_owned());
-        add(self.0.lock().expect("tallies").entry(key).or_default());
+        add(self
+            .tallies
+            .lock()
+            .expect("tallies")
+            .entry(key)
+            .or_default());
     }
 }
 
@@ -54,22 +78,22 @@ impl Calls {
 macro_rules! ask_capacity {
     ($input:expr, $($op:ident::$ty:ident),+) => {
         $(if let Some(input) = $input.downcast_mut::<ddb::$op::$ty>() {
-            input.return_consumed_capacity = Some(ReturnConsumedCapacity::Total);
+            input.return_consumed_capacity = Some(ReturnConsumedCapacity::Indexes);
         })+
     };
 }
 
-/// The capacity an output reports, for the outputs that can carry one.
+/// The capacities an output reports, for the outputs that can carry them.
 macro_rules! consumed {
     ($output:expr, single: [$($one:ident::$one_ty:ident),+], many: [$($many:ident::$many_ty:ident),+]) => {{
-        let mut units = None;
+        let mut capacities: Vec<&ConsumedCapacity> = Vec::new();
         $(if let Some(output) = $output.downcast_ref::<ddb::$one::$one_ty>() {
-            units = Some(output.consumed_capacity().map_or(0.0, capacity));
+            capacities.extend(output.consumed_capacity());
         })+
         $(if let Some(output) = $output.downcast_ref::<ddb::$many::$many_ty>() {
-            units = Some(output.consumed_capacity().iter().map(capacity).sum());
+            capacities.extend(output.consumed_capacity());
         })+
-        units.unwrap_or(0.0)
+        capacities
     }};
 }
 
@@ -96,6 +120,9 @@ impl Intercept for Calls {
             let entries = put.entries().len() as u64;
             self.add(metadata, |tally| tally.entries += entries);
         }
+        if let Some(touched) = keys::touched(input, &self.indexes) {
+            cfg.interceptor_state().store_put(touched);
+        }
         ask_capacity!(
             input,
             get_item::GetItemInput,
@@ -120,7 +147,7 @@ impl Intercept for Calls {
         let Some(metadata) = cfg.load::<Metadata>() else {
             return Ok(());
         };
-        let (units, failed) = match context.output_or_error() {
+        let (capacities, failed) = match context.output_or_error() {
             Some(Ok(output)) => (
                 consumed!(output,
                     single: [get_item::GetItemOutput, query::QueryOutput, put_item::PutItemOutput,
@@ -130,8 +157,12 @@ impl Intercept for Calls {
                         transact_get_items::TransactGetItemsOutput]),
                 false,
             ),
-            _ => (0.0, true),
+            _ => (Vec::new(), true),
         };
+        let units: f64 = capacities.iter().map(|c| capacity(c)).sum();
+        if let Some(touched) = cfg.load::<Touched>() {
+            self.keys.lock().expect("keys").add(touched, &capacities);
+        }
         self.add(metadata, |tally| {
             tally.calls += 1;
             tally.units += units;

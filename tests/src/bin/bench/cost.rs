@@ -16,6 +16,7 @@ use serde::Serialize;
 use serde_json::{Value, json};
 
 use crate::calls::{Calls, Tallies};
+use crate::keys::HotKeys;
 use crate::progress;
 
 /// AWS list prices used (us-east-1, on-demand, arm64), in $ per million units.
@@ -117,6 +118,8 @@ pub struct LifecycleCost {
     pub per_million: f64,
     /// Step Functions standard, same number of transitions, $ per million.
     pub step_functions_per_million: f64,
+    /// The load on each key the lifecycles wrote, and the bounds it sets.
+    pub hot_keys: HotKeys,
 }
 
 /// One operation's requests and units per lifecycle.
@@ -321,7 +324,7 @@ const PROJECT: &str = "cost";
 
 /// Runs `n` lifecycles of each kind, one batch at a time, and prices them.
 pub async fn measure(n: usize) -> Result<Vec<LifecycleCost>> {
-    let calls = Calls::default();
+    let calls = Calls::new()?;
     let (sandbox, live) = counted(&calls).await?;
     let rules = template_rules()?;
     let mut costs = Vec::new();
@@ -338,33 +341,13 @@ pub async fn measure(n: usize) -> Result<Vec<LifecycleCost>> {
             sandbox.teardown().await?;
             return Err(failure);
         }
-        let tallies = calls.take();
+        let (tallies, keys) = calls.take();
         driver.flow.transitions = transitions(&sandbox, n).await?;
-        costs.push(price(kind, n, &tallies, &driver.flow, &rules));
+        let hot_keys = keys.report(n, &format!("bench#{PROJECT}"));
+        costs.push(price(kind, n, &tallies, hot_keys, &driver.flow, &rules));
     }
     sandbox.teardown().await?;
     Ok(costs)
-}
-
-/// The ceiling: `n` immediate lifecycles through the same handlers in this process,
-/// `concurrency` batches at once, with nothing between them and the emulator. Lifecycles/s and
-/// Baton's requests/s.
-pub async fn ceiling(n: usize, concurrency: usize) -> Result<(f64, f64)> {
-    let calls = Calls::default();
-    let (sandbox, live) = counted(&calls).await?;
-    let mut driver = Driver {
-        sandbox: &sandbox,
-        live: &live,
-        concurrency,
-        flow: Flow::default(),
-    };
-    let start = Instant::now();
-    let outcome = driver.run(Kind::Immediate, n).await;
-    let elapsed = start.elapsed().as_secs_f64();
-    sandbox.teardown().await?;
-    outcome?;
-    let requests: u64 = calls.take().values().map(|t| t.calls).sum();
-    Ok((n as f64 / elapsed, requests as f64 / elapsed))
 }
 
 /// The notifier's side: connections in the sandbox table through a counted client, no
@@ -406,6 +389,7 @@ fn price(
     kind: Kind,
     n: usize,
     tallies: &Tallies,
+    hot_keys: HotKeys,
     flow: &Flow,
     rules: &[(Vec<String>, usize)],
 ) -> LifecycleCost {
@@ -474,6 +458,7 @@ fn price(
         dollars,
         per_million,
         step_functions_per_million: per(flow.transitions as f64) * p.step_functions_transition,
+        hot_keys,
     }
 }
 
