@@ -241,21 +241,49 @@ fn built<E: std::error::Error + Send + Sync + 'static>(
     move |e| InfraError::new(what, e)
 }
 
-/// Why a transaction was cancelled: per item, whether its condition failed and the stored item
+/// What a part of a transaction writes, the name its cancellation reason is read back by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Part {
+    /// The task's own item.
+    Task,
+    /// Its project's item.
+    Project,
+    /// The record of an idempotency key.
+    Key,
+    /// A dependency that lists the new task among its dependents.
+    Dependency,
+    /// The project's kill switch, installed with its first task.
+    Switch,
+}
+
+/// Why a transaction was cancelled: per part, whether its condition failed and the stored item
 /// it answered with.
-pub(crate) struct Cancelled(Vec<CancellationReason>);
+pub(crate) struct Cancelled(Vec<(Part, CancellationReason)>);
 
 impl Cancelled {
-    pub(crate) fn failed(&self, index: usize) -> bool {
+    /// Whether the condition of (any write of) `part` failed.
+    pub(crate) fn failed(&self, part: Part) -> bool {
         self.0
-            .get(index)
-            .and_then(|reason| reason.code())
-            .is_some_and(|code| code == "ConditionalCheckFailed")
+            .iter()
+            .any(|(p, reason)| *p == part && reason.code() == Some("ConditionalCheckFailed"))
     }
 
-    fn item(&mut self, index: usize) -> Option<Item> {
-        self.0.get_mut(index).and_then(|reason| reason.item.take())
+    /// The stored item the (first) write of `part` answered with.
+    fn item(&mut self, part: Part) -> Option<Item> {
+        self.0
+            .iter_mut()
+            .find(|(p, _)| *p == part)
+            .and_then(|(_, reason)| reason.item.take())
     }
+
+    fn any(&self, code: &str) -> bool {
+        self.0.iter().any(|(_, reason)| reason.code() == Some(code))
+    }
+}
+
+/// A number attribute of an item.
+pub(crate) fn number(item: &Item, name: &str) -> Option<i64> {
+    item.get(name)?.as_n().ok()?.parse().ok()
 }
 
 /// How a write moves its project item besides the counters.
@@ -432,9 +460,10 @@ impl DynamoStore {
     /// shared by every transition of the project) is tried again after a short pause.
     pub(crate) async fn transact(
         &self,
-        writes: Vec<Write>,
+        writes: Vec<(Part, Write)>,
     ) -> Result<Result<(), Cancelled>, InfraError> {
-        let items: Vec<TransactWriteItem> = writes.into_iter().map(write).collect();
+        let parts: Vec<Part> = writes.iter().map(|(part, _)| *part).collect();
+        let items: Vec<TransactWriteItem> = writes.into_iter().map(|(_, w)| write(w)).collect();
         let mut attempt = 0;
         loop {
             attempt += 1;
@@ -449,27 +478,23 @@ impl DynamoStore {
                 Err(error) => error,
             };
             let cancelled = match error.as_service_error() {
-                Some(TransactWriteItemsError::TransactionCanceledException(e)) => {
-                    Cancelled(e.cancellation_reasons().to_vec())
-                }
+                Some(TransactWriteItemsError::TransactionCanceledException(e)) => Cancelled(
+                    parts
+                        .iter()
+                        .copied()
+                        .zip(e.cancellation_reasons().iter().cloned())
+                        .collect(),
+                ),
                 _ => return Err(classified("DynamoDB TransactWriteItems", error)),
             };
-            if (0..cancelled.0.len()).any(|i| cancelled.failed(i)) {
+            if cancelled.any("ConditionalCheckFailed") {
                 return Ok(Err(cancelled));
             }
             // An item the table cannot hold cancels the transaction with this reason.
-            if cancelled
-                .0
-                .iter()
-                .any(|reason| reason.code() == Some("ValidationError"))
-            {
+            if cancelled.any("ValidationError") {
                 return Err(InfraError::permanent("DynamoDB TransactWriteItems", error));
             }
-            let conflict = cancelled
-                .0
-                .iter()
-                .any(|reason| reason.code() == Some("TransactionConflict"));
-            if !conflict || attempt >= TRANSACTION_ATTEMPTS {
+            if !cancelled.any("TransactionConflict") || attempt >= TRANSACTION_ATTEMPTS {
                 return Err(InfraError::new("DynamoDB TransactWriteItems", error));
             }
             let pause =
@@ -661,30 +686,38 @@ impl TaskStore for DynamoStore {
                 ProjectWrite::Existing
             };
             let mut writes = vec![
-                self.put_task(item.clone(), "attribute_not_exists(pk)", None)?,
-                count(&self.table, task, &moves(None, task), how)?,
+                (
+                    Part::Task,
+                    self.put_task(item.clone(), "attribute_not_exists(pk)", None)?,
+                ),
+                (
+                    Part::Project,
+                    count(&self.table, task, &moves(None, task), how)?,
+                ),
             ];
             if let Some(idempotency) = idempotency {
-                writes.push(claim_key(&self.table, task, idempotency)?);
+                writes.push((Part::Key, claim_key(&self.table, task, idempotency)?));
             }
-            let first_dependency = writes.len();
             for dependency in dependencies {
-                writes.push(add_dependent(&self.table, dependency, &task.id)?);
+                writes.push((
+                    Part::Dependency,
+                    add_dependent(&self.table, dependency, &task.id)?,
+                ));
             }
             if new_project {
-                writes.push(install_project_switch(&self.table, task)?);
+                writes.push((Part::Switch, install_project_switch(&self.table, task)?));
             }
             let Err(mut cancelled) = self.transact(writes).await? else {
                 return Ok(Created::Created);
             };
-            if cancelled.failed(0) {
-                let existing = cancelled.item(0).ok_or_else(|| {
+            if cancelled.failed(Part::Task) {
+                let existing = cancelled.item(Part::Task).ok_or_else(|| {
                     InfraError::new("DynamoDB TransactWriteItems", "no existing item returned")
                 })?;
                 return Ok(Created::Exists(Box::new(from_item(existing)?)));
             }
-            if idempotency.is_some() && cancelled.failed(2) {
-                let used = cancelled.item(2).unwrap_or_default();
+            if cancelled.failed(Part::Key) {
+                let used = cancelled.item(Part::Key).unwrap_or_default();
                 let text = |name: &str| used.get(name).and_then(|v| v.as_s().ok()).cloned();
                 let task_id = text("task_id").and_then(|id| TaskId::parse(&id).ok());
                 return match (task_id, text("fingerprint")) {
@@ -698,9 +731,7 @@ impl TaskStore for DynamoStore {
                     )),
                 };
             }
-            if (first_dependency..first_dependency + dependencies.len())
-                .any(|i| cancelled.failed(i))
-            {
+            if cancelled.failed(Part::Dependency) {
                 return Ok(Created::DependencyMoved);
             }
             // The project's condition failed: it is new after all, or was created meanwhile.
@@ -799,32 +830,31 @@ impl TaskStore for DynamoStore {
         } else {
             ProjectWrite::Transition
         };
-        let mut writes = vec![self.put_task(
-            to_item(next, wake)?,
-            &format!("#status = :status AND #version = :version AND {dependents} AND {reserved}"),
-            Some(values),
-        )?];
+        let mut writes = vec![(
+            Part::Task,
+            self.put_task(
+                to_item(next, wake)?,
+                &format!(
+                    "#status = :status AND #version = :version AND {dependents} AND {reserved}"
+                ),
+                Some(values),
+            )?,
+        )];
         // A note leaves the status, and so the project's counts, as they are.
         let moves = moves(Some(current), next);
         if !moves.is_empty() {
-            writes.push(count(&self.table, next, &moves, how)?);
+            writes.push((Part::Project, count(&self.table, next, &moves, how)?));
         }
         let Err(mut cancelled) = self.transact(writes).await? else {
             return Ok(Commit::Committed);
         };
-        if cancelled.failed(0) {
-            let stored = cancelled.item(0).map(from_item).transpose()?;
+        if cancelled.failed(Part::Task) {
+            let stored = cancelled.item(Part::Task).map(from_item).transpose()?;
             return Ok(Commit::Conflict(stored.map(Box::new)));
         }
-        let project = cancelled.item(1).unwrap_or_default();
-        let number = |name: &str| {
-            project
-                .get(name)
-                .and_then(|n| n.as_n().ok())
-                .and_then(|n| n.parse::<i64>().ok())
-        };
-        let slot_free =
-            number(&counter(Status::Running)).unwrap_or(0) < number("slot_limit").unwrap_or(0);
+        let project = cancelled.item(Part::Project).unwrap_or_default();
+        let slot_free = number(&project, &counter(Status::Running)).unwrap_or(0)
+            < number(&project, "slot_limit").unwrap_or(0);
         Ok(if project.contains_key("paused") {
             Commit::Blocked(Gate::Paused)
         } else if slot_free && !current.reserved {

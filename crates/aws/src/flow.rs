@@ -16,8 +16,8 @@ use baton_domain::{
 use chrono::{DateTime, Utc};
 
 use crate::dynamo::{
-    DynamoStore, Item, RESERVED, WAKE_SHARDS, Write, batch_get, counter, infra, key, n, parse_pk,
-    project_key, s, sortable, switch_key, switch_pk, wake_attributes, written,
+    DynamoStore, Item, Part, RESERVED, WAKE_SHARDS, Write, batch_get, counter, infra, key, n,
+    number, parse_pk, project_key, s, sortable, switch_key, switch_pk, wake_attributes, written,
 };
 
 /// The sparse index of parked tasks: partition = project, sort = admission order.
@@ -157,10 +157,7 @@ impl ProjectControls for DynamoStore {
                 }
                 _ => {
                     let number = |name: &str| {
-                        item.get(name)
-                            .and_then(|n| n.as_n().ok())
-                            .and_then(|n| n.parse::<i64>().ok())
-                            .map_or(0, |n| u64::try_from(n).unwrap_or(0))
+                        number(&item, name).map_or(0, |n| u64::try_from(n).unwrap_or(0))
                     };
                     // `n_RUNNING` counts the slots held for admitted tasks too.
                     status.reserved = number(RESERVED);
@@ -282,10 +279,11 @@ impl ReadySet for DynamoStore {
             .expression_attribute_values(":minus", n(-1))
             .build()
             .map_err(|e| InfraError::new("build slot release", e))?;
-        Ok(self
-            .transact(vec![Write::Update(park), Write::Update(give_back)])
-            .await?
-            .is_ok())
+        let writes = vec![
+            (Part::Task, Write::Update(park)),
+            (Part::Project, Write::Update(give_back)),
+        ];
+        Ok(self.transact(writes).await?.is_ok())
     }
 
     async fn reserve(
@@ -325,17 +323,15 @@ impl ReadySet for DynamoStore {
             .expression_attribute_values(":one", n(1))
             .build()
             .map_err(|e| InfraError::new("build slot hold", e))?;
-        const TASK: usize = 0;
-        Ok(
-            match self
-                .transact(vec![Write::Update(take), Write::Update(hold)])
-                .await?
-            {
-                Ok(()) => Reservation::Reserved,
-                Err(cancelled) if cancelled.failed(TASK) => Reservation::NotWaiting,
-                Err(_) => Reservation::Full,
-            },
-        )
+        let writes = vec![
+            (Part::Task, Write::Update(take)),
+            (Part::Project, Write::Update(hold)),
+        ];
+        Ok(match self.transact(writes).await? {
+            Ok(()) => Reservation::Reserved,
+            Err(cancelled) if cancelled.failed(Part::Task) => Reservation::NotWaiting,
+            Err(_) => Reservation::Full,
+        })
     }
 
     async fn ready(
