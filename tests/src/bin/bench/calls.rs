@@ -63,6 +63,16 @@ impl Calls {
         )
     }
 
+    /// Requests counted so far.
+    pub fn requests(&self) -> u64 {
+        self.tallies
+            .lock()
+            .expect("tallies")
+            .values()
+            .map(|t| t.calls)
+            .sum()
+    }
+
     fn add(&self, metadata: &Metadata, add: impl FnOnce(&mut Tally)) {
         let key = (metadata.service().to_owned(), metadata.name().to_owned());
         add(self

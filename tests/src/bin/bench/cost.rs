@@ -11,7 +11,6 @@ use anyhow::{Context, Result, bail};
 use baton_app::Clock;
 use baton_graphql::live::Live;
 use baton_tests::{Sandbox, eventbridge_event, sqs_batch, unique};
-use futures_util::{StreamExt, TryStreamExt, stream};
 use serde::Serialize;
 use serde_json::{Value, json};
 
@@ -118,8 +117,22 @@ pub struct LifecycleCost {
     pub per_million: f64,
     /// Step Functions standard, same number of transitions, $ per million.
     pub step_functions_per_million: f64,
+    /// Baton's CPU time per lifecycle, summed over its handlers, in milliseconds.
+    pub cpu_ms: f64,
+    /// Per handler: its AWS requests per message (made one after another) and its CPU time
+    /// per message in milliseconds.
+    pub handlers: BTreeMap<&'static str, HandlerFigures>,
     /// The load on each key the lifecycles wrote, and the bounds it sets.
     pub hot_keys: HotKeys,
+}
+
+/// One handler's figures per message.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct HandlerFigures {
+    /// AWS requests per message, in sequence.
+    pub requests: f64,
+    /// CPU time per message, ms.
+    pub cpu_ms: f64,
 }
 
 /// One operation's requests and units per lifecycle.
@@ -173,11 +186,23 @@ fn template_rules() -> Result<Vec<(Vec<String>, usize)>> {
         .collect())
 }
 
+/// What one function's handler did while lifecycles ran.
+#[derive(Default)]
+struct Handled {
+    /// Messages it consumed.
+    messages: usize,
+    /// Its AWS requests (each one after the other: a handler works through its batch in turn).
+    requests: u64,
+    /// The time its thread spent on a CPU while it ran (the SDK's serialization and HTTP client
+    /// included; the emulator is another process).
+    cpu: Duration,
+}
+
 /// Message counts and handler time while lifecycles run.
 #[derive(Default)]
 struct Flow {
-    /// Messages each function consumed.
-    consumed: BTreeMap<&'static str, usize>,
+    /// What each function's handler did.
+    handlers: BTreeMap<&'static str, Handled>,
     /// Events published on the bus, by detail-type (Baton's, the client's, the worker's).
     events: BTreeMap<String, usize>,
     /// Time spent in handlers.
@@ -189,9 +214,20 @@ struct Flow {
 struct Driver<'a> {
     sandbox: &'a Sandbox,
     live: &'a Live,
-    /// Batches handled at once.
-    concurrency: usize,
+    calls: &'a Calls,
     flow: Flow,
+}
+
+/// The time the calling thread has spent on a CPU, from the scheduler's own account
+/// (nanoseconds, user and kernel).
+fn thread_cpu() -> Result<Duration> {
+    let stat = std::fs::read_to_string("/proc/thread-self/schedstat")?;
+    let nanos = stat
+        .split_whitespace()
+        .next()
+        .and_then(|n| n.parse().ok())
+        .context("/proc/thread-self/schedstat")?;
+    Ok(Duration::from_nanos(nanos))
 }
 
 impl Driver<'_> {
@@ -203,32 +239,30 @@ impl Driver<'_> {
         }
     }
 
-    /// Delivers `bodies` to `function` in batches as its event source mapping would.
+    /// Delivers `bodies` to `function` in batches as its event source mapping would, one batch
+    /// at a time, on this thread (the run's runtime has no other), so the thread's CPU time
+    /// across a handler is the handler's.
     async fn deliver(&mut self, function: &'static str, bodies: Vec<String>) -> Result<()> {
         self.tick();
         let (baton, live) = (&self.sandbox.baton, self.live);
-        let handled: Vec<(usize, Duration)> = stream::iter(bodies.chunks(ESM_BATCH as usize))
-            .map(|chunk| async move {
-                let event = sqs_batch(chunk);
-                let start = Instant::now();
-                let batch = match function {
-                    "submit" => baton_fn_submit::handle(baton, event).await,
-                    "on-due" => baton_fn_on_due::handle(baton, event).await,
-                    "on-result" => baton_fn_on_result::handle(baton, event).await,
-                    "notify" => baton_fn_notifier::handle(live, event).await,
-                    other => bail!("no handler {other}"),
-                };
-                if !batch.failed.is_empty() {
-                    bail!("{function} failed: {:?}", batch.failed);
-                }
-                Ok((chunk.len(), start.elapsed()))
-            })
-            .buffer_unordered(self.concurrency)
-            .try_collect()
-            .await?;
-        for (messages, busy) in handled {
-            self.flow.busy += busy;
-            *self.flow.consumed.entry(function).or_default() += messages;
+        for chunk in bodies.chunks(ESM_BATCH as usize) {
+            let event = sqs_batch(chunk);
+            let (requests, cpu, start) = (self.calls.requests(), thread_cpu()?, Instant::now());
+            let batch = match function {
+                "submit" => baton_fn_submit::handle(baton, event).await,
+                "on-due" => baton_fn_on_due::handle(baton, event).await,
+                "on-result" => baton_fn_on_result::handle(baton, event).await,
+                "notify" => baton_fn_notifier::handle(live, event).await,
+                other => bail!("no handler {other}"),
+            };
+            let handled = self.flow.handlers.entry(function).or_default();
+            handled.cpu += thread_cpu()? - cpu;
+            handled.requests += self.calls.requests() - requests;
+            handled.messages += chunk.len();
+            self.flow.busy += start.elapsed();
+            if !batch.failed.is_empty() {
+                bail!("{function} failed: {:?}", batch.failed);
+            }
         }
         Ok(())
     }
@@ -322,8 +356,19 @@ async fn counted(calls: &Calls) -> Result<(Sandbox, Live)> {
 /// The project the lifecycles run in.
 const PROJECT: &str = "cost";
 
-/// Runs `n` lifecycles of each kind, one batch at a time, and prices them.
+/// Runs `n` lifecycles of each kind, one batch at a time, and prices them: on a runtime of one
+/// thread of its own, so a handler's CPU time is its thread's.
 pub async fn measure(n: usize) -> Result<Vec<LifecycleCost>> {
+    tokio::task::spawn_blocking(move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
+            .block_on(measure_here(n))
+    })
+    .await?
+}
+
+async fn measure_here(n: usize) -> Result<Vec<LifecycleCost>> {
     let calls = Calls::new()?;
     let (sandbox, live) = counted(&calls).await?;
     let rules = template_rules()?;
@@ -334,7 +379,7 @@ pub async fn measure(n: usize) -> Result<Vec<LifecycleCost>> {
         let mut driver = Driver {
             sandbox: &sandbox,
             live: &live,
-            concurrency: 1,
+            calls: &calls,
             flow: Flow::default(),
         };
         if let Err(failure) = driver.run(kind, n).await {
@@ -423,7 +468,7 @@ fn price(
         .iter()
         .map(|(t, count)| per(*count as f64) * targets(rules, t))
         .sum();
-    let consumed: f64 = flow.consumed.values().map(|c| per(*c as f64)).sum();
+    let consumed: f64 = flow.handlers.values().map(|h| per(h.messages as f64)).sum();
     let worker_messages = per(flow.events.get("TaskReady").copied().unwrap_or(0) as f64);
     // Each consumer (a mapping, or the worker) receives and deletes a full batch per request.
     let polling = 2.0 * (consumed + worker_messages) / ESM_BATCH;
@@ -458,6 +503,23 @@ fn price(
         dollars,
         per_million,
         step_functions_per_million: per(flow.transitions as f64) * p.step_functions_transition,
+        cpu_ms: per(flow
+            .handlers
+            .values()
+            .map(|h| h.cpu.as_secs_f64() * 1000.0)
+            .sum()),
+        handlers: flow
+            .handlers
+            .iter()
+            .map(|(function, h)| {
+                let messages = h.messages.max(1) as f64;
+                let figures = HandlerFigures {
+                    requests: h.requests as f64 / messages,
+                    cpu_ms: h.cpu.as_secs_f64() * 1000.0 / messages,
+                };
+                (*function, figures)
+            })
+            .collect(),
         hot_keys,
     }
 }

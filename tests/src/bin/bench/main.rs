@@ -172,6 +172,32 @@ fn table(report: &Report) -> String {
             "",
             None,
         );
+        row(
+            &format!("  {kind}: Baton's CPU per lifecycle (ms)"),
+            format!("{:.2}", c.cpu_ms),
+            if immediate { "≤ 0.5 ms" } else { "" },
+            immediate.then_some(c.cpu_ms <= 0.5),
+        );
+        let per_handler = |figure: fn(&cost::HandlerFigures) -> f64| {
+            c.handlers
+                .values()
+                .map(|h| format!("{:.1}", figure(h)))
+                .collect::<Vec<_>>()
+                .join(" / ")
+        };
+        let names = c.handlers.keys().copied().collect::<Vec<_>>().join("/");
+        row(
+            &format!("  {kind}: requests per message, {names}"),
+            per_handler(|h| h.requests),
+            "",
+            None,
+        );
+        row(
+            &format!("  {kind}: CPU per message (ms), same"),
+            per_handler(|h| h.cpu_ms),
+            "",
+            None,
+        );
         let hot = &c.hot_keys;
         for (scope, key, goal, most) in [
             ("project", &hot.project, "≤ 0.1 WRU", 0.1),
