@@ -50,11 +50,18 @@ pub const PRICES: Prices = Prices {
 
 /// The template's event source mappings deliver up to this many messages per invocation; under
 /// load they fill.
-const ESM_BATCH: f64 = 10.0;
+const ESM_BATCH: usize = 10;
 /// The template's function memory, in GB.
 const MEMORY_GB: f64 = 0.125;
-/// The lifecycles counted.
-pub const KINDS: [Kind; 3] = [Kind::Immediate, Kind::Scheduled, Kind::Retried];
+/// The lifecycles counted, each at the batch size its messages are delivered in: full batches,
+/// and the immediate lifecycle again at low traffic, one message per invocation.
+pub const RUNS: [(Kind, usize); 5] = [
+    (Kind::Immediate, ESM_BATCH),
+    (Kind::Scheduled, ESM_BATCH),
+    (Kind::Retried, ESM_BATCH),
+    (Kind::Waiting, ESM_BATCH),
+    (Kind::Immediate, 1),
+];
 
 /// A kind of lifecycle.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -66,14 +73,25 @@ pub enum Kind {
     Scheduled,
     /// The first attempt fails, the retry (1 s backoff) succeeds.
     Retried,
+    /// Due now in a project of one slot: each task but the first waits in the ready set until a
+    /// result admits it, then the same as immediate.
+    Waiting,
 }
 
 impl Kind {
     fn extra(self) -> Value {
         match self {
-            Kind::Immediate => json!({}),
+            Kind::Immediate | Kind::Waiting => json!({}),
             Kind::Scheduled => json!({"delay_seconds": 2}),
             Kind::Retried => json!({"retry": {"max_attempts": 2, "backoff_seconds": 1}}),
+        }
+    }
+
+    /// The project its lifecycles run in.
+    fn project(self) -> &'static str {
+        match self {
+            Kind::Waiting => "cost-waiting",
+            _ => "cost",
         }
     }
 
@@ -93,6 +111,8 @@ impl Kind {
 pub struct LifecycleCost {
     /// The kind.
     pub kind: Kind,
+    /// Messages per invocation.
+    pub batch: usize,
     /// Lifecycles run.
     pub lifecycles: usize,
     /// Baton's own requests per lifecycle by `service.operation`, with the DynamoDB capacity
@@ -215,6 +235,8 @@ struct Driver<'a> {
     sandbox: &'a Sandbox,
     live: &'a Live,
     calls: &'a Calls,
+    /// Messages per invocation.
+    batch: usize,
     flow: Flow,
 }
 
@@ -245,7 +267,7 @@ impl Driver<'_> {
     async fn deliver(&mut self, function: &'static str, bodies: Vec<String>) -> Result<()> {
         self.tick();
         let (baton, live) = (&self.sandbox.baton, self.live);
-        for chunk in bodies.chunks(ESM_BATCH as usize) {
+        for chunk in bodies.chunks(self.batch) {
             let event = sqs_batch(chunk);
             let (requests, cpu, start) = (self.calls.requests(), thread_cpu()?, Instant::now());
             let batch = match function {
@@ -271,7 +293,7 @@ impl Driver<'_> {
     async fn run(&mut self, kind: Kind, n: usize) -> Result<()> {
         let submissions: Vec<String> = (0..n)
             .map(|i| {
-                let mut detail = json!({"tenant": "bench", "project": PROJECT, "name": "step",
+                let mut detail = json!({"tenant": "bench", "project": kind.project(), "name": "step",
                     "tier": "cpu", "input": {"i": i}, "timeout_seconds": 60});
                 detail
                     .as_object_mut()
@@ -283,10 +305,12 @@ impl Driver<'_> {
         *self.flow.events.entry("SubmitTask".into()).or_default() += n;
         self.deliver("submit", submissions).await?;
         let mut succeeded = 0;
-        let deadline = Instant::now() + Duration::from_secs(60);
+        // Waiting lifecycles run one at a time: a round of the loop each.
+        let patience = Duration::from_secs(60) + Duration::from_millis(100) * n as u32;
+        let deadline = Instant::now() + patience;
         while succeeded < n {
             if Instant::now() > deadline {
-                bail!("{kind:?}: {succeeded} of {n} succeeded after 60 s");
+                bail!("{kind:?}: {succeeded} of {n} succeeded after {patience:?}");
             }
             let timers = self.sandbox.due_timers().await?;
             let published = self.sandbox.published().await?;
@@ -348,13 +372,22 @@ async fn counted(calls: &Calls) -> Result<(Sandbox, Live)> {
     })
     .await?;
     let live = live(&sandbox, calls).await;
-    sandbox.unlimited("bench", PROJECT).await?;
+    sandbox
+        .unlimited("bench", Kind::Immediate.project())
+        .await?;
+    let operator = baton_app::Operator {
+        by: "bench",
+        reason: "its tasks wait for the one slot",
+    };
+    let tenant = baton_domain::Tenant::parse("bench")?;
+    let waiting = baton_domain::ProjectId::parse(Kind::Waiting.project())?;
+    sandbox
+        .baton
+        .set_limit(&tenant, &waiting, 1, &operator)
+        .await?;
     sandbox.published().await?;
     Ok((sandbox, live))
 }
-
-/// The project the lifecycles run in.
-const PROJECT: &str = "cost";
 
 /// Runs `n` lifecycles of each kind, one batch at a time, and prices them: on a runtime of one
 /// thread of its own, so a handler's CPU time is its thread's.
@@ -373,13 +406,16 @@ async fn measure_here(n: usize) -> Result<Vec<LifecycleCost>> {
     let (sandbox, live) = counted(&calls).await?;
     let rules = template_rules()?;
     let mut costs = Vec::new();
-    for kind in KINDS {
-        progress(&format!("cost: {n} {kind:?} lifecycles"));
+    for (kind, batch) in RUNS {
+        progress(&format!(
+            "cost: {n} {kind:?} lifecycles, batches of {batch}"
+        ));
         calls.take();
         let mut driver = Driver {
             sandbox: &sandbox,
             live: &live,
             calls: &calls,
+            batch,
             flow: Flow::default(),
         };
         if let Err(failure) = driver.run(kind, n).await {
@@ -387,9 +423,16 @@ async fn measure_here(n: usize) -> Result<Vec<LifecycleCost>> {
             return Err(failure);
         }
         let (tallies, keys) = calls.take();
-        driver.flow.transitions = transitions(&sandbox, n).await?;
-        let hot_keys = keys.report(n, &format!("bench#{PROJECT}"));
-        costs.push(price(kind, n, &tallies, hot_keys, &driver.flow, &rules));
+        driver.flow.transitions = transitions(&sandbox, kind, n).await?;
+        let hot_keys = keys.report(n, &format!("bench#{}", kind.project()));
+        costs.push(price(
+            (kind, batch),
+            n,
+            &tallies,
+            hot_keys,
+            &driver.flow,
+            &rules,
+        ));
     }
     sandbox.teardown().await?;
     Ok(costs)
@@ -419,9 +462,9 @@ async fn live(sandbox: &Sandbox, calls: &Calls) -> Live {
 
 /// Transitions in `n` lifecycles: every entry of the newest task's history, its submission
 /// included, as Step Functions counts its start.
-async fn transitions(sandbox: &Sandbox, n: usize) -> Result<usize> {
+async fn transitions(sandbox: &Sandbox, kind: Kind, n: usize) -> Result<usize> {
     let tenant = baton_domain::Tenant::parse("bench")?;
-    let project = baton_domain::ProjectId::parse(PROJECT)?;
+    let project = baton_domain::ProjectId::parse(kind.project())?;
     let page = sandbox
         .baton
         .tasks(&baton_app::TaskQuery::project(tenant, project, 1))
@@ -431,7 +474,7 @@ async fn transitions(sandbox: &Sandbox, n: usize) -> Result<usize> {
 }
 
 fn price(
-    kind: Kind,
+    (kind, batch): (Kind, usize),
     n: usize,
     tallies: &Tallies,
     hot_keys: HotKeys,
@@ -470,11 +513,11 @@ fn price(
         .sum();
     let consumed: f64 = flow.handlers.values().map(|h| per(h.messages as f64)).sum();
     let worker_messages = per(flow.events.get("TaskReady").copied().unwrap_or(0) as f64);
-    // Each consumer (a mapping, or the worker) receives and deletes a full batch per request.
-    let polling = 2.0 * (consumed + worker_messages) / ESM_BATCH;
+    // Each consumer (a mapping, or the worker) receives and deletes a batch per request.
+    let polling = 2.0 * (consumed + worker_messages) / batch as f64;
     let sqs_requests = baton_sqs + deliveries + polling;
     let events = baton_events + outside;
-    let invocations = consumed / ESM_BATCH;
+    let invocations = consumed / batch as f64;
     let gb_seconds = per(flow.busy.as_secs_f64()) * MEMORY_GB;
     let p = PRICES;
     let dollars = BTreeMap::from([
@@ -492,6 +535,7 @@ fn price(
     let per_million = dollars.values().sum();
     LifecycleCost {
         kind,
+        batch,
         lifecycles: n,
         baton_calls,
         write_units,
