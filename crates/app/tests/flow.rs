@@ -48,6 +48,34 @@ impl World {
             .collect()
     }
 
+    /// Limit 1: `holder` runs and `waiting` waits in the ready set.
+    async fn one_slot_taken(&self) -> (Task, Task) {
+        let (tenant, project) = acme();
+        self.baton
+            .set_limit(&tenant, &project, 1, &OPS)
+            .await
+            .unwrap();
+        let holder = self.submit(json!({})).await;
+        let waiting = self.submit(json!({})).await;
+        assert!(matches!(self.dispatch(&holder).await, Handled::Applied(_)));
+        assert_eq!(
+            self.dispatch(&waiting).await,
+            Handled::Parked(Gate::Capacity)
+        );
+        (holder, waiting)
+    }
+
+    /// `holder` succeeds: the release commits, then the process dies before it admits anyone.
+    async fn release_without_admission(&self, holder: &Task) {
+        let running = self.reload(holder).await;
+        let Ok(baton_domain::Decision::Apply(done)) =
+            baton_domain::decide(&running, &success(1), self.baton.now())
+        else {
+            panic!("a result applies to a running task")
+        };
+        self.store.commit(&running, &done.task, None).await.unwrap();
+    }
+
     async fn running(&self) -> u64 {
         let (tenant, project) = acme();
         let status = self.baton.project_status(&tenant, &project).await.unwrap();
@@ -147,12 +175,8 @@ async fn a_full_project_parks_due_tasks_and_a_released_slot_admits_the_highest_p
 async fn a_reserved_task_a_closed_gate_refuses_gives_its_slot_back() {
     let w = world();
     let (tenant, project) = acme();
-    w.baton.set_limit(&tenant, &project, 1, &OPS).await.unwrap();
-    let first = w.submit(json!({})).await;
-    let waiting = w.submit(json!({})).await;
+    let (first, waiting) = w.one_slot_taken().await;
     let third = w.submit(json!({})).await;
-    w.dispatch(&first).await;
-    assert_eq!(w.dispatch(&waiting).await, Handled::Parked(Gate::Capacity));
     assert_eq!(w.dispatch(&third).await, Handled::Parked(Gate::Capacity));
     w.run(&first, success(1)).await;
     assert!(
@@ -185,12 +209,7 @@ async fn a_reserved_task_a_closed_gate_refuses_gives_its_slot_back() {
 #[tokio::test]
 async fn a_slot_of_a_task_whose_result_never_comes_is_recovered_after_its_timeout() {
     let w = world();
-    let (tenant, project) = acme();
-    w.baton.set_limit(&tenant, &project, 1, &OPS).await.unwrap();
-    let silent = w.submit(json!({})).await;
-    let waiting = w.submit(json!({})).await;
-    w.dispatch(&silent).await;
-    assert_eq!(w.dispatch(&waiting).await, Handled::Parked(Gate::Capacity));
+    let (_silent, waiting) = w.one_slot_taken().await;
     w.clock.advance(Duration::seconds(61));
     let before = w.timers.armed().len();
     let report = w.baton.sweep().await.unwrap();
@@ -205,19 +224,8 @@ async fn a_slot_of_a_task_whose_result_never_comes_is_recovered_after_its_timeou
 async fn the_sweeper_admits_what_a_crash_after_a_release_left_waiting() {
     let w = world();
     let (tenant, project) = acme();
-    w.baton.set_limit(&tenant, &project, 1, &OPS).await.unwrap();
-    let first = w.submit(json!({})).await;
-    let second = w.submit(json!({})).await;
-    w.dispatch(&first).await;
-    w.dispatch(&second).await;
-    // The release commits, then the process dies before it admits anyone.
-    let running = w.reload(&first).await;
-    let Ok(baton_domain::Decision::Apply(done)) =
-        baton_domain::decide(&running, &success(1), w.baton.now())
-    else {
-        panic!("a result applies to a running task")
-    };
-    w.store.commit(&running, &done.task, None).await.unwrap();
+    let (first, second) = w.one_slot_taken().await;
+    w.release_without_admission(&first).await;
     assert_eq!(w.running().await, 0);
 
     let before = w.timers.armed().len();
@@ -237,22 +245,10 @@ async fn the_sweeper_admits_what_a_crash_after_a_release_left_waiting() {
 
 #[tokio::test]
 async fn a_task_that_comes_due_while_others_wait_for_a_free_slot_joins_them() {
-    for (newcomer_priority, first_in_line) in [(0, "waiting"), (9, "newcomer")] {
+    for (newcomer_priority, first_in_line) in [(-5, "waiting"), (9, "newcomer")] {
         let w = world();
-        let (tenant, project) = acme();
-        w.baton.set_limit(&tenant, &project, 1, &OPS).await.unwrap();
-        let first = w.submit(json!({})).await;
-        let waiting = w.submit(json!({"priority": 5})).await;
-        w.dispatch(&first).await;
-        assert_eq!(w.dispatch(&waiting).await, Handled::Parked(Gate::Capacity));
-        // The release commits; its admission has not run yet.
-        let running = w.reload(&first).await;
-        let Ok(baton_domain::Decision::Apply(done)) =
-            baton_domain::decide(&running, &success(1), w.baton.now())
-        else {
-            panic!("a result applies to a running task")
-        };
-        w.store.commit(&running, &done.task, None).await.unwrap();
+        let (holder, waiting) = w.one_slot_taken().await;
+        w.release_without_admission(&holder).await;
 
         let newcomer = w.submit(json!({"priority": newcomer_priority})).await;
         assert_eq!(
