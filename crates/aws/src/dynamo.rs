@@ -43,11 +43,12 @@ const IDEMPOTENCY_RETENTION: chrono::Duration = chrono::Duration::hours(24);
 /// in the same transaction as the task's write, and which holds the project's limit
 /// (`slot_limit`), pause and drain. `n_RUNNING` counts the slots held for admitted tasks
 /// (`n_RESERVED`, and `reserved` on the task) as well as the running ones, so that one attribute
-/// is what a dispatch's condition compares with the limit. Kill switches are items `pk = KILL#global` and `KILL#{tenant}#{project}`,
-/// `sk = SWITCH`, with their history beside them (`sk = EV#...`); idempotency keys are items
-/// `pk = I#{tenant}#{key}`, `sk = KEY`, expiring after [`IDEMPOTENCY_RETENTION`]. A task lists its
-/// dependencies and its dependents on its own item, so a graph is walked with GetItem and
-/// BatchGetItem alone; a result's model files it in the `by-model` index.
+/// is what a dispatch's condition compares with the limit. Kill switches are items
+/// `pk = KILL#global` and `KILL#{tenant}#{project}`, `sk = SWITCH`, with their history beside
+/// them (`sk = EV#...`); idempotency keys are items `pk = I#{tenant}#{key}`, `sk = KEY`, expiring
+/// after [`IDEMPOTENCY_RETENTION`]. A task lists its dependencies and its dependents on its own
+/// item, so a graph is walked with GetItem and BatchGetItem alone; a result's model files it in
+/// the `by-model` index.
 #[derive(Debug, Clone)]
 pub struct DynamoStore {
     pub(crate) client: Client,
@@ -304,7 +305,7 @@ enum ProjectWrite {
 /// the status it enters up, the one it leaves down, and a slot held for `current` given back to
 /// `n_RESERVED` and `n_RUNNING` (which counts held slots too) — a dispatch takes it back at once
 /// as the slot it runs in.
-pub(crate) fn moves(current: Option<&Task>, next: &Task) -> Vec<(String, i64)> {
+fn moves(current: Option<&Task>, next: &Task) -> Vec<(String, i64)> {
     let mut moves = BTreeMap::<String, i64>::new();
     *moves.entry(counter(next.status)).or_default() += 1;
     if let Some(current) = current {

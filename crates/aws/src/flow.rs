@@ -2,9 +2,9 @@
 //! [`KillSwitches`]: project limits, pauses and drains, the ready set (a sparse index of parked
 //! tasks in admission order), and kill switches with their history.
 
-use async_trait::async_trait;
 use std::collections::HashMap;
 
+use async_trait::async_trait;
 use aws_sdk_dynamodb::types::{AttributeValue, Put, Select, TransactWriteItem, Update};
 use baton_app::{
     Drain, InfraError, KillSwitches, ProjectControls, ProjectStatus, ReadySet, Reservation, Wake,

@@ -192,13 +192,15 @@ impl Keys {
     /// from the deployment's; a task's own item (and its idempotency key) is nobody's hot key.
     pub fn report(&self, lifecycles: usize, project: &str) -> HotKeys {
         let per = |x: f64| x / lifecycles as f64;
+        // Its items end in `#{tenant}#{project}`; its index partitions are `{tenant}#{project}`.
+        let ours = |key: &str| key == project || key.ends_with(&format!("#{project}"));
         let mut keys: Vec<HotKey> = self
             .items
             .iter()
             .filter(|(key, _)| !key.starts_with("T#") && !key.starts_with("I#"))
             .map(|(key, load)| HotKey {
                 key: format!("item {key}"),
-                project: key.contains(project),
+                project: ours(key),
                 write_units: per(load.write_units),
                 transactions: per(load.transactions),
             })
@@ -225,7 +227,7 @@ impl Keys {
                 let share = entries(Some(partition)) as f64 / all as f64;
                 keys.push(HotKey {
                     key: format!("index {index} {partition}"),
-                    project: partition.contains(project),
+                    project: ours(partition),
                     write_units: per(units * share),
                     transactions: 0.0,
                 });
