@@ -408,6 +408,35 @@ impl Live {
         Ok(())
     }
 
+    /// Whether any subscription watches any of `moved` (tenant, task, project): one read per
+    /// tenant for a whole batch of moves, so a batch nobody watches costs one request, not one
+    /// per move. A subscription registered after this read runs once more on its own, so a move
+    /// committed before it is not missed.
+    pub async fn watched(&self, moved: &[(Tenant, TaskId, ProjectId)]) -> Result<bool, InfraError> {
+        let mut tenants: Vec<&Tenant> = moved.iter().map(|(tenant, _, _)| tenant).collect();
+        tenants.sort();
+        tenants.dedup();
+        for tenant in tenants {
+            let mut watches: Vec<Watch> = Vec::new();
+            for (_, id, project) in moved.iter().filter(|(t, _, _)| t == tenant) {
+                for watch in [Watch::Task(*id), Watch::Project(project.clone())] {
+                    if !watches.contains(&watch) {
+                        watches.push(watch);
+                    }
+                }
+            }
+            if !self
+                .connections
+                .watchers(tenant, &watches)
+                .await?
+                .is_empty()
+            {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
     /// A task moved: pushes its new state to every subscription watching it or its project.
     /// Reads the task only when someone watches. Answers how many messages were sent.
     pub async fn notify(

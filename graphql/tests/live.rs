@@ -215,6 +215,35 @@ async fn complete_ends_a_subscription_and_updates_reach_only_matching_ones() {
 }
 
 #[tokio::test]
+async fn a_batch_of_moves_is_watched_only_when_a_subscription_of_its_tenant_watches_one() {
+    let world = world();
+    let acme = Tenant::parse("acme").unwrap();
+    let other = Tenant::parse("other").unwrap();
+    let web = ProjectId::parse("web").unwrap();
+    let ops = ProjectId::parse("ops").unwrap();
+    let (a, b) = (world.submit("acme").await, world.submit("other").await);
+    let moved = [
+        (acme.clone(), a, ops.clone()),
+        (other.clone(), b, web.clone()),
+    ];
+    assert!(
+        !world.live.watched(&moved).await.unwrap(),
+        "no subscription"
+    );
+
+    world.open("c1", "acme").await;
+    let query = "subscription { projectTasks(projectId: \"web\") { id } }";
+    world.say("c1", subscribe("s", query)).await;
+    assert!(
+        !world.live.watched(&moved).await.unwrap(),
+        "acme watches web; the batch moved acme's ops and other's web"
+    );
+    let moved = [(acme, a, web), (other, b, ops)];
+    assert!(world.live.watched(&moved).await.unwrap());
+    assert!(!world.live.watched(&[]).await.unwrap());
+}
+
+#[tokio::test]
 async fn oversized_messages_and_subscriptions_are_refused_with_their_limit() {
     let world = world();
     world.open("c1", "acme").await;

@@ -22,7 +22,7 @@ pub(crate) type Item = HashMap<String, AttributeValue>;
 /// Partitions the wake index is spread over, so the sweeper's writes do not all land on one key.
 pub(crate) const WAKE_SHARDS: u8 = 4;
 /// BatchGetItem reads at most this many keys per call.
-const MAX_BATCH_GET: usize = 100;
+pub(crate) const MAX_BATCH_GET: usize = 100;
 /// The index of tasks by project, newest first (keys only).
 const PROJECT_INDEX: &str = "by-project";
 /// The sparse index of tasks the sweeper must look at, by time (keys only).
