@@ -156,19 +156,17 @@ impl ProjectControls for DynamoStore {
                     status.project_switch = Some(switch_of(item)?)
                 }
                 _ => {
-                    let number = |name: &str| {
+                    let count = |name: &str| {
                         number(&item, name).map_or(0, |n| u64::try_from(n).unwrap_or(0))
                     };
                     // `n_RUNNING` counts the slots held for admitted tasks too.
-                    status.reserved = number(RESERVED);
+                    status.reserved = count(RESERVED);
                     status.counts = ProjectStatus::counted(|state| match state {
-                        Status::Running => number(&counter(state)).saturating_sub(status.reserved),
-                        _ => number(&counter(state)),
+                        Status::Running => count(&counter(state)).saturating_sub(status.reserved),
+                        _ => count(&counter(state)),
                     });
-                    status.limit = item
-                        .get("slot_limit")
-                        .and_then(|n| n.as_n().ok())
-                        .and_then(|n| n.parse().ok())
+                    status.limit = number(&item, "slot_limit")
+                        .and_then(|n| u32::try_from(n).ok())
                         .unwrap_or(DEFAULT_CONCURRENCY_LIMIT);
                     status.drain = drain_of(&item);
                     status.paused = item.remove("paused").map(decoded).transpose()?;
