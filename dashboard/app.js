@@ -356,6 +356,9 @@ function unwatchProject(project) {
   else renderProjects();
 }
 
+/** How far a project's status counters may trail a pushed transition (the stream's batching). */
+const COUNTER_LAG_MS = 2500;
+
 /** Reads a project's counts and controls again, at most once per burst of transitions. */
 function refreshProject(project, delay = 0) {
   if (state.refreshes.has(project)) return;
@@ -466,6 +469,8 @@ const matches = (task) =>
 /** A transition pushed by a subscription: the row changes in place, a new task joins page one. */
 function taskChanged(task) {
   refreshProject(task.projectId, 250);
+  // The counters follow the table's stream, a moment behind the push: read them once more then.
+  setTimeout(() => refreshProject(task.projectId), COUNTER_LAG_MS);
   const { rows, cursors } = state.page;
   const at = rows.findIndex((r) => r.id === task.id);
   if (at >= 0) {

@@ -23,6 +23,7 @@ use baton_domain::{Command, Outcome, SubmitRequest, Task, TaskError, TaskId};
 use serde_json::{Value, json};
 
 pub mod fuzz;
+pub mod stream;
 
 const ROOT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
 
@@ -180,6 +181,7 @@ fn table_definition() -> Result<Value> {
         "AttributeDefinitions",
         "KeySchema",
         "GlobalSecondaryIndexes",
+        "StreamSpecification",
     ];
     let mut definition = serde_json::Map::new();
     for name in keep {
@@ -266,6 +268,14 @@ async fn create_table(sdk: &SdkConfig, name: &str) -> Result<()> {
                 .build()?,
         );
     }
+    if let Some(view) = definition["StreamSpecification"]["StreamViewType"].as_str() {
+        create = create.stream_specification(
+            aws_sdk_dynamodb::types::StreamSpecification::builder()
+                .stream_enabled(true)
+                .stream_view_type(aws_sdk_dynamodb::types::StreamViewType::from(view))
+                .build()?,
+        );
+    }
     create.send().await.context("create the sandbox table")?;
     Ok(())
 }
@@ -285,6 +295,9 @@ pub struct Sandbox {
     dynamodb: aws_sdk_dynamodb::Client,
     capture_queue_url: String,
     rule: String,
+    /// The table's stream, and the counter function's store (the service's client).
+    stream: tokio::sync::Mutex<stream::StreamReader>,
+    counter: baton_aws::DynamoStore,
 }
 
 impl Sandbox {
@@ -326,8 +339,14 @@ impl Sandbox {
             due_queue_url,
         };
         let clock = Arc::new(ManualClock::new(chrono::Utc::now()));
-        let baton = baton_aws::baton_on(clients(&sdk), &settings, clock.clone());
+        let clients = clients(&sdk);
+        let counter = baton_aws::DynamoStore::new(clients.dynamodb.clone(), &settings.table);
+        let stream =
+            tokio::sync::Mutex::new(stream::StreamReader::new(&sdk, &settings.table).await?);
+        let baton = baton_aws::baton_on(clients, &settings, clock.clone());
         Ok(Self {
+            stream,
+            counter,
             baton,
             clock,
             settings,
@@ -433,6 +452,27 @@ impl Sandbox {
             .and_then(|n| n.parse().ok())
             .unwrap_or(0);
         Ok(delayed)
+    }
+
+    /// The table's stream records written since the last call (Lambda's `Records`).
+    pub async fn stream_records(&self) -> Result<Vec<Value>> {
+        self.stream.lock().await.records().await
+    }
+
+    /// Runs the counter function on stream `records` delivered as one batch.
+    pub async fn count_batch(&self, records: &[Value]) -> Result<baton_aws::counts::Counted> {
+        let event = json!({ "Records": records });
+        Ok(baton_fn_counter::handle(&self.counter, &event).await?)
+    }
+
+    /// Brings the projects' status counters up to date: the counter function on every record
+    /// written since the last call, as the stack's stream mapping would deliver them.
+    pub async fn count(&self) -> Result<()> {
+        let records = self.stream_records().await?;
+        for batch in records.chunks(1000) {
+            self.count_batch(batch).await?;
+        }
+        Ok(())
     }
 
     /// Deletes one item of the sandbox table, as an operator's mistake or a bad restore would.

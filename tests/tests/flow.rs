@@ -273,6 +273,7 @@ async fn concurrent_submits_with_one_idempotency_key_create_one_task() -> Result
         Err(SubmitError::IdempotencyConflict { task_id, .. }) => assert_eq!(task_id, first),
         other => panic!("expected a conflict, got {other:?}"),
     }
+    sandbox.count().await?;
     let status = sandbox
         .baton
         .project_status(&acme(), &project("reports"))

@@ -779,17 +779,96 @@ async fn project_status_counts_follow_every_transition() -> Result<()> {
     baton_fn_cancel::handle(&sandbox.baton, sqs_batch(std::slice::from_ref(&cancel))).await;
     baton_fn_cancel::handle(&sandbox.baton, sqs_batch(&[cancel])).await;
     baton_fn_on_due::handle(&sandbox.baton, sqs_batch(&sandbox.due_timers().await?)).await;
+    // The running count is the slot counter, moved with each dispatch; the others follow the
+    // table's stream.
+    let project = baton_domain::ProjectId::parse("reports")?;
     let status = sandbox
         .baton
-        .project_status(
-            &Tenant::parse("acme")?,
-            &baton_domain::ProjectId::parse("reports")?,
-        )
+        .project_status(&Tenant::parse("acme")?, &project)
+        .await?;
+    assert_eq!(status.count(Status::Running), 2, "{status:?}");
+    sandbox.count().await?;
+    let status = sandbox
+        .baton
+        .project_status(&Tenant::parse("acme")?, &project)
         .await?;
     assert_eq!(status.count(Status::Cancelled), 1, "{status:?}");
     assert_eq!(status.count(Status::Running), 2, "{status:?}");
     assert_eq!(status.count(Status::Scheduled), 0, "{status:?}");
     assert_eq!(status.total(), 3);
+    sandbox.teardown().await
+}
+
+#[tokio::test]
+async fn stream_batches_delivered_again_count_nothing_twice() -> Result<()> {
+    let sandbox = Sandbox::new().await?;
+    let tenant = Tenant::parse("acme")?;
+    let projects = [
+        baton_domain::ProjectId::parse("reports")?,
+        baton_domain::ProjectId::parse("exports")?,
+    ];
+    let mut ids = Vec::new();
+    for i in 0..6 {
+        let project = projects[i % 2].as_str();
+        ids.push(submit(&sandbox, "acme", json!({"project": project})).await?);
+    }
+    let cancel = |id: &str| {
+        eventbridge_event(
+            "CancelTask",
+            &unique("event"),
+            json!({"tenant": "acme", "task_id": id}),
+        )
+    };
+    baton_fn_cancel::handle(
+        &sandbox.baton,
+        sqs_batch(&[cancel(&ids[0]), cancel(&ids[1])]),
+    )
+    .await;
+    baton_fn_on_due::handle(&sandbox.baton, sqs_batch(&sandbox.due_timers().await?)).await;
+    let done = result_event(&sandbox, "acme", &ids[2], 1, json!({"status": "succeeded"})).await?;
+    baton_fn_on_result::handle(&sandbox.baton, sqs_batch(&[done])).await;
+
+    // Every delivery a stream mapping may make: a first part, then the whole batch again from
+    // its start (the first part is skipped by its mark), then a repeat from where the first
+    // part stopped, then everything once more.
+    let records = sandbox.stream_records().await?;
+    let tasks: Vec<&Value> = records
+        .iter()
+        .filter(|r| r["dynamodb"]["Keys"]["sk"]["S"] == "TASK")
+        .collect();
+    assert!(tasks.len() >= 12, "{} task records", tasks.len());
+    let cut = records.len() / 3;
+    let first = sandbox.count_batch(&records[..cut]).await?;
+    let whole = sandbox.count_batch(&records).await?;
+    assert!(
+        whole.already > 0 && whole.written > 0,
+        "{first:?} then {whole:?}"
+    );
+    let repeat = sandbox.count_batch(&records[cut..]).await?;
+    assert_eq!(repeat.written, 0, "{repeat:?}");
+    let again = sandbox.count_batch(&records).await?;
+    assert_eq!(again.written, 0, "{again:?}");
+
+    for project in &projects {
+        let status = sandbox.baton.project_status(&tenant, project).await?;
+        let listed = sandbox
+            .baton
+            .tasks(&baton_app::TaskQuery::project(
+                tenant.clone(),
+                project.clone(),
+                100,
+            ))
+            .await?
+            .tasks;
+        for state in Status::ALL {
+            let stored = listed.iter().filter(|t| t.status == state).count() as u64;
+            assert_eq!(
+                status.count(state),
+                stored,
+                "{project} {state:?}: {status:?}"
+            );
+        }
+    }
     sandbox.teardown().await
 }
 

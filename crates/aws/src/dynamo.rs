@@ -1,9 +1,12 @@
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::SdkError;
+use aws_sdk_dynamodb::operation::put_item::PutItemError;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
+use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::types::{
     AttributeValue, CancellationReason, KeysAndAttributes, Put,
     ReturnValuesOnConditionCheckFailure, TransactWriteItem, Update,
@@ -30,6 +33,12 @@ const WAKE_INDEX: &str = "by-wake";
 /// The sparse index of results by the model that produced them, newest first (keys only).
 const MODEL_INDEX: &str = "by-model";
 
+/// The attribute naming the layout a task item was written in. Layout 2 leaves the status
+/// counters to the stream; an item without it was written by a version that counted its moves
+/// in the same transaction, which the stream therefore does not count again.
+pub(crate) const LAYOUT: &str = "layout";
+/// The layout this version writes.
+pub(crate) const CURRENT_LAYOUT: u32 = 2;
 /// The project counter of slots held for admitted tasks that have not started.
 pub(crate) const RESERVED: &str = "n_RESERVED";
 /// A transaction that meets another on the project item is tried again this many times.
@@ -38,12 +47,14 @@ const TRANSACTION_ATTEMPTS: u32 = 6;
 const IDEMPOTENCY_RETENTION: chrono::Duration = chrono::Duration::hours(24);
 
 /// Tasks in one DynamoDB table: item `pk = T#{tenant}#{id}`, `sk = TASK`, holding the task, its
-/// history, and the keys of the project, wake and ready indexes. Each project has an item
-/// `pk = P#{tenant}#{project}`, `sk = PROJECT` whose counters (`n_{STATUS}`) every transition moves
-/// in the same transaction as the task's write, and which holds the project's limit
-/// (`slot_limit`), pause and drain. `n_RUNNING` counts the slots held for admitted tasks
-/// (`n_RESERVED`, and `reserved` on the task) as well as the running ones, so that one attribute
-/// is what a dispatch's condition compares with the limit. Kill switches are items
+/// history, the keys of the project, wake and ready indexes, and its layout ([`LAYOUT`]). Each
+/// project has an item `pk = P#{tenant}#{project}`, `sk = PROJECT` holding the project's limit
+/// (`slot_limit`), pause and drain, and its counters (`n_{STATUS}`). A move into or out of a slot
+/// changes `n_RUNNING` in the same transaction as the task's write; the other counters follow the
+/// table's stream ([`crate::counts`]), so a move that needs no slot is one conditional write.
+/// `n_RUNNING` counts the slots held for admitted tasks (`n_RESERVED`, and `reserved` on the
+/// task) as well as the running ones, so that one attribute is what a dispatch's condition
+/// compares with the limit. Kill switches are items
 /// `pk = KILL#global` and `KILL#{tenant}#{project}`, `sk = SWITCH`, with their history beside
 /// them (`sk = EV#...`); idempotency keys are items `pk = I#{tenant}#{key}`, `sk = KEY`, expiring
 /// after [`IDEMPOTENCY_RETENTION`]. A task lists its dependencies and its dependents on its own
@@ -53,7 +64,13 @@ const IDEMPOTENCY_RETENTION: chrono::Duration = chrono::Duration::hours(24);
 pub struct DynamoStore {
     pub(crate) client: Client,
     pub(crate) table: String,
+    /// Projects this process has seen exist: projects are never deleted, so a task of one needs
+    /// no check of it.
+    known: Arc<Mutex<HashSet<String>>>,
 }
+
+/// How many projects a process remembers before it starts over.
+const KNOWN_PROJECTS: usize = 10_000;
 
 impl DynamoStore {
     /// A store over `table`.
@@ -61,7 +78,41 @@ impl DynamoStore {
         Self {
             client,
             table: table.to_owned(),
+            known: Arc::default(),
         }
+    }
+
+    /// Whether `task`'s project exists: known to this process, or read.
+    async fn project_exists(&self, task: &Task) -> Result<bool, InfraError> {
+        let key = format!("{}#{}", task.tenant, task.project);
+        if self.known.lock().unwrap().contains(&key) {
+            return Ok(true);
+        }
+        let read = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(project_key(&task.tenant, &task.project)))
+            .projection_expression("created_at")
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(infra("DynamoDB GetItem"))?;
+        let exists = read
+            .item
+            .is_some_and(|item| item.contains_key("created_at"));
+        if exists {
+            self.remember_project(task);
+        }
+        Ok(exists)
+    }
+
+    fn remember_project(&self, task: &Task) {
+        let mut known = self.known.lock().unwrap();
+        if known.len() >= KNOWN_PROJECTS {
+            known.clear();
+        }
+        known.insert(format!("{}#{}", task.tenant, task.project));
     }
 }
 
@@ -122,6 +173,7 @@ fn to_item(task: &Task, wake: Option<Wake>) -> Result<Item, InfraError> {
     let mut item: Item =
         serde_dynamo::to_item(task).map_err(|e| InfraError::new("encode task for DynamoDB", e))?;
     item.extend(key(&task.tenant, &task.id));
+    item.insert(LAYOUT.to_owned(), n(CURRENT_LAYOUT));
     item.insert(
         "project_key".to_owned(),
         AttributeValue::S(format!("{}#{}", task.tenant, task.project)),
@@ -229,7 +281,7 @@ pub(crate) enum Write {
     Update(Update),
 }
 
-fn write(write: Write) -> TransactWriteItem {
+fn transaction_item(write: Write) -> TransactWriteItem {
     match write {
         Write::Put(put) => TransactWriteItem::builder().put(put).build(),
         Write::Update(update) => TransactWriteItem::builder().update(update).build(),
@@ -255,6 +307,8 @@ pub(crate) enum Part {
     Dependency,
     /// The project's kill switch, installed with its first task.
     Switch,
+    /// The mark of a stream batch's counter write.
+    Mark,
 }
 
 /// Why a transaction was cancelled: per part, whether its condition failed and the stored item
@@ -270,7 +324,7 @@ impl Cancelled {
     }
 
     /// The stored item the (first) write of `part` answered with.
-    fn item(&mut self, part: Part) -> Option<Item> {
+    pub(crate) fn item(&mut self, part: Part) -> Option<Item> {
         self.0
             .iter_mut()
             .find(|(p, _)| *p == part)
@@ -287,10 +341,8 @@ pub(crate) fn number(item: &Item, name: &str) -> Option<i64> {
     item.get(name)?.as_n().ok()?.parse().ok()
 }
 
-/// How a write moves its project item besides the counters.
+/// How a write moves its project item besides its slot counters.
 enum ProjectWrite {
-    /// A task of a project that exists (created by an earlier task).
-    Existing,
     /// The first task of a project: the project gets its creation time and default limit.
     New(DateTime<Utc>),
     /// A transition that is not a dispatch.
@@ -301,25 +353,28 @@ enum ProjectWrite {
     Dispatch { reserved: bool },
 }
 
-/// The counters a move from `current` (none: a new task) to `next` changes, and by how much:
-/// the status it enters up, the one it leaves down, and a slot held for `current` given back to
-/// `n_RESERVED` and `n_RUNNING` (which counts held slots too) — a dispatch takes it back at once
-/// as the slot it runs in.
-fn moves(current: Option<&Task>, next: &Task) -> Vec<(String, i64)> {
-    let mut moves = BTreeMap::<String, i64>::new();
-    *moves.entry(counter(next.status)).or_default() += 1;
-    if let Some(current) = current {
-        *moves.entry(counter(current.status)).or_default() -= 1;
-        if current.reserved {
-            *moves.entry(RESERVED.to_owned()).or_default() -= 1;
-            *moves.entry(counter(Status::Running)).or_default() -= 1;
-        }
+/// The slot counters a move from `current` (none: a new task) to `next` changes, and by how
+/// much: `n_RUNNING` up when it starts running, down when it stops, and a slot held for `current`
+/// given back to `n_RESERVED` and `n_RUNNING` (which counts held slots too) — a dispatch takes it
+/// back at once as the slot it runs in. The other status counters follow the table's stream
+/// (`crate::counts`).
+fn slot_moves(current: Option<&Task>, next: &Task) -> Vec<(String, i64)> {
+    let running = |task: &Task| i64::from(task.status == Status::Running);
+    let mut taken = running(next) - current.map_or(0, running);
+    let mut moves = Vec::new();
+    if current.is_some_and(|current| current.reserved) {
+        moves.push((RESERVED.to_owned(), -1));
+        taken -= 1;
     }
-    moves.into_iter().filter(|(_, delta)| *delta != 0).collect()
+    if taken != 0 {
+        moves.push((counter(Status::Running), taken));
+    }
+    moves
 }
 
-/// The update of `task`'s project item that adds `moves` to its counters.
-fn count(
+/// The update of `task`'s project item that adds `moves` to its slot counters, or for a new
+/// project's first task creates it.
+fn project_write(
     table: &str,
     task: &Task,
     moves: &[(String, i64)],
@@ -335,18 +390,20 @@ fn count(
             .expression_attribute_values(format!(":d{i}"), n(delta));
         adds.push(format!("#{name} :d{i}"));
     }
-    let mut expression = format!("ADD {}", adds.join(", "));
+    let mut expression = match adds.is_empty() {
+        true => String::new(),
+        false => format!("ADD {} ", adds.join(", ")),
+    };
     let condition = match how {
-        ProjectWrite::Existing => Some("attribute_exists(created_at)"),
+        ProjectWrite::Transition => None,
         ProjectWrite::New(now) => {
             expression
-                .push_str(" SET created_at = :now, slot_limit = if_not_exists(slot_limit, :cap)");
+                .push_str("SET created_at = :now, slot_limit = if_not_exists(slot_limit, :cap)");
             update = update
                 .expression_attribute_values(":now", s(sortable(now)))
                 .expression_attribute_values(":cap", n(DEFAULT_CONCURRENCY_LIMIT));
             Some("attribute_not_exists(created_at)")
         }
-        ProjectWrite::Transition => None,
         ProjectWrite::Dispatch { reserved } => {
             update = update
                 .return_values_on_condition_check_failure(
@@ -368,7 +425,7 @@ fn count(
     };
     Ok(Write::Update(
         update
-            .update_expression(expression)
+            .update_expression(expression.trim_end())
             .set_condition_expression(condition.map(str::to_owned))
             .build()
             .map_err(built("build project update"))?,
@@ -461,10 +518,18 @@ impl DynamoStore {
     /// shared by every transition of the project) is tried again after a short pause.
     pub(crate) async fn transact(
         &self,
-        writes: Vec<(Part, Write)>,
+        mut writes: Vec<(Part, Write)>,
     ) -> Result<Result<(), Cancelled>, InfraError> {
+        if writes.len() == 1
+            && let Some((part, write)) = writes.pop()
+        {
+            return self.write_one(part, write).await;
+        }
         let parts: Vec<Part> = writes.iter().map(|(part, _)| *part).collect();
-        let items: Vec<TransactWriteItem> = writes.into_iter().map(|(_, w)| write(w)).collect();
+        let items: Vec<TransactWriteItem> = writes
+            .into_iter()
+            .map(|(_, w)| transaction_item(w))
+            .collect();
         let mut attempt = 0;
         loop {
             attempt += 1;
@@ -501,6 +566,73 @@ impl DynamoStore {
             let pause =
                 5 * u64::from(attempt) + u64::from(uuid::Uuid::now_v7().as_bytes()[15] % 10);
             tokio::time::sleep(std::time::Duration::from_millis(pause)).await;
+        }
+    }
+
+    /// One write on its own: a plain conditional write costs half a transaction's write units. A
+    /// failed condition is answered as a transaction's cancellation of that part would be.
+    async fn write_one(
+        &self,
+        part: Part,
+        write: Write,
+    ) -> Result<Result<(), Cancelled>, InfraError> {
+        let failed = |item: Option<Item>| {
+            let reason = CancellationReason::builder()
+                .code("ConditionalCheckFailed")
+                .set_item(item)
+                .build();
+            Ok(Err(Cancelled(vec![(part, reason)])))
+        };
+        match write {
+            Write::Put(put) => {
+                let sent = self
+                    .client
+                    .put_item()
+                    .table_name(put.table_name())
+                    .set_item(Some(put.item().clone()))
+                    .set_condition_expression(put.condition_expression().map(str::to_owned))
+                    .set_expression_attribute_names(put.expression_attribute_names().cloned())
+                    .set_expression_attribute_values(put.expression_attribute_values().cloned())
+                    .set_return_values_on_condition_check_failure(
+                        put.return_values_on_condition_check_failure().cloned(),
+                    )
+                    .send()
+                    .await;
+                match sent {
+                    Ok(_) => Ok(Ok(())),
+                    Err(error) => match error.as_service_error() {
+                        Some(PutItemError::ConditionalCheckFailedException(e)) => {
+                            failed(e.item.clone())
+                        }
+                        _ => Err(classified("DynamoDB PutItem", error)),
+                    },
+                }
+            }
+            Write::Update(update) => {
+                let sent = self
+                    .client
+                    .update_item()
+                    .table_name(update.table_name())
+                    .set_key(Some(update.key().clone()))
+                    .update_expression(update.update_expression())
+                    .set_condition_expression(update.condition_expression().map(str::to_owned))
+                    .set_expression_attribute_names(update.expression_attribute_names().cloned())
+                    .set_expression_attribute_values(update.expression_attribute_values().cloned())
+                    .set_return_values_on_condition_check_failure(
+                        update.return_values_on_condition_check_failure().cloned(),
+                    )
+                    .send()
+                    .await;
+                match sent {
+                    Ok(_) => Ok(Ok(())),
+                    Err(error) => match error.as_service_error() {
+                        Some(UpdateItemError::ConditionalCheckFailedException(e)) => {
+                            failed(e.item.clone())
+                        }
+                        _ => Err(classified("DynamoDB UpdateItem", error)),
+                    },
+                }
+            }
         }
     }
 
@@ -677,25 +809,20 @@ impl TaskStore for DynamoStore {
         dependencies: &[Task],
     ) -> Result<Created, InfraError> {
         let item = to_item(task, wake)?;
-        // Most tasks join a project that exists; the first one creates it and its kill switch.
-        // Which case holds is learnt from the project's condition, never assumed.
-        let mut new_project = false;
+        // Most tasks join a project that exists: the task's write is all there is. The
+        // project's first task creates it and its kill switch. Which case holds is read once per
+        // project and process, and learnt again from the project's condition, never assumed.
+        let mut new_project = !self.project_exists(task).await?;
         for _ in 0..TRANSACTION_ATTEMPTS {
-            let how = if new_project {
-                ProjectWrite::New(task.created_at)
-            } else {
-                ProjectWrite::Existing
-            };
-            let mut writes = vec![
-                (
-                    Part::Task,
-                    self.put_task(item.clone(), "attribute_not_exists(pk)", None)?,
-                ),
-                (
-                    Part::Project,
-                    count(&self.table, task, &moves(None, task), how)?,
-                ),
-            ];
+            let mut writes = vec![(
+                Part::Task,
+                self.put_task(item.clone(), "attribute_not_exists(pk)", None)?,
+            )];
+            if new_project {
+                let how = ProjectWrite::New(task.created_at);
+                writes.push((Part::Project, project_write(&self.table, task, &[], how)?));
+                writes.push((Part::Switch, install_project_switch(&self.table, task)?));
+            }
             if let Some(idempotency) = idempotency {
                 writes.push((Part::Key, claim_key(&self.table, task, idempotency)?));
             }
@@ -705,10 +832,8 @@ impl TaskStore for DynamoStore {
                     add_dependent(&self.table, dependency, &task.id)?,
                 ));
             }
-            if new_project {
-                writes.push((Part::Switch, install_project_switch(&self.table, task)?));
-            }
             let Err(mut cancelled) = self.transact(writes).await? else {
+                self.remember_project(task);
                 return Ok(Created::Created);
             };
             if cancelled.failed(Part::Task) {
@@ -735,8 +860,9 @@ impl TaskStore for DynamoStore {
             if cancelled.failed(Part::Dependency) {
                 return Ok(Created::DependencyMoved);
             }
-            // The project's condition failed: it is new after all, or was created meanwhile.
-            new_project = !new_project;
+            // The project's condition failed: another task created it meanwhile.
+            self.remember_project(task);
+            new_project = false;
         }
         Err(InfraError::new(
             "DynamoDB TransactWriteItems",
@@ -841,10 +967,14 @@ impl TaskStore for DynamoStore {
                 Some(values),
             )?,
         )];
-        // A note leaves the status, and so the project's counts, as they are.
-        let moves = moves(Some(current), next);
-        if !moves.is_empty() {
-            writes.push((Part::Project, count(&self.table, next, &moves, how)?));
+        // Only a move into or out of a slot writes the project item; every other count follows
+        // the stream, and a move that needs no slot is one conditional write.
+        let moves = slot_moves(Some(current), next);
+        if dispatch || !moves.is_empty() {
+            writes.push((
+                Part::Project,
+                project_write(&self.table, next, &moves, how)?,
+            ));
         }
         let Err(mut cancelled) = self.transact(writes).await? else {
             return Ok(Commit::Committed);

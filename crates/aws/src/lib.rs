@@ -6,6 +6,7 @@ mod captured;
 #[cfg(feature = "chaos")]
 mod chaos;
 mod connections;
+pub mod counts;
 pub mod dlq;
 mod dynamo;
 pub mod emf;

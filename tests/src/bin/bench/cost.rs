@@ -53,6 +53,11 @@ pub const PRICES: Prices = Prices {
 const ESM_BATCH: usize = 10;
 /// The template's function memory, in GB.
 const MEMORY_GB: f64 = 0.125;
+/// The counter function's name among the handlers.
+const COUNTER: &str = "counter";
+/// Stream records per counter invocation at most (the template's `BatchSize`; a round of the
+/// run writes fewer, as a 1 s batching window would gather).
+const STREAM_BATCH: usize = 1000;
 /// The lifecycles counted, each at the batch size its messages are delivered in: full batches,
 /// and the immediate lifecycle again at low traffic, one message per invocation.
 pub const RUNS: [(Kind, usize); 5] = [
@@ -227,6 +232,8 @@ struct Flow {
     events: BTreeMap<String, usize>,
     /// Time spent in handlers.
     busy: Duration,
+    /// The counter function's invocations: stream batches, not queue messages.
+    stream_batches: usize,
     /// Transitions made (for the Step Functions comparison).
     transitions: usize,
 }
@@ -289,6 +296,23 @@ impl Driver<'_> {
         Ok(())
     }
 
+    /// Delivers the table's stream records written since the last call to the counter, as its
+    /// stream mapping would: what a round wrote, in batches of at most [`STREAM_BATCH`].
+    async fn count(&mut self) -> Result<()> {
+        let records = self.sandbox.stream_records().await?;
+        for chunk in records.chunks(STREAM_BATCH) {
+            let (requests, cpu, start) = (self.calls.requests(), thread_cpu()?, Instant::now());
+            self.sandbox.count_batch(chunk).await?;
+            let handled = self.flow.handlers.entry(COUNTER).or_default();
+            handled.cpu += thread_cpu()? - cpu;
+            handled.requests += self.calls.requests() - requests;
+            handled.messages += chunk.len();
+            self.flow.busy += start.elapsed();
+            self.flow.stream_batches += 1;
+        }
+        Ok(())
+    }
+
     /// Runs `n` lifecycles of `kind` until every task has succeeded.
     async fn run(&mut self, kind: Kind, n: usize) -> Result<()> {
         let submissions: Vec<String> = (0..n)
@@ -345,8 +369,9 @@ impl Driver<'_> {
             *self.flow.events.entry("TaskResult".into()).or_default() += results.len();
             self.deliver("on-result", results).await?;
             self.deliver("notify", changes).await?;
+            self.count().await?;
         }
-        Ok(())
+        self.count().await
     }
 }
 
@@ -511,13 +536,19 @@ fn price(
         .iter()
         .map(|(t, count)| per(*count as f64) * targets(rules, t))
         .sum();
-    let consumed: f64 = flow.handlers.values().map(|h| per(h.messages as f64)).sum();
+    // Queue messages: the counter's are stream records, read by its mapping at no charge.
+    let consumed: f64 = flow
+        .handlers
+        .iter()
+        .filter(|(function, _)| **function != COUNTER)
+        .map(|(_, h)| per(h.messages as f64))
+        .sum();
     let worker_messages = per(flow.events.get("TaskReady").copied().unwrap_or(0) as f64);
     // Each consumer (a mapping, or the worker) receives and deletes a batch per request.
     let polling = 2.0 * (consumed + worker_messages) / batch as f64;
     let sqs_requests = baton_sqs + deliveries + polling;
     let events = baton_events + outside;
-    let invocations = consumed / batch as f64;
+    let invocations = consumed / batch as f64 + per(flow.stream_batches as f64);
     let gb_seconds = per(flow.busy.as_secs_f64()) * MEMORY_GB;
     let p = PRICES;
     let dollars = BTreeMap::from([

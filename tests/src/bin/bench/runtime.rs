@@ -327,6 +327,14 @@ impl Workloads {
                     .collect();
                 (batches(envelopes("TaskSucceeded", details), BATCH)?, "status changes, no subscriber")
             }
+            "counter" => {
+                let records = self.sandbox.stream_records().await?;
+                let payloads = records
+                    .chunks(BATCH)
+                    .map(|chunk| json!({ "Records": chunk }))
+                    .collect();
+                (payloads, "stream records of the runs above")
+            }
             "http-executor" => {
                 let details = (0..events)
                     .map(|i| json!({"tenant": "bench", "task_id": TaskId::from_uuid(uuid::Uuid::now_v7()).to_string(),
@@ -379,11 +387,12 @@ impl Workloads {
 }
 
 /// The functions, in the order their workloads build on each other.
-const ORDER: [&str; 10] = [
+const ORDER: [&str; 11] = [
     "submit",
     "on-due",
     "on-result",
     "notifier",
+    "counter",
     "rollback",
     "cancel",
     "http-executor",

@@ -1,0 +1,21 @@
+//! The `counter` Lambda function (fed by the task table's stream): wiring only; the behaviour is
+//! in `lib.rs`.
+
+use lambda_runtime::{LambdaEvent, service_fn};
+
+#[tokio::main]
+async fn main() -> Result<(), lambda_runtime::Error> {
+    baton_aws::lambda::init_tracing();
+    let sdk = baton_aws::sdk_config().await;
+    let table = std::env::var("TABLE_NAME").map_err(|_| "TABLE_NAME is not set")?;
+    let store = baton_aws::DynamoStore::new(aws_sdk_dynamodb::Client::new(&sdk), &table);
+    let store = &store;
+    lambda_runtime::run(service_fn(
+        move |event: LambdaEvent<serde_json::Value>| async move {
+            baton_fn_counter::handle(store, &event.payload)
+                .await
+                .map_err(lambda_runtime::Error::from)
+        },
+    ))
+    .await
+}
