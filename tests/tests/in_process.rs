@@ -873,6 +873,96 @@ async fn stream_batches_delivered_again_count_nothing_twice() -> Result<()> {
 }
 
 #[tokio::test]
+async fn tasks_of_the_layout_that_counted_its_own_moves_are_counted_once_after_an_upgrade()
+-> Result<()> {
+    let sandbox = Sandbox::new().await?;
+    let (tenant, project) = (
+        Tenant::parse("acme")?,
+        baton_domain::ProjectId::parse("legacy")?,
+    );
+    let mut ids = Vec::new();
+    for _ in 0..4 {
+        ids.push(submit(&sandbox, "acme", json!({"project": "legacy"})).await?);
+    }
+    sandbox.count().await?;
+    // As the previous layout left them: items without `layout`, their moves already on the
+    // project's counters (it counted them in the write's transaction).
+    let dynamodb = aws_sdk_dynamodb::Client::new(&baton_tests::emulator().await);
+    for id in &ids {
+        dynamodb
+            .update_item()
+            .table_name(&sandbox.settings.table)
+            .key(
+                "pk",
+                aws_sdk_dynamodb::types::AttributeValue::S(format!("T#acme#{id}")),
+            )
+            .key(
+                "sk",
+                aws_sdk_dynamodb::types::AttributeValue::S("TASK".into()),
+            )
+            .update_expression("REMOVE layout")
+            .send()
+            .await?;
+    }
+    // The previous version cancels one: its write carries no layout and moves the counters in
+    // the same transaction.
+    let (table, s) = (
+        &sandbox.settings.table,
+        aws_sdk_dynamodb::types::AttributeValue::S,
+    );
+    dynamodb
+        .update_item()
+        .table_name(table)
+        .key("pk", s(format!("T#acme#{}", ids[3])))
+        .key("sk", s("TASK".into()))
+        .update_expression("SET #status = :cancelled")
+        .expression_attribute_names("#status", "status")
+        .expression_attribute_values(":cancelled", s("CANCELLED".into()))
+        .send()
+        .await?;
+    dynamodb
+        .update_item()
+        .table_name(table)
+        .key("pk", s("P#acme#legacy".into()))
+        .key("sk", s("PROJECT".into()))
+        .update_expression("ADD n_SCHEDULED :minus, n_CANCELLED :one")
+        .expression_attribute_values(
+            ":minus",
+            aws_sdk_dynamodb::types::AttributeValue::N("-1".into()),
+        )
+        .expression_attribute_values(
+            ":one",
+            aws_sdk_dynamodb::types::AttributeValue::N("1".into()),
+        )
+        .send()
+        .await?;
+    // This version moves the others on: one cancelled, two started, one of them finished.
+    let cancel = eventbridge_event(
+        "CancelTask",
+        &unique("event"),
+        json!({"tenant": "acme", "task_id": ids[0]}),
+    );
+    baton_fn_cancel::handle(&sandbox.baton, sqs_batch(&[cancel])).await;
+    baton_fn_on_due::handle(&sandbox.baton, sqs_batch(&sandbox.due_timers().await?)).await;
+    let done = result_event(&sandbox, "acme", &ids[1], 1, json!({"status": "succeeded"})).await?;
+    baton_fn_on_result::handle(&sandbox.baton, sqs_batch(&[done])).await;
+    sandbox.count().await?;
+
+    let status = sandbox.baton.project_status(&tenant, &project).await?;
+    let expected = [
+        (Status::Scheduled, 0),
+        (Status::Cancelled, 2),
+        (Status::Running, 1),
+        (Status::Succeeded, 1),
+    ];
+    for (state, count) in expected {
+        assert_eq!(status.count(state), count, "{state:?}: {status:?}");
+    }
+    assert_eq!(status.total(), 4, "{status:?}");
+    sandbox.teardown().await
+}
+
+#[tokio::test]
 async fn a_project_lists_newest_first_in_pages_and_filters_by_status() -> Result<()> {
     let sandbox = Sandbox::new().await?;
     let mut ids = Vec::new();
