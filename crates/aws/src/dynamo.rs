@@ -84,8 +84,7 @@ impl DynamoStore {
 
     /// Whether `task`'s project exists: known to this process, or read.
     async fn project_exists(&self, task: &Task) -> Result<bool, InfraError> {
-        let key = format!("{}#{}", task.tenant, task.project);
-        if self.known.lock().unwrap().contains(&key) {
+        if self.known.lock().unwrap().contains(&project_path(task)) {
             return Ok(true);
         }
         let read = self
@@ -112,7 +111,7 @@ impl DynamoStore {
         if known.len() >= KNOWN_PROJECTS {
             known.clear();
         }
-        known.insert(format!("{}#{}", task.tenant, task.project));
+        known.insert(project_path(task));
     }
 }
 
@@ -174,10 +173,7 @@ fn to_item(task: &Task, wake: Option<Wake>) -> Result<Item, InfraError> {
         serde_dynamo::to_item(task).map_err(|e| InfraError::new("encode task for DynamoDB", e))?;
     item.extend(key(&task.tenant, &task.id));
     item.insert(LAYOUT.to_owned(), n(CURRENT_LAYOUT));
-    item.insert(
-        "project_key".to_owned(),
-        AttributeValue::S(format!("{}#{}", task.tenant, task.project)),
-    );
+    item.insert("project_key".to_owned(), s(project_path(task)));
     if let Some(wake) = wake {
         item.extend(wake_attributes(&task.id, wake));
     }
@@ -187,6 +183,11 @@ fn to_item(task: &Task, wake: Option<Wake>) -> Result<Item, InfraError> {
         item.insert("model_at".to_owned(), s(model_at(at, &task.id)));
     }
     Ok(item)
+}
+
+/// `{tenant}#{project}`: a task's project, as the `by-project` index keys it.
+fn project_path(task: &Task) -> String {
+    format!("{}#{}", task.tenant, task.project)
 }
 
 fn model_key(tenant: &Tenant, model: &str) -> String {
@@ -512,10 +513,51 @@ fn add_dependent(table: &str, dependency: &Task, child: &TaskId) -> Result<Write
     ))
 }
 
+/// How a single conditional write went.
+enum OneWrite {
+    Done,
+    /// Its condition failed; the stored item, when asked for.
+    Failed(Option<Item>),
+    /// It met a transaction on its item.
+    Conflict(InfraError),
+}
+
+fn one_write<O, E, R>(
+    operation: &'static str,
+    result: Result<O, SdkError<E, R>>,
+    condition_failed: impl FnOnce(&E) -> Option<Option<Item>>,
+) -> Result<OneWrite, InfraError>
+where
+    E: aws_sdk_dynamodb::error::ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    R: std::fmt::Debug + Send + Sync + 'static,
+{
+    let error = match result {
+        Ok(_) => return Ok(OneWrite::Done),
+        Err(error) => error,
+    };
+    if let Some(item) = error.as_service_error().and_then(condition_failed) {
+        return Ok(OneWrite::Failed(item));
+    }
+    let conflict =
+        error.as_service_error().and_then(|e| e.code()) == Some("TransactionConflictException");
+    let error = classified(operation, error);
+    match conflict {
+        true => Ok(OneWrite::Conflict(error)),
+        false => Err(error),
+    }
+}
+
+/// A short, jittered pause before trying a write that met a concurrent transaction again.
+async fn conflict_pause(attempt: u32) {
+    let pause = 5 * u64::from(attempt) + u64::from(uuid::Uuid::now_v7().as_bytes()[15] % 10);
+    tokio::time::sleep(std::time::Duration::from_millis(pause)).await;
+}
+
 impl DynamoStore {
-    /// Runs a transaction of `writes`. A cancellation by a failed condition is answered with its
-    /// reasons; one caused by a concurrent transaction on the same items (the project item is
-    /// shared by every transition of the project) is tried again after a short pause.
+    /// Runs `writes`: one alone as a plain conditional write (half a transaction's write units),
+    /// several as a transaction. A failed condition is answered with its reasons; a write that
+    /// meets a concurrent transaction on the same items (the project item is shared by every
+    /// move into or out of a project's slots) is tried again after a short pause.
     pub(crate) async fn transact(
         &self,
         mut writes: Vec<(Part, Write)>,
@@ -563,75 +605,77 @@ impl DynamoStore {
             if !cancelled.any("TransactionConflict") || attempt >= TRANSACTION_ATTEMPTS {
                 return Err(InfraError::new("DynamoDB TransactWriteItems", error));
             }
-            let pause =
-                5 * u64::from(attempt) + u64::from(uuid::Uuid::now_v7().as_bytes()[15] % 10);
-            tokio::time::sleep(std::time::Duration::from_millis(pause)).await;
+            conflict_pause(attempt).await;
         }
     }
 
     /// One write on its own: a plain conditional write costs half a transaction's write units. A
-    /// failed condition is answered as a transaction's cancellation of that part would be.
+    /// failed condition is answered as a transaction's cancellation of that part would be; a write
+    /// that meets a transaction on its item is tried again as a transaction would be.
     async fn write_one(
         &self,
         part: Part,
         write: Write,
     ) -> Result<Result<(), Cancelled>, InfraError> {
-        let failed = |item: Option<Item>| {
-            let reason = CancellationReason::builder()
-                .code("ConditionalCheckFailed")
-                .set_item(item)
-                .build();
-            Ok(Err(Cancelled(vec![(part, reason)])))
-        };
-        match write {
-            Write::Put(put) => {
-                let sent = self
-                    .client
-                    .put_item()
-                    .table_name(put.table_name())
-                    .set_item(Some(put.item().clone()))
-                    .set_condition_expression(put.condition_expression().map(str::to_owned))
-                    .set_expression_attribute_names(put.expression_attribute_names().cloned())
-                    .set_expression_attribute_values(put.expression_attribute_values().cloned())
-                    .set_return_values_on_condition_check_failure(
-                        put.return_values_on_condition_check_failure().cloned(),
-                    )
-                    .send()
-                    .await;
-                match sent {
-                    Ok(_) => Ok(Ok(())),
-                    Err(error) => match error.as_service_error() {
-                        Some(PutItemError::ConditionalCheckFailedException(e)) => {
-                            failed(e.item.clone())
-                        }
-                        _ => Err(classified("DynamoDB PutItem", error)),
-                    },
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let sent = match &write {
+                Write::Put(put) => {
+                    let result = self
+                        .client
+                        .put_item()
+                        .table_name(put.table_name())
+                        .set_item(Some(put.item().clone()))
+                        .set_condition_expression(put.condition_expression().map(str::to_owned))
+                        .set_expression_attribute_names(put.expression_attribute_names().cloned())
+                        .set_expression_attribute_values(put.expression_attribute_values().cloned())
+                        .set_return_values_on_condition_check_failure(
+                            put.return_values_on_condition_check_failure().cloned(),
+                        )
+                        .send()
+                        .await;
+                    one_write("DynamoDB PutItem", result, |e| match e {
+                        PutItemError::ConditionalCheckFailedException(e) => Some(e.item.clone()),
+                        _ => None,
+                    })?
                 }
-            }
-            Write::Update(update) => {
-                let sent = self
-                    .client
-                    .update_item()
-                    .table_name(update.table_name())
-                    .set_key(Some(update.key().clone()))
-                    .update_expression(update.update_expression())
-                    .set_condition_expression(update.condition_expression().map(str::to_owned))
-                    .set_expression_attribute_names(update.expression_attribute_names().cloned())
-                    .set_expression_attribute_values(update.expression_attribute_values().cloned())
-                    .set_return_values_on_condition_check_failure(
-                        update.return_values_on_condition_check_failure().cloned(),
-                    )
-                    .send()
-                    .await;
-                match sent {
-                    Ok(_) => Ok(Ok(())),
-                    Err(error) => match error.as_service_error() {
-                        Some(UpdateItemError::ConditionalCheckFailedException(e)) => {
-                            failed(e.item.clone())
-                        }
-                        _ => Err(classified("DynamoDB UpdateItem", error)),
-                    },
+                Write::Update(update) => {
+                    let result = self
+                        .client
+                        .update_item()
+                        .table_name(update.table_name())
+                        .set_key(Some(update.key().clone()))
+                        .update_expression(update.update_expression())
+                        .set_condition_expression(update.condition_expression().map(str::to_owned))
+                        .set_expression_attribute_names(
+                            update.expression_attribute_names().cloned(),
+                        )
+                        .set_expression_attribute_values(
+                            update.expression_attribute_values().cloned(),
+                        )
+                        .set_return_values_on_condition_check_failure(
+                            update.return_values_on_condition_check_failure().cloned(),
+                        )
+                        .send()
+                        .await;
+                    one_write("DynamoDB UpdateItem", result, |e| match e {
+                        UpdateItemError::ConditionalCheckFailedException(e) => Some(e.item.clone()),
+                        _ => None,
+                    })?
                 }
+            };
+            match sent {
+                OneWrite::Done => return Ok(Ok(())),
+                OneWrite::Failed(item) => {
+                    let reason = CancellationReason::builder()
+                        .code("ConditionalCheckFailed")
+                        .set_item(item)
+                        .build();
+                    return Ok(Err(Cancelled(vec![(part, reason)])));
+                }
+                OneWrite::Conflict(error) if attempt >= TRANSACTION_ATTEMPTS => return Err(error),
+                OneWrite::Conflict(_) => conflict_pause(attempt).await,
             }
         }
     }
