@@ -58,6 +58,14 @@ impl Settings {
     }
 }
 
+impl DynamoStore {
+    /// The task table's store as the template configures a function (`TABLE_NAME`).
+    pub fn from_env(sdk: &aws_config::SdkConfig) -> Result<Self, MissingSetting> {
+        let table = std::env::var("TABLE_NAME").map_err(|_| MissingSetting("TABLE_NAME"))?;
+        Ok(Self::new(aws_sdk_dynamodb::Client::new(sdk), &table))
+    }
+}
+
 /// The SDK configuration from the environment. `AWS_ENDPOINT_URL`, when set, points every client
 /// at an emulator (MiniStack, LocalStack); unset, at AWS.
 pub async fn sdk_config() -> aws_config::SdkConfig {

@@ -7,8 +7,7 @@ use lambda_runtime::{LambdaEvent, service_fn};
 async fn main() -> Result<(), lambda_runtime::Error> {
     baton_aws::lambda::init_tracing();
     let sdk = baton_aws::sdk_config().await;
-    let table = std::env::var("TABLE_NAME").map_err(|_| "TABLE_NAME is not set")?;
-    let store = baton_aws::DynamoStore::new(aws_sdk_dynamodb::Client::new(&sdk), &table);
+    let store = baton_aws::DynamoStore::from_env(&sdk)?;
     let store = &store;
     lambda_runtime::run(service_fn(
         move |event: LambdaEvent<serde_json::Value>| async move {
