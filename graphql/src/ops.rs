@@ -60,7 +60,7 @@ impl From<ClassCount> for DlqClass {
 #[derive(SimpleObject)]
 pub struct DlqStats {
     /// The source queue's short name: `submit`, `result`, `cancel`, `rollback`, `due`,
-    /// `notify`, `http`.
+    /// `http`.
     pub queue: String,
     /// Messages waiting.
     pub depth: i64,

@@ -212,7 +212,7 @@ describe("the dashboard", () => {
     await signIn(page);
     await page.locator("[data-view=dlq] tr[data-queue]").first().waitFor({ timeout: SETTLE });
     const queues = await page.locator("tr[data-queue]").evaluateAll((rows) => rows.map((r) => r.dataset.queue).sort());
-    assert.deepEqual(queues, ["cancel", "due", "http", "notify", "result", "rollback", "submit"]);
+    assert.deepEqual(queues, ["cancel", "due", "http", "result", "rollback", "submit"]);
     // The view reads the DLQs when asked (they have no subscription): until the letter is there.
     // Other tests' letters of the same class may share the DLQ: this one's row is its project's.
     const letter = page.locator('tr[data-class="SubmitTask/INVALID_DEPENDENCY"]', { hasText: `dlq-${run}` });

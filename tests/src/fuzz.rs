@@ -43,7 +43,6 @@ pub struct Harness {
     pub baton: Baton,
     /// Its store, read directly.
     pub store: Arc<MemoryStore>,
-    live: Live,
     gateway: baton_fn_graphql::Gateway,
     /// A task of `acme`, running its first attempt when the harness starts.
     pub task: Task,
@@ -100,7 +99,7 @@ impl Harness {
         );
         let gateway = baton_fn_graphql::Gateway {
             schema,
-            live: live.clone(),
+            live,
             verifier,
             baton: baton.clone(),
             queues: Arc::new(baton_aws::dlq::SqsDeadLetters::new(sqs, Default::default())),
@@ -110,7 +109,6 @@ impl Harness {
         Self {
             baton,
             store,
-            live,
             gateway,
             task,
         }
@@ -121,7 +119,7 @@ impl Harness {
     pub async fn event(&self, body: &str) -> Result<Answers, String> {
         let batch = || sqs_batch(&[body.to_owned()]);
         let baton = &self.baton;
-        let batches: [(&'static str, Batch); 6] = [
+        let batches: [(&'static str, Batch); 5] = [
             ("submit", baton_fn_submit::handle(baton, batch()).await),
             ("on-due", baton_fn_on_due::handle(baton, batch()).await),
             (
@@ -130,10 +128,6 @@ impl Harness {
             ),
             ("cancel", baton_fn_cancel::handle(baton, batch()).await),
             ("rollback", baton_fn_rollback::handle(baton, batch()).await),
-            (
-                "notifier",
-                baton_fn_notifier::handle(&self.live, batch()).await,
-            ),
         ];
         batches
             .into_iter()

@@ -152,6 +152,40 @@ fn every_role_allows_only_named_actions_on_named_resources() {
 }
 
 #[test]
+fn the_counter_and_the_notifier_read_the_task_tables_stream_of_both_images() {
+    let template = template();
+    let table = &template["Resources"]["TaskTable"]["Properties"];
+    assert_eq!(
+        table["StreamSpecification"]["StreamViewType"].as_str(),
+        Some("NEW_AND_OLD_IMAGES")
+    );
+    for (name, start) in [("counter", "TRIM_HORIZON"), ("notifier", "LATEST")] {
+        let (_, _, function) = functions()
+            .into_iter()
+            .find(|(_, short, _)| short == name)
+            .unwrap();
+        let events = function["Properties"]["Events"].as_mapping().unwrap();
+        let streams: Vec<&Value> = events
+            .values()
+            .filter(|event| event["Type"].as_str() == Some("DynamoDB"))
+            .collect();
+        assert_eq!(streams.len(), 1, "{name}");
+        let properties = &streams[0]["Properties"];
+        assert_eq!(
+            strings(&properties["Stream"]),
+            ["TaskTable.StreamArn"],
+            "{name}"
+        );
+        // The counter counts every write since the stream began; the notifier tells of new ones.
+        assert_eq!(
+            properties["StartingPosition"].as_str(),
+            Some(start),
+            "{name}"
+        );
+    }
+}
+
+#[test]
 fn every_dlq_and_every_function_has_an_alarm() {
     let template = template();
     let alarmed: BTreeSet<String> = resources(&template, "AWS::CloudWatch::Alarm")

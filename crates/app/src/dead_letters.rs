@@ -82,7 +82,7 @@ pub struct Depth {
 }
 
 /// The dead-letter queues, as an adapter (SQS) keeps them. `queue` is a short name: `submit`,
-/// `result`, `cancel`, `rollback`, `due`, `notify`, `http`.
+/// `result`, `cancel`, `rollback`, `due`, `http`.
 #[async_trait]
 pub trait DeadLetters: Send + Sync {
     /// The queues that have a DLQ.

@@ -19,12 +19,12 @@ use aws_sdk_dynamodb::types::{Put, ReturnValuesOnConditionCheckFailure, Update};
 use baton_app::InfraError;
 use baton_domain::{ProjectId, Status, Tenant};
 use chrono::Utc;
-use serde::{Deserialize, Serialize};
-use serde_json::Value;
+use serde::Serialize;
 
 use crate::dynamo::{
     CURRENT_LAYOUT, DynamoStore, Item, Part, Write, counter, item_key, n, project_key, s,
 };
+use crate::stream::TaskWrite;
 
 /// A transaction holds at most 100 items: one is the mark.
 const PROJECTS_PER_WRITE: usize = 99;
@@ -46,115 +46,34 @@ pub struct Move {
     pub deltas: Vec<(Status, i64)>,
 }
 
-/// A stream record as Lambda and the Streams API deliver it; only what counting reads.
-#[derive(Deserialize)]
-struct Record {
-    #[serde(rename = "eventID")]
-    event_id: String,
-    dynamodb: Change,
-}
-
-#[derive(Deserialize)]
-struct Change {
-    #[serde(rename = "SequenceNumber")]
-    sequence: String,
-    #[serde(rename = "NewImage")]
-    new: Option<Image>,
-    #[serde(rename = "OldImage")]
-    old: Option<Image>,
-}
-
-#[derive(Deserialize)]
-struct Image {
-    sk: Option<Text>,
-    tenant: Option<Text>,
-    project: Option<Text>,
-    status: Option<Text>,
-    layout: Option<Number>,
-}
-
-#[derive(Deserialize)]
-struct Text {
-    #[serde(rename = "S")]
-    s: String,
-}
-
-#[derive(Deserialize)]
-struct Number {
-    #[serde(rename = "N")]
-    n: String,
-}
-
-/// A task image's project and status; `None` for any other item.
-fn task_of(image: &Image) -> Option<Result<(Tenant, ProjectId, Status), String>> {
-    if image.sk.as_ref()?.s != "TASK" {
-        return None;
-    }
-    let field = |value: &Option<Text>, name: &str| {
-        value
-            .as_ref()
-            .map(|text| text.s.clone())
-            .ok_or_else(|| format!("a task image without `{name}`"))
-    };
-    let parsed = || -> Result<_, String> {
-        let tenant = Tenant::parse(&field(&image.tenant, "tenant")?).map_err(|e| e.to_string())?;
-        let project =
-            ProjectId::parse(&field(&image.project, "project")?).map_err(|e| e.to_string())?;
-        let status = field(&image.status, "status")?;
-        let status = Status::ALL
-            .into_iter()
-            .find(|s| s.as_str() == status)
-            .ok_or_else(|| format!("unknown status {status:?}"))?;
-        Ok((tenant, project, status))
-    };
-    Some(parsed())
-}
-
-/// How `record` (one element of a stream batch's `Records`) moves the counters: `Ok(None)` when
-/// it moves none (another item, a write that kept the status, a write counted by its writer), an
-/// error naming why it cannot be read.
-pub fn move_of(record: &Value) -> Result<Option<Move>, String> {
-    let record = Record::deserialize(record).map_err(|e| format!("not a stream record: {e}"))?;
-    let Change { sequence, new, old } = record.dynamodb;
-    let layout = |image: &Image| {
-        image
-            .layout
-            .as_ref()
-            .and_then(|l| l.n.parse::<u32>().ok())
-            .unwrap_or(1)
-    };
+/// How a task's write (a record of the table's stream) moves its project's counters: `None`
+/// when it moves none (a write that kept the status, a write counted by its writer).
+pub fn move_of(write: TaskWrite) -> Option<Move> {
     // A put or update is counted when this layout wrote it; a delete always (no version deletes
     // tasks but this one).
-    if let Some(new) = &new
-        && layout(new) < CURRENT_LAYOUT
+    if write
+        .after
+        .is_some_and(|after| after.layout < CURRENT_LAYOUT)
     {
-        return Ok(None);
+        return None;
     }
-    let after = new.as_ref().and_then(task_of).transpose()?;
-    let before = old.as_ref().and_then(task_of).transpose()?;
     let mut deltas = BTreeMap::<Status, i64>::new();
-    let mut project = None;
-    if let Some((tenant, id, status)) = after {
-        *deltas.entry(status).or_default() += 1;
-        project = Some((tenant, id));
+    if let Some(after) = write.after {
+        *deltas.entry(after.status).or_default() += 1;
     }
-    if let Some((tenant, id, status)) = before {
-        *deltas.entry(status).or_default() -= 1;
-        project.get_or_insert((tenant, id));
+    if let Some(before) = write.before {
+        *deltas.entry(before.status).or_default() -= 1;
     }
     let deltas: Vec<(Status, i64)> = deltas
         .into_iter()
         .filter(|(status, delta)| *status != Status::Running && *delta != 0)
         .collect();
-    Ok(match (project, deltas.is_empty()) {
-        (Some((tenant, project)), false) => Some(Move {
-            event_id: record.event_id,
-            sequence,
-            tenant,
-            project,
-            deltas,
-        }),
-        _ => None,
+    (!deltas.is_empty()).then_some(Move {
+        event_id: write.event_id,
+        sequence: write.sequence,
+        tenant: write.tenant,
+        project: write.project,
+        deltas,
     })
 }
 
@@ -281,92 +200,58 @@ impl DynamoStore {
 
 #[cfg(test)]
 mod tests {
-    use serde_json::json;
+    use serde_json::Value;
 
     use super::*;
+    use crate::stream::task_write;
+    use crate::stream::tests::{image, record};
 
-    fn image(status: &str, layout: Option<u32>) -> Value {
-        let mut image = json!({"pk": {"S": "T#acme#x"}, "sk": {"S": "TASK"},
-            "tenant": {"S": "acme"}, "project": {"S": "reports"}, "status": {"S": status}});
-        if let Some(layout) = layout {
-            image["layout"] = json!({"N": layout.to_string()});
-        }
-        image
-    }
-
-    fn record(old: Option<Value>, new: Option<Value>) -> Value {
-        let mut change = json!({"SequenceNumber": "100", "Keys": {}});
-        if let Some(old) = old {
-            change["OldImage"] = old;
-        }
-        if let Some(new) = new {
-            change["NewImage"] = new;
-        }
-        json!({"eventID": "e1", "eventName": "MODIFY", "dynamodb": change})
+    fn moved(old: Option<Value>, new: Option<Value>) -> Option<Move> {
+        move_of(task_write(&record(old, new)).unwrap().unwrap())
     }
 
     #[test]
     fn a_record_moves_the_status_it_leaves_down_and_the_one_it_enters_up() {
-        let moved = move_of(&record(
-            Some(image("PENDING", Some(2))),
-            Some(image("SCHEDULED", Some(2))),
-        ))
-        .unwrap()
-        .unwrap();
+        let released = moved(
+            Some(image("PENDING", 1, Some(2))),
+            Some(image("SCHEDULED", 2, Some(2))),
+        );
         assert_eq!(
-            moved.deltas,
+            released.unwrap().deltas,
             [(Status::Pending, -1), (Status::Scheduled, 1)]
         );
-        assert_eq!(moved.project.as_str(), "reports");
-        let created = move_of(&record(None, Some(image("SCHEDULED", Some(2))))).unwrap();
+        let created = moved(None, Some(image("SCHEDULED", 1, Some(2))));
         assert_eq!(created.unwrap().deltas, [(Status::Scheduled, 1)]);
     }
 
     #[test]
-    fn slots_kept_statuses_other_items_and_older_writers_move_nothing() {
+    fn slots_kept_statuses_and_older_writers_move_nothing() {
         // Running is the slot counter, moved with the task's own write.
-        let started = move_of(&record(
-            Some(image("SCHEDULED", Some(2))),
-            Some(image("RUNNING", Some(2))),
-        ))
-        .unwrap();
+        let started = moved(
+            Some(image("SCHEDULED", 1, Some(2))),
+            Some(image("RUNNING", 2, Some(2))),
+        );
         assert_eq!(started.unwrap().deltas, [(Status::Scheduled, -1)]);
-        let noted = move_of(&record(
-            Some(image("RUNNING", Some(2))),
-            Some(image("RUNNING", Some(2))),
-        ));
-        assert_eq!(noted, Ok(None));
+        let noted = moved(
+            Some(image("RUNNING", 2, Some(2))),
+            Some(image("RUNNING", 3, Some(2))),
+        );
+        assert_eq!(noted, None);
         // A version that counted its own moves wrote no layout.
-        let counted_by_writer = move_of(&record(
-            Some(image("SCHEDULED", None)),
-            Some(image("CANCELLED", None)),
-        ));
-        assert_eq!(counted_by_writer, Ok(None));
+        let counted_by_writer = moved(
+            Some(image("SCHEDULED", 1, None)),
+            Some(image("CANCELLED", 2, None)),
+        );
+        assert_eq!(counted_by_writer, None);
         // Moving an item of that version on is counted: its old status was counted by its writer.
-        let upgraded = move_of(&record(
-            Some(image("SCHEDULED", None)),
-            Some(image("CANCELLED", Some(2))),
-        ));
+        let upgraded = moved(
+            Some(image("SCHEDULED", 1, None)),
+            Some(image("CANCELLED", 2, Some(2))),
+        );
         assert_eq!(
-            upgraded.unwrap().unwrap().deltas,
+            upgraded.unwrap().deltas,
             [(Status::Scheduled, -1), (Status::Cancelled, 1)]
         );
-        let project = json!({"pk": {"S": "P#acme#reports"}, "sk": {"S": "PROJECT"}});
-        assert_eq!(move_of(&record(None, Some(project))), Ok(None));
-    }
-
-    #[test]
-    fn a_record_that_cannot_be_read_says_why() {
-        assert!(move_of(&json!({"eventID": 3})).is_err());
-        let mut bad = image("DONE", Some(2));
-        assert!(
-            move_of(&record(None, Some(bad.clone())))
-                .unwrap_err()
-                .contains("DONE")
-        );
-        bad["status"] = json!({"S": "SCHEDULED"});
-        bad["tenant"] = json!({"S": "not a tenant!"});
-        assert!(move_of(&record(None, Some(bad))).is_err());
     }
 
     #[test]

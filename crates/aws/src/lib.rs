@@ -19,6 +19,7 @@ pub mod lambda;
 mod logs;
 mod push;
 mod sqs;
+pub mod stream;
 
 use std::sync::Arc;
 

@@ -5,6 +5,7 @@
 use baton_app::InfraError;
 use baton_aws::DynamoStore;
 use baton_aws::counts::{Counted, move_of};
+use baton_aws::stream::task_write;
 use serde_json::Value;
 
 /// Counts one stream batch (`{"Records": [...]}`). A record that cannot be read is logged with
@@ -14,8 +15,8 @@ pub async fn handle(store: &DynamoStore, event: &Value) -> Result<Counted, Infra
     let records = event["Records"].as_array().map_or(&[][..], Vec::as_slice);
     let mut moves = Vec::with_capacity(records.len());
     for record in records {
-        match move_of(record) {
-            Ok(Some(moved)) => moves.push(moved),
+        match task_write(record) {
+            Ok(Some(write)) => moves.extend(move_of(write)),
             Ok(None) => {}
             Err(reason) => tracing::error!(
                 code = "UNREADABLE_STREAM_RECORD",

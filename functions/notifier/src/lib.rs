@@ -1,42 +1,50 @@
-//! `notifier`: every lifecycle event Baton publishes (through its own queue). Pushes the task's
-//! new state to the WebSocket subscriptions watching the task or its project.
+//! `notifier`: the task table's stream. Pushes a task's new state to the WebSocket subscriptions
+//! watching the task or its project, for every write a subscriber would see (a new task, a new
+//! version, a park or an admission).
 
-use aws_lambda_events::sqs::SqsEvent;
-use baton_aws::inbound::{body, status_change};
-use baton_aws::lambda::{Batch, for_each_message};
+use baton_app::InfraError;
+use baton_aws::stream::task_write;
 use baton_graphql::live::Live;
-use tracing::{Instrument, info, info_span};
+use serde_json::Value;
+use tracing::{Instrument, error, info, info_span};
 
-/// Handles a batch of lifecycle events. One read per tenant tells whether anybody watches any
-/// of the batch's tasks or projects: when nobody does, the events are done; should that read
-/// fail, each event reads for itself.
-pub async fn handle(live: &Live, event: SqsEvent) -> Batch {
-    let moved: Vec<_> = event
-        .records
-        .iter()
-        .filter_map(|message| status_change(body(message).ok()?).ok())
-        .map(|change| {
-            (
-                change.detail.tenant,
-                change.detail.task_id,
-                change.detail.project,
-            )
-        })
-        .collect();
-    let unwatched = matches!(live.watched(&moved).await, Ok(false));
-    for_each_message(event, |message| async move {
-        let change = status_change(body(&message)?)?.detail;
-        if unwatched {
-            return Ok(());
+/// Handles one stream batch (`{"Records": [...]}`); answers how many messages were sent. One
+/// read per tenant tells whether anybody watches any of the batch's tasks or projects: when
+/// nobody does, the batch is done. A task that moved several times in the batch is pushed once,
+/// its state as read now. A failure fails the batch, which the stream mapping delivers again: a
+/// subscriber may get a state twice, never miss the last one.
+pub async fn handle(live: &Live, event: &Value) -> Result<usize, InfraError> {
+    let records = event["Records"].as_array().map_or(&[][..], Vec::as_slice);
+    let mut moved = Vec::new();
+    for record in records {
+        match task_write(record) {
+            Ok(Some(write)) if write.moved() => {
+                let key = (write.tenant, write.id, write.project);
+                if !moved.contains(&key) {
+                    moved.push(key);
+                }
+            }
+            Ok(_) => {}
+            Err(reason) => error!(
+                code = "UNREADABLE_STREAM_RECORD",
+                event_id = record["eventID"].as_str().unwrap_or_default(),
+                %reason,
+                "stream record left unnotified"
+            ),
         }
-        let span = info_span!("notify", task_id = %change.task_id, tenant = %change.tenant,
-            project = %change.project, version = change.version);
-        let sent = live
-            .notify(&change.tenant, &change.task_id, &change.project)
+    }
+    if moved.is_empty() || !live.watched(&moved).await? {
+        return Ok(0);
+    }
+    let mut sent = 0;
+    for (tenant, id, project) in &moved {
+        let span = info_span!("notify", task_id = %id, %tenant, %project);
+        let to = live
+            .notify(tenant, id, project)
             .instrument(span.clone())
             .await?;
-        span.in_scope(|| info!(sent, "subscribers notified"));
-        Ok(())
-    })
-    .await
+        span.in_scope(|| info!(sent = to, "subscribers notified"));
+        sent += to;
+    }
+    Ok(sent)
 }

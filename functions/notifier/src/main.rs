@@ -1,14 +1,18 @@
-//! The `notifier` Lambda function: wiring only; the behaviour is in `lib.rs`.
+//! The `notifier` Lambda function (fed by the task table's stream): wiring only; the behaviour is
+//! in `lib.rs`.
 
-use std::sync::Arc;
-
-use baton_aws::emf::EmfMetrics;
-use baton_aws::lambda::{init_tracing, serve_batches};
+use lambda_runtime::{LambdaEvent, service_fn};
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
-    init_tracing();
-    let live: &'static _ = Box::leak(Box::new(baton_fn_graphql::gateway_from_env().await?.live));
-    let metrics = Arc::new(EmfMetrics::from_env());
-    serve_batches(live, metrics, baton_fn_notifier::handle).await
+    baton_aws::lambda::init_tracing();
+    let live = &baton_fn_graphql::gateway_from_env().await?.live;
+    lambda_runtime::run(service_fn(
+        move |event: LambdaEvent<serde_json::Value>| async move {
+            baton_fn_notifier::handle(live, &event.payload)
+                .await
+                .map_err(lambda_runtime::Error::from)
+        },
+    ))
+    .await
 }

@@ -789,8 +789,12 @@ async fn concurrent_graphql_submits_with_one_idempotency_key_create_one_task() -
         refused["errors"][0]["extensions"]["existingTaskId"].as_str(),
         ids.first().map(String::as_str)
     );
-    let status = graphql(&stack, &tenant, PROJECT_STATUS, json!({})).await?;
-    assert_eq!(status["projectStatus"]["total"], 1);
+    // The counters other than Running follow the table's stream: one task, once they caught up.
+    eventually("the project's counters", PATIENCE, || async {
+        let status = graphql(&stack, &tenant, PROJECT_STATUS, json!({})).await?;
+        Ok((status["projectStatus"]["total"] == 1).then_some(()))
+    })
+    .await?;
     stack.teardown().await
 }
 
@@ -799,9 +803,7 @@ async fn every_queue_has_its_dlq_and_every_event_the_code_consumes_is_routed_to_
 -> Result<()> {
     use aws_sdk_sqs::types::QueueAttributeName;
     let stack = Stack::deployed().await?;
-    for queue in [
-        "Submit", "Result", "Cancel", "Rollback", "Due", "Notify", "Http",
-    ] {
+    for queue in ["Submit", "Result", "Cancel", "Rollback", "Due", "Http"] {
         let redrive = stack
             .queue_attribute(
                 &format!("{queue}QueueUrl"),
@@ -844,20 +846,6 @@ async fn every_queue_has_its_dlq_and_every_event_the_code_consumes_is_routed_to_
             .queue_attribute(&format!("{queue}QueueUrl"), QueueAttributeName::QueueArn)
             .await?;
         assert_eq!(routed(detail_type), [arn], "{detail_type}");
-    }
-    let notify = stack
-        .queue_attribute("NotifyQueueUrl", QueueAttributeName::QueueArn)
-        .await?;
-    for kind in baton_domain::EventKind::ALL {
-        let detail_type = kind.detail_type();
-        let to_notifier = rules.iter().any(|(pattern, targets)| {
-            pattern["source"] == json!(["baton"])
-                && pattern["detail-type"]
-                    .as_array()
-                    .is_some_and(|types| types.iter().any(|t| t == detail_type))
-                && targets.contains(&notify)
-        });
-        assert!(to_notifier, "{detail_type} does not reach the notifier");
     }
     Ok(())
 }
@@ -1242,9 +1230,7 @@ async fn poison_lands_in_its_dlq_classified_and_an_operator_sees_and_lists_it_fo
         .collect();
     assert_eq!(
         queues,
-        [
-            "cancel", "due", "http", "notify", "result", "rollback", "submit"
-        ]
+        ["cancel", "due", "http", "result", "rollback", "submit"]
     );
 
     // The letter names the task the submission would create; a dry run finds it by that id.
@@ -1275,7 +1261,7 @@ async fn poison_lands_in_its_dlq_classified_and_an_operator_sees_and_lists_it_fo
     let ready: Value = ready.json().await?;
     assert_eq!(
         (&ready["ready"], &ready["queues"]["checked"]),
-        (&json!(true), &json!(14))
+        (&json!(true), &json!(12))
     );
     assert_eq!(ready["killSwitch"]["engaged"], false);
     stack.teardown().await

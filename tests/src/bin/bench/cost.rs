@@ -53,8 +53,11 @@ pub const PRICES: Prices = Prices {
 const ESM_BATCH: usize = 10;
 /// The template's function memory, in GB.
 const MEMORY_GB: f64 = 0.125;
-/// The counter function's name among the handlers.
+/// The functions the table's stream feeds, by their names among the handlers.
 const COUNTER: &str = "counter";
+const NOTIFIER: &str = "notifier";
+/// Stream records per notifier invocation at most (the template's `BatchSize`).
+const NOTIFY_BATCH: usize = 100;
 /// Stream records per counter invocation at most (the template's `BatchSize`).
 const STREAM_BATCH: usize = 1000;
 /// How long the counter's mapping gathers records before it invokes (the template's
@@ -234,7 +237,7 @@ struct Flow {
     events: BTreeMap<String, usize>,
     /// Time spent in handlers.
     busy: Duration,
-    /// The counter function's invocations: stream batches, not queue messages.
+    /// The invocations of the stream's consumers: stream batches, not queue messages.
     stream_batches: usize,
     /// Transitions made (for the Step Functions comparison).
     transitions: usize,
@@ -247,8 +250,9 @@ struct Driver<'a> {
     /// Messages per invocation.
     batch: usize,
     flow: Flow,
-    /// When the counter was last given the stream's records.
+    /// When the counter was last given the stream's records, and those it has not been given.
     counted: Instant,
+    gathered: Vec<Value>,
 }
 
 /// The time the calling thread has spent on a CPU, from the scheduler's own account
@@ -277,7 +281,7 @@ impl Driver<'_> {
     /// across a handler is the handler's.
     async fn deliver(&mut self, function: &'static str, bodies: Vec<String>) -> Result<()> {
         self.tick();
-        let (baton, live) = (&self.sandbox.baton, self.live);
+        let baton = &self.sandbox.baton;
         for chunk in bodies.chunks(self.batch) {
             let event = sqs_batch(chunk);
             let (requests, cpu, start) = (self.calls.requests(), thread_cpu()?, Instant::now());
@@ -285,7 +289,6 @@ impl Driver<'_> {
                 "submit" => baton_fn_submit::handle(baton, event).await,
                 "on-due" => baton_fn_on_due::handle(baton, event).await,
                 "on-result" => baton_fn_on_result::handle(baton, event).await,
-                "notify" => baton_fn_notifier::handle(live, event).await,
                 other => bail!("no handler {other}"),
             };
             let handled = self.flow.handlers.entry(function).or_default();
@@ -300,21 +303,52 @@ impl Driver<'_> {
         Ok(())
     }
 
-    /// Delivers the table's stream records written since the last call to the counter, as its
-    /// stream mapping would: what its batching window gathered, in batches of at most
-    /// [`STREAM_BATCH`].
-    async fn count(&mut self) -> Result<()> {
-        let records = self.sandbox.stream_records().await?;
-        for chunk in records.chunks(STREAM_BATCH) {
-            let (requests, cpu, start) = (self.calls.requests(), thread_cpu()?, Instant::now());
-            self.sandbox.count_batch(chunk).await?;
-            let handled = self.flow.handlers.entry(COUNTER).or_default();
-            handled.cpu += thread_cpu()? - cpu;
-            handled.requests += self.calls.requests() - requests;
-            handled.messages += chunk.len();
-            self.flow.busy += start.elapsed();
-            self.flow.stream_batches += 1;
+    /// Hands the table's stream records written since the last call to its consumers, as their
+    /// mappings would: to the notifier at once, in batches of at most [`NOTIFY_BATCH`]; to the
+    /// counter what its batching window gathered, once the window has passed (`flush`: now).
+    async fn stream(&mut self, flush: bool) -> Result<()> {
+        let (sandbox, live) = (self.sandbox, self.live);
+        let records = sandbox.stream_records().await?;
+        for chunk in records.chunks(NOTIFY_BATCH) {
+            let event = json!({ "Records": chunk });
+            self.consume(NOTIFIER, chunk.len(), async {
+                baton_fn_notifier::handle(live, &event).await?;
+                Ok(())
+            })
+            .await?;
         }
+        self.gathered.extend(records);
+        if !flush && self.counted.elapsed() < STREAM_WINDOW {
+            return Ok(());
+        }
+        self.counted = Instant::now();
+        let gathered = std::mem::take(&mut self.gathered);
+        for chunk in gathered.chunks(STREAM_BATCH) {
+            self.consume(COUNTER, chunk.len(), async {
+                sandbox.count_batch(chunk).await?;
+                Ok(())
+            })
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// Runs one stream batch of `records` records through `function`'s handler (`handled`),
+    /// measured as [`Driver::deliver`] measures a queue batch.
+    async fn consume(
+        &mut self,
+        function: &'static str,
+        records: usize,
+        handled: impl Future<Output = Result<()>>,
+    ) -> Result<()> {
+        let (requests, cpu, start) = (self.calls.requests(), thread_cpu()?, Instant::now());
+        handled.await?;
+        let figures = self.flow.handlers.entry(function).or_default();
+        figures.cpu += thread_cpu()? - cpu;
+        figures.requests += self.calls.requests() - requests;
+        figures.messages += records;
+        self.flow.busy += start.elapsed();
+        self.flow.stream_batches += 1;
         Ok(())
     }
 
@@ -349,7 +383,6 @@ impl Driver<'_> {
             }
             self.deliver("on-due", timers).await?;
             let mut results = Vec::new();
-            let mut changes = Vec::new();
             for (detail_type, detail) in published {
                 *self.flow.events.entry(detail_type.clone()).or_default() += 1;
                 match detail_type.as_str() {
@@ -369,17 +402,12 @@ impl Driver<'_> {
                     "TaskSucceeded" => succeeded += 1,
                     _ => {}
                 }
-                changes.push(eventbridge_event(&detail_type, &unique("change"), detail));
             }
             *self.flow.events.entry("TaskResult".into()).or_default() += results.len();
             self.deliver("on-result", results).await?;
-            self.deliver("notify", changes).await?;
-            if self.counted.elapsed() >= STREAM_WINDOW {
-                self.count().await?;
-                self.counted = Instant::now();
-            }
+            self.stream(false).await?;
         }
-        self.count().await
+        self.stream(true).await
     }
 }
 
@@ -451,6 +479,7 @@ async fn measure_here(n: usize) -> Result<Vec<LifecycleCost>> {
             batch,
             flow: Flow::default(),
             counted: Instant::now(),
+            gathered: Vec::new(),
         };
         if let Err(failure) = driver.run(kind, n).await {
             sandbox.teardown().await?;
@@ -545,11 +574,11 @@ fn price(
         .iter()
         .map(|(t, count)| per(*count as f64) * targets(rules, t))
         .sum();
-    // Queue messages: the counter's are stream records, read by its mapping at no charge.
+    // Queue messages: the stream's consumers get records, read by their mappings at no charge.
     let consumed: f64 = flow
         .handlers
         .iter()
-        .filter(|(function, _)| **function != COUNTER)
+        .filter(|(function, _)| ![COUNTER, NOTIFIER].contains(*function))
         .map(|(_, h)| per(h.messages as f64))
         .sum();
     let worker_messages = per(flow.events.get("TaskReady").copied().unwrap_or(0) as f64);
