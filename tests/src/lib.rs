@@ -311,6 +311,15 @@ impl Sandbox {
     pub async fn with_clients(
         clients: impl FnOnce(&SdkConfig) -> baton_aws::Clients,
     ) -> Result<Self> {
+        Self::publishing(baton_aws::PublishedEvents::All, clients).await
+    }
+
+    /// [`Sandbox::with_clients`] with a service that puts only the lifecycle events `published`
+    /// names on the bus.
+    pub async fn publishing(
+        published: baton_aws::PublishedEvents,
+        clients: impl FnOnce(&SdkConfig) -> baton_aws::Clients,
+    ) -> Result<Self> {
         let sdk = emulator().await;
         let name = unique("sandbox");
         let sqs = aws_sdk_sqs::Client::new(&sdk);
@@ -337,6 +346,7 @@ impl Sandbox {
             table: name.clone(),
             bus: name,
             due_queue_url,
+            published,
         };
         let clock = Arc::new(ManualClock::new(chrono::Utc::now()));
         let clients = clients(&sdk);

@@ -959,6 +959,32 @@ async fn tasks_of_the_layout_that_counted_its_own_moves_are_counted_once_after_a
 }
 
 #[tokio::test]
+async fn a_stack_that_publishes_task_ready_alone_puts_no_other_lifecycle_event_on_the_bus()
+-> Result<()> {
+    let published = baton_aws::PublishedEvents::parse("TaskReady").map_err(anyhow::Error::msg)?;
+    let sandbox = Sandbox::publishing(published, baton_aws::Clients::new).await?;
+    let event = eventbridge_event(
+        "SubmitTask",
+        &unique("event"),
+        submission("acme", json!({})),
+    );
+    baton_fn_submit::handle(&sandbox.baton, sqs_batch(&[event])).await;
+    baton_fn_on_due::handle(&sandbox.baton, sqs_batch(&sandbox.due_timers().await?)).await;
+    let ready = sandbox.published().await?;
+    let kinds: Vec<&str> = ready.iter().map(|(kind, _)| kind.as_str()).collect();
+    assert_eq!(kinds, ["TaskReady"]);
+    let id = ready[0].1["task_id"].as_str().unwrap().to_owned();
+    let done = result_event(&sandbox, "acme", &id, 1, json!({"status": "succeeded"})).await?;
+    baton_fn_on_result::handle(&sandbox.baton, sqs_batch(&[done])).await;
+    assert_eq!(
+        task_status(&sandbox, "acme", &id).await?.status,
+        Status::Succeeded
+    );
+    assert!(sandbox.published().await?.is_empty());
+    sandbox.teardown().await
+}
+
+#[tokio::test]
 async fn a_project_lists_newest_first_in_pages_and_filters_by_status() -> Result<()> {
     let sandbox = Sandbox::new().await?;
     let mut ids = Vec::new();

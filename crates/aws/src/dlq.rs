@@ -21,7 +21,7 @@ use chrono::{DateTime, Duration, TimeZone, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::MissingSetting;
+use crate::SettingError;
 
 /// The message attribute holding why a message was parked (JSON, see [`FailureRecord`]).
 pub const FAILURE_ATTRIBUTE: &str = "baton.failure";
@@ -307,11 +307,11 @@ impl SqsDeadLetters {
 
     /// The DLQs the template lists in `DEAD_LETTER_QUEUES`:
     /// `{"submit": {"dlq": url, "source": url}, ...}`.
-    pub fn from_env(sdk: &aws_config::SdkConfig) -> Result<Self, MissingSetting> {
+    pub fn from_env(sdk: &aws_config::SdkConfig) -> Result<Self, SettingError> {
         let queues = std::env::var("DEAD_LETTER_QUEUES")
             .ok()
             .and_then(|json| serde_json::from_str(&json).ok())
-            .ok_or(MissingSetting("DEAD_LETTER_QUEUES"))?;
+            .ok_or(SettingError::Missing("DEAD_LETTER_QUEUES"))?;
         Ok(Self::new(Client::new(sdk), queues))
     }
 

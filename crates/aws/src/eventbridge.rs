@@ -2,7 +2,7 @@ use async_trait::async_trait;
 use aws_sdk_eventbridge::Client;
 use aws_sdk_eventbridge::types::PutEventsRequestEntry;
 use baton_app::{EventBus, InfraError};
-use baton_domain::{Cascade, ControlEvent, Event, Step};
+use baton_domain::{Cascade, ControlEvent, Event, EventKind, Step};
 
 use crate::inbound::{RollbackRequest, TaskRequest, TaskResult};
 
@@ -11,20 +11,67 @@ pub const SOURCE: &str = "baton";
 /// PutEvents takes at most this many entries.
 const MAX_ENTRIES: usize = 10;
 
+/// Which lifecycle events go on the bus. Baton itself needs none of them (its notifier reads the
+/// table's stream); workers need `TaskReady`, which is always published. Commands Baton sends
+/// itself (a cascade's `CancelTask`, `RollbackRequested`) and control events always go.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum PublishedEvents {
+    /// Every lifecycle event.
+    #[default]
+    All,
+    /// `TaskReady` and these.
+    Only(Vec<EventKind>),
+}
+
+impl PublishedEvents {
+    /// `all` (or empty), or a comma-separated list of detail-types (`TaskReady`,
+    /// `TaskSucceeded,TaskFailed`).
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let text = text.trim();
+        if text.is_empty() || text == "all" {
+            return Ok(Self::All);
+        }
+        let mut kinds = vec![EventKind::Ready];
+        for name in text.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+            let kind = EventKind::from_detail_type(name).ok_or_else(|| {
+                format!("{name:?} is not a lifecycle event (TaskSubmitted, TaskReady, ...)")
+            })?;
+            if !kinds.contains(&kind) {
+                kinds.push(kind);
+            }
+        }
+        Ok(Self::Only(kinds))
+    }
+
+    fn includes(&self, kind: EventKind) -> bool {
+        match self {
+            Self::All => true,
+            Self::Only(kinds) => kinds.contains(&kind),
+        }
+    }
+}
+
 /// Publishes events on Baton's EventBridge bus.
 #[derive(Debug, Clone)]
 pub struct EventBridgeBus {
     client: Client,
     bus: String,
+    published: PublishedEvents,
 }
 
 impl EventBridgeBus {
-    /// A bus adapter for the bus named `bus`.
+    /// A bus adapter for the bus named `bus`, publishing every lifecycle event.
     pub fn new(client: Client, bus: &str) -> Self {
         Self {
             client,
             bus: bus.to_owned(),
+            published: PublishedEvents::All,
         }
+    }
+
+    /// The same adapter publishing only the lifecycle events `published` names.
+    pub fn publishing(self, published: PublishedEvents) -> Self {
+        Self { published, ..self }
     }
 }
 
@@ -88,6 +135,7 @@ impl EventBus for EventBridgeBus {
     async fn publish(&self, events: &[Event]) -> Result<(), InfraError> {
         let entries = events
             .iter()
+            .filter(|event| self.published.includes(event.kind))
             .map(|event| {
                 let resource = format!("baton:task:{}", event.task_id);
                 self.entry(event.kind.detail_type(), event, resource)
@@ -138,5 +186,28 @@ impl EventBus for EventBridgeBus {
             })
             .collect::<Result<_, _>>()?;
         self.put(entries).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn published_events_are_all_or_a_list_that_always_holds_task_ready() {
+        assert_eq!(PublishedEvents::parse(""), Ok(PublishedEvents::All));
+        assert_eq!(PublishedEvents::parse("all"), Ok(PublishedEvents::All));
+        let outcomes = PublishedEvents::parse("TaskSucceeded, TaskFailed").unwrap();
+        assert_eq!(
+            outcomes,
+            PublishedEvents::Only(vec![
+                EventKind::Ready,
+                EventKind::Succeeded,
+                EventKind::Failed
+            ])
+        );
+        assert!(outcomes.includes(EventKind::Ready) && !outcomes.includes(EventKind::Submitted));
+        let refused = PublishedEvents::parse("TaskReady,TaskDone").unwrap_err();
+        assert!(refused.contains("TaskDone"), "{refused}");
     }
 }

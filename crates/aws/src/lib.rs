@@ -27,7 +27,7 @@ use baton_app::{Baton, Clock, Connections, Push, SystemClock};
 
 pub use connections::DynamoConnections;
 pub use dynamo::DynamoStore;
-pub use eventbridge::{EventBridgeBus, SOURCE};
+pub use eventbridge::{EventBridgeBus, PublishedEvents, SOURCE};
 pub use push::ApiGatewayPush;
 pub use sqs::SqsTimers;
 
@@ -40,29 +40,40 @@ pub struct Settings {
     pub bus: String,
     /// The due-timer queue (`DUE_QUEUE_URL`).
     pub due_queue_url: String,
+    /// The lifecycle events put on the bus (`PUBLISHED_EVENTS`; unset: all).
+    pub published: PublishedEvents,
 }
 
-/// A required environment variable is missing.
+/// A required environment variable is missing, or says what it cannot.
 #[derive(Debug, thiserror::Error)]
-#[error("environment variable {0} is not set")]
-pub struct MissingSetting(pub &'static str);
+pub enum SettingError {
+    /// It is not set.
+    #[error("environment variable {0} is not set")]
+    Missing(&'static str),
+    /// Its value is not one it may have.
+    #[error("environment variable {0}: {1}")]
+    Invalid(&'static str, String),
+}
 
 impl Settings {
     /// Reads the settings from the environment.
-    pub fn from_env() -> Result<Self, MissingSetting> {
-        let var = |name: &'static str| std::env::var(name).map_err(|_| MissingSetting(name));
+    pub fn from_env() -> Result<Self, SettingError> {
+        let var = |name: &'static str| std::env::var(name).map_err(|_| SettingError::Missing(name));
+        let published = std::env::var("PUBLISHED_EVENTS").unwrap_or_default();
         Ok(Self {
             table: var("TABLE_NAME")?,
             bus: var("BUS_NAME")?,
             due_queue_url: var("DUE_QUEUE_URL")?,
+            published: PublishedEvents::parse(&published)
+                .map_err(|why| SettingError::Invalid("PUBLISHED_EVENTS", why))?,
         })
     }
 }
 
 impl DynamoStore {
     /// The task table's store as the template configures a function (`TABLE_NAME`).
-    pub fn from_env(sdk: &aws_config::SdkConfig) -> Result<Self, MissingSetting> {
-        let table = std::env::var("TABLE_NAME").map_err(|_| MissingSetting("TABLE_NAME"))?;
+    pub fn from_env(sdk: &aws_config::SdkConfig) -> Result<Self, SettingError> {
+        let table = std::env::var("TABLE_NAME").map_err(|_| SettingError::Missing("TABLE_NAME"))?;
         Ok(Self::new(aws_sdk_dynamodb::Client::new(sdk), &table))
     }
 }
@@ -111,7 +122,10 @@ pub fn baton(sdk: &aws_config::SdkConfig, settings: &Settings, clock: Arc<dyn Cl
 pub fn baton_on(clients: Clients, settings: &Settings, clock: Arc<dyn Clock>) -> Baton {
     Baton::new(
         Arc::new(DynamoStore::new(clients.dynamodb, &settings.table)),
-        Arc::new(EventBridgeBus::new(clients.eventbridge, &settings.bus)),
+        Arc::new(
+            EventBridgeBus::new(clients.eventbridge, &settings.bus)
+                .publishing(settings.published.clone()),
+        ),
         Arc::new(SqsTimers::new(clients.sqs, &settings.due_queue_url)),
         clock,
     )
@@ -125,7 +139,7 @@ pub type LiveAdapters = (Arc<dyn Connections>, Arc<dyn Push>);
 pub fn live(
     sdk: &aws_config::SdkConfig,
     settings: &Settings,
-) -> Result<LiveAdapters, MissingSetting> {
+) -> Result<LiveAdapters, SettingError> {
     let (api, stage) = websocket_api()?;
     let connections = DynamoConnections::new(aws_sdk_dynamodb::Client::new(sdk), &settings.table);
     let push = ApiGatewayPush::new(sdk, &api, &stage);
@@ -134,19 +148,19 @@ pub fn live(
 
 /// Where clients connect for subscriptions: the WebSocket API the template passes in
 /// `WEBSOCKET_API_ID` and `WEBSOCKET_STAGE`, as a `wss://` (emulator: `ws://`) URL.
-pub fn subscriptions_url(sdk: &aws_config::SdkConfig) -> Result<String, MissingSetting> {
+pub fn subscriptions_url(sdk: &aws_config::SdkConfig) -> Result<String, SettingError> {
     let (api, stage) = websocket_api()?;
     Ok(push::websocket_url(sdk, &api, &stage))
 }
 
-fn websocket_api() -> Result<(String, String), MissingSetting> {
-    let var = |name: &'static str| std::env::var(name).map_err(|_| MissingSetting(name));
+fn websocket_api() -> Result<(String, String), SettingError> {
+    let var = |name: &'static str| std::env::var(name).map_err(|_| SettingError::Missing(name));
     Ok((var("WEBSOCKET_API_ID")?, var("WEBSOCKET_STAGE")?))
 }
 
 /// The service as a deployed function uses it: settings from the environment, system clock,
 /// metrics as EMF lines on stdout.
-pub async fn baton_from_env() -> Result<Baton, MissingSetting> {
+pub async fn baton_from_env() -> Result<Baton, SettingError> {
     let settings = Settings::from_env()?;
     let baton = baton(&sdk_config().await, &settings, Arc::new(SystemClock));
     Ok(baton.with_metrics(Arc::new(emf::EmfMetrics::from_env())))

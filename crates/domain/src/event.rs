@@ -45,6 +45,13 @@ impl EventKind {
         EventKind::Parked,
     ];
 
+    /// The kind whose `detail-type` is `name`.
+    pub fn from_detail_type(name: &str) -> Option<EventKind> {
+        EventKind::ALL
+            .into_iter()
+            .find(|kind| kind.detail_type() == name)
+    }
+
     /// The EventBridge `detail-type`.
     pub fn detail_type(self) -> &'static str {
         match self {

@@ -36,6 +36,7 @@ async fn main() -> Result<()> {
         table: stack.output("TableName").to_owned(),
         bus: stack.output("BusName").to_owned(),
         due_queue_url: stack.output("DueQueueUrl").to_owned(),
+        published: baton_aws::PublishedEvents::All,
     };
     // The checker's own service is not disturbed: only the stack's functions are.
     let sdk = baton_tests::emulator().await;

@@ -64,14 +64,27 @@ const STREAM_BATCH: usize = 1000;
 /// `MaximumBatchingWindowInSeconds`).
 const STREAM_WINDOW: Duration = Duration::from_secs(1);
 /// The lifecycles counted, each at the batch size its messages are delivered in: full batches,
-/// and the immediate lifecycle again at low traffic, one message per invocation.
-pub const RUNS: [(Kind, usize); 5] = [
-    (Kind::Immediate, ESM_BATCH),
-    (Kind::Scheduled, ESM_BATCH),
-    (Kind::Retried, ESM_BATCH),
-    (Kind::Waiting, ESM_BATCH),
-    (Kind::Immediate, 1),
+/// and the immediate lifecycle again at low traffic, one message per invocation; all with every
+/// lifecycle event published (the template's default), and the immediate one again with only
+/// `TaskReady` (`PublishedEvents=TaskReady`).
+pub const RUNS: [(Kind, usize, Events); 6] = [
+    (Kind::Immediate, ESM_BATCH, Events::All),
+    (Kind::Scheduled, ESM_BATCH, Events::All),
+    (Kind::Retried, ESM_BATCH, Events::All),
+    (Kind::Waiting, ESM_BATCH, Events::All),
+    (Kind::Immediate, 1, Events::All),
+    (Kind::Immediate, ESM_BATCH, Events::Ready),
 ];
+
+/// The lifecycle events a run's stack publishes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Events {
+    /// All of them.
+    All,
+    /// `TaskReady` alone, what workers need.
+    Ready,
+}
 
 /// A kind of lifecycle.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -123,6 +136,8 @@ pub struct LifecycleCost {
     pub kind: Kind,
     /// Messages per invocation.
     pub batch: usize,
+    /// The lifecycle events published.
+    pub published: Events,
     /// Lifecycles run.
     pub lifecycles: usize,
     /// Baton's own requests per lifecycle by `service.operation`, with the DynamoDB capacity
@@ -385,23 +400,22 @@ impl Driver<'_> {
             let mut results = Vec::new();
             for (detail_type, detail) in published {
                 *self.flow.events.entry(detail_type.clone()).or_default() += 1;
-                match detail_type.as_str() {
-                    "TaskReady" => {
-                        let attempt = detail["attempt"].as_u64().unwrap_or(1);
-                        let mut answer = json!({"tenant": detail["tenant"],
-                            "task_id": detail["task_id"], "attempt": attempt,
-                            "lease": detail["lease"]});
-                        answer.as_object_mut().expect("an object").extend(
-                            kind.outcome(attempt)
-                                .as_object()
-                                .expect("an object")
-                                .clone(),
-                        );
-                        results.push(eventbridge_event("TaskResult", &unique("result"), answer));
-                    }
-                    "TaskSucceeded" => succeeded += 1,
-                    _ => {}
+                if detail_type != "TaskReady" {
+                    continue;
                 }
+                let attempt = detail["attempt"].as_u64().unwrap_or(1);
+                let mut answer = json!({"tenant": detail["tenant"],
+                    "task_id": detail["task_id"], "attempt": attempt, "lease": detail["lease"]});
+                answer.as_object_mut().expect("an object").extend(
+                    kind.outcome(attempt)
+                        .as_object()
+                        .expect("an object")
+                        .clone(),
+                );
+                // A success is counted as its answer is handled (TaskSucceeded may not be
+                // published).
+                succeeded += usize::from(answer["status"] == "succeeded");
+                results.push(eventbridge_event("TaskResult", &unique("result"), answer));
             }
             *self.flow.events.entry("TaskResult".into()).or_default() += results.len();
             self.deliver("on-result", results).await?;
@@ -412,9 +426,13 @@ impl Driver<'_> {
 }
 
 /// A sandbox whose service's calls `calls` counts, and the notifier's side on it.
-async fn counted(calls: &Calls) -> Result<(Sandbox, Live)> {
+async fn counted(calls: &Calls, events: Events) -> Result<(Sandbox, Live)> {
     let counted = calls.clone();
-    let sandbox = Sandbox::with_clients(move |sdk| baton_aws::Clients {
+    let published = match events {
+        Events::All => baton_aws::PublishedEvents::All,
+        Events::Ready => baton_aws::PublishedEvents::parse("TaskReady").expect("an event list"),
+    };
+    let sandbox = Sandbox::publishing(published, move |sdk| baton_aws::Clients {
         dynamodb: aws_sdk_dynamodb::Client::from_conf(
             aws_sdk_dynamodb::config::Builder::from(sdk)
                 .interceptor(counted.clone())
@@ -464,41 +482,60 @@ pub async fn measure(n: usize) -> Result<Vec<LifecycleCost>> {
 
 async fn measure_here(n: usize) -> Result<Vec<LifecycleCost>> {
     let calls = Calls::new()?;
-    let (sandbox, live) = counted(&calls).await?;
     let rules = template_rules()?;
     let mut costs = Vec::new();
-    for (kind, batch) in RUNS {
-        progress(&format!(
-            "cost: {n} {kind:?} lifecycles, batches of {batch}"
-        ));
-        calls.take();
-        let mut driver = Driver {
-            sandbox: &sandbox,
-            live: &live,
-            calls: &calls,
-            batch,
-            flow: Flow::default(),
-            counted: Instant::now(),
-            gathered: Vec::new(),
-        };
-        if let Err(failure) = driver.run(kind, n).await {
-            sandbox.teardown().await?;
-            return Err(failure);
+    for events in [Events::All, Events::Ready] {
+        let (sandbox, live) = counted(&calls, events).await?;
+        let runs = RUNS.iter().filter(|(_, _, e)| *e == events);
+        for &(kind, batch, _) in runs {
+            let cost = run(&sandbox, &live, &calls, &rules, (kind, batch, events), n).await;
+            match cost {
+                Ok(cost) => costs.push(cost),
+                Err(failure) => {
+                    sandbox.teardown().await?;
+                    return Err(failure);
+                }
+            }
         }
-        let (tallies, keys) = calls.take();
-        driver.flow.transitions = transitions(&sandbox, kind, n).await?;
-        let hot_keys = keys.report(n, &format!("bench#{}", kind.project()));
-        costs.push(price(
-            (kind, batch),
-            n,
-            &tallies,
-            hot_keys,
-            &driver.flow,
-            &rules,
-        ));
+        sandbox.teardown().await?;
     }
-    sandbox.teardown().await?;
     Ok(costs)
+}
+
+/// Runs and prices `n` lifecycles of one kind.
+async fn run(
+    sandbox: &Sandbox,
+    live: &Live,
+    calls: &Calls,
+    rules: &[(Vec<String>, usize)],
+    (kind, batch, events): (Kind, usize, Events),
+    n: usize,
+) -> Result<LifecycleCost> {
+    progress(&format!(
+        "cost: {n} {kind:?} lifecycles, batches of {batch}, {events:?} events"
+    ));
+    calls.take();
+    let mut driver = Driver {
+        sandbox,
+        live,
+        calls,
+        batch,
+        flow: Flow::default(),
+        counted: Instant::now(),
+        gathered: Vec::new(),
+    };
+    driver.run(kind, n).await?;
+    let (tallies, keys) = calls.take();
+    driver.flow.transitions = transitions(sandbox, kind, n).await?;
+    let hot_keys = keys.report(n, &format!("bench#{}", kind.project()));
+    Ok(price(
+        (kind, batch, events),
+        n,
+        &tallies,
+        hot_keys,
+        &driver.flow,
+        rules,
+    ))
 }
 
 /// The notifier's side: connections in the sandbox table through a counted client, no
@@ -537,7 +574,7 @@ async fn transitions(sandbox: &Sandbox, kind: Kind, n: usize) -> Result<usize> {
 }
 
 fn price(
-    (kind, batch): (Kind, usize),
+    (kind, batch, published): (Kind, usize, Events),
     n: usize,
     tallies: &Tallies,
     hot_keys: HotKeys,
@@ -605,6 +642,7 @@ fn price(
     LifecycleCost {
         kind,
         batch,
+        published,
         lifecycles: n,
         baton_calls,
         write_units,

@@ -145,10 +145,13 @@ fn table(report: &Report) -> String {
     };
     row("figure", "measured".into(), "goal", None);
     for c in &report.cost {
-        let kind = match c.batch {
+        let mut kind = match c.batch {
             1 => format!("{:?}, batch 1", c.kind).to_lowercase(),
             _ => format!("{:?}", c.kind).to_lowercase(),
         };
+        if c.published == cost::Events::Ready {
+            kind.push_str(", TaskReady only");
+        }
         let immediate = c.kind == cost::Kind::Immediate && c.batch > 1;
         let (cost_goal, most) = match (c.kind, c.batch) {
             (cost::Kind::Immediate, 1) => ("≤ $12.00/M", Some(12.0)),
