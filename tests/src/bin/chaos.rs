@@ -158,18 +158,16 @@ async fn main() -> Result<()> {
     }
     println!("  project counters equal the tasks: {counters_match}");
     // Every DLQ, with its letters grouped by class: empty, or each letter explained.
-    let queues = [
-        "Submit", "Result", "Cancel", "Rollback", "Due", "Notify", "Http",
-    ]
-    .into_iter()
-    .map(|name| {
-        let pair = QueuePair {
-            dlq: stack.output(&format!("{name}DlqUrl")).to_owned(),
-            source: stack.output(&format!("{name}QueueUrl")).to_owned(),
-        };
-        (name.to_lowercase(), pair)
-    })
-    .collect();
+    let queues = ["Submit", "Result", "Cancel", "Rollback", "Due", "Http"]
+        .into_iter()
+        .map(|name| {
+            let pair = QueuePair {
+                dlq: stack.output(&format!("{name}DlqUrl")).to_owned(),
+                source: stack.output(&format!("{name}QueueUrl")).to_owned(),
+            };
+            (name.to_lowercase(), pair)
+        })
+        .collect();
     let dead = SqsDeadLetters::new(aws_sdk_sqs::Client::new(&sdk), queues);
     for stats in dlq_stats(&dead, chrono::Utc::now()).await? {
         let classes: Vec<String> = stats
@@ -183,6 +181,19 @@ async fn main() -> Result<()> {
             stats.depth.visible + stats.depth.in_flight
         );
     }
+    // The notifier's stream batches it gave up on, recorded in its DLQ.
+    let notify_dlq = aws_sdk_sqs::Client::new(&sdk)
+        .get_queue_attributes()
+        .queue_url(stack.output("NotifyDlqUrl"))
+        .attribute_names(aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessages)
+        .send()
+        .await?;
+    let given_up = notify_dlq
+        .attributes()
+        .and_then(|a| a.get(&aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessages))
+        .cloned()
+        .unwrap_or_default();
+    println!("  DLQ notify (stream batches given up): {given_up}");
     if lost > 0 || unfinished > 0 || !doubled.is_empty() || !counters_match {
         bail!("the chaos run lost or doubled something (see above)");
     }
