@@ -49,8 +49,8 @@ pub struct Move {
 /// How a task's write (a record of the table's stream) moves its project's counters: `None`
 /// when it moves none (a write that kept the status, a write counted by its writer).
 pub fn move_of(write: TaskWrite) -> Option<Move> {
-    // A put or update is counted when this layout wrote it; a delete always (no version deletes
-    // tasks but this one).
+    // A put or update is counted when this layout wrote it; a delete always (whichever version
+    // wrote the task counted its status).
     if write
         .after
         .is_some_and(|after| after.layout < CURRENT_LAYOUT)
