@@ -30,7 +30,7 @@ Baton is running in the emulator (stack $STACK).
     source localstack/env.sh
     aws events put-events --entries '[{"EventBusName":"$BUS","Source":"acme.app","DetailType":"SubmitTask","Detail":"{\\"tenant\\":\\"acme\\",\\"project\\":\\"demo\\",\\"name\\":\\"hello\\",\\"tier\\":\\"gpu\\"}"}]'
 
-  Function logs (one log group per function: submit, on-due, on-result, cancel, rollback, sweeper, graphql, notifier, setup):
+  Function logs (one log group per function: submit, on-due, on-result, cancel, rollback, sweeper, graphql, notifier, counter, http-executor, setup):
     aws logs filter-log-events --log-group-name /aws/lambda/$STACK-on-due --query 'events[].message' --output text
   Emulator log: .build/ministack.log
 
