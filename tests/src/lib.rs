@@ -46,6 +46,9 @@ pub fn unique(prefix: &str) -> String {
     format!("{prefix}-{}", &simple[simple.len() - 12..])
 }
 
+/// Stream records per counter invocation at most (the template's `BatchSize` for the counter).
+pub const COUNTER_BATCH: usize = 1000;
+
 /// Polls `probe` every 100 ms until it gives a value or `limit` passes.
 pub async fn eventually<T, F, Fut>(what: &str, limit: Duration, mut probe: F) -> Result<T>
 where
@@ -479,7 +482,7 @@ impl Sandbox {
     /// written since the last call, as the stack's stream mapping would deliver them.
     pub async fn count(&self) -> Result<()> {
         let records = self.stream_records().await?;
-        for batch in records.chunks(1000) {
+        for batch in records.chunks(COUNTER_BATCH) {
             self.count_batch(batch).await?;
         }
         Ok(())

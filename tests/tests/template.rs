@@ -182,6 +182,11 @@ fn the_counter_and_the_notifier_read_the_task_tables_stream_of_both_images() {
             Some(start),
             "{name}"
         );
+        if name == "counter" {
+            // What the sandbox and the bench hand the counter at once.
+            let batch = properties["BatchSize"].as_u64().unwrap();
+            assert_eq!(batch, baton_tests::COUNTER_BATCH as u64);
+        }
     }
 }
 

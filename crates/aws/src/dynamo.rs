@@ -84,7 +84,12 @@ impl DynamoStore {
 
     /// Whether `task`'s project exists: known to this process, or read.
     async fn project_exists(&self, task: &Task) -> Result<bool, InfraError> {
-        if self.known.lock().unwrap().contains(&project_path(task)) {
+        if self
+            .known
+            .lock()
+            .unwrap()
+            .contains(&project_path(&task.tenant, &task.project))
+        {
             return Ok(true);
         }
         let read = self
@@ -111,7 +116,7 @@ impl DynamoStore {
         if known.len() >= KNOWN_PROJECTS {
             known.clear();
         }
-        known.insert(project_path(task));
+        known.insert(project_path(&task.tenant, &task.project));
     }
 }
 
@@ -173,7 +178,10 @@ fn to_item(task: &Task, wake: Option<Wake>) -> Result<Item, InfraError> {
         serde_dynamo::to_item(task).map_err(|e| InfraError::new("encode task for DynamoDB", e))?;
     item.extend(key(&task.tenant, &task.id));
     item.insert(LAYOUT.to_owned(), n(CURRENT_LAYOUT));
-    item.insert("project_key".to_owned(), s(project_path(task)));
+    item.insert(
+        "project_key".to_owned(),
+        s(project_path(&task.tenant, &task.project)),
+    );
     if let Some(wake) = wake {
         item.extend(wake_attributes(&task.id, wake));
     }
@@ -185,9 +193,10 @@ fn to_item(task: &Task, wake: Option<Wake>) -> Result<Item, InfraError> {
     Ok(item)
 }
 
-/// `{tenant}#{project}`: a task's project, as the `by-project` index keys it.
-fn project_path(task: &Task) -> String {
-    format!("{}#{}", task.tenant, task.project)
+/// `{tenant}#{project}`: a project as the `by-project` and `by-ready` indexes key it, and as a
+/// process remembers it.
+pub(crate) fn project_path(tenant: &Tenant, project: &ProjectId) -> String {
+    format!("{tenant}#{project}")
 }
 
 fn model_key(tenant: &Tenant, model: &str) -> String {
@@ -1040,7 +1049,7 @@ impl TaskStore for DynamoStore {
     }
 
     async fn list(&self, query: &TaskQuery) -> Result<Page, InfraError> {
-        let project_key = format!("{}#{}", query.tenant, query.project);
+        let project_key = project_path(&query.tenant, &query.project);
         let start = query.after.map(|after| {
             let mut start = key(&query.tenant, &after);
             start.insert(

@@ -17,7 +17,8 @@ use chrono::{DateTime, Utc};
 
 use crate::dynamo::{
     DynamoStore, Item, Part, RESERVED, WAKE_SHARDS, Write, batch_get, counter, infra, key, n,
-    number, parse_pk, project_key, s, sortable, switch_key, switch_pk, wake_attributes, written,
+    number, parse_pk, project_key, project_path, s, sortable, switch_key, switch_pk,
+    wake_attributes, written,
 };
 
 /// The sparse index of parked tasks: partition = project, sort = admission order.
@@ -26,7 +27,7 @@ const READY_INDEX: &str = "by-ready";
 const PRIORITY_OFFSET: i64 = 1000;
 
 fn ready_key(tenant: &Tenant, project: &ProjectId) -> AttributeValue {
-    s(format!("{tenant}#{project}"))
+    s(project_path(tenant, project))
 }
 
 /// The ready set's order: priority (higher first), then due time; the attempt rides along so an
@@ -62,7 +63,7 @@ fn drain_key(shard: u8) -> AttributeValue {
 }
 
 fn drain_shard(tenant: &Tenant, project: &ProjectId) -> u8 {
-    let sum: u32 = format!("{tenant}#{project}").bytes().map(u32::from).sum();
+    let sum: u32 = project_path(tenant, project).bytes().map(u32::from).sum();
     (sum % u32::from(WAKE_SHARDS)) as u8
 }
 

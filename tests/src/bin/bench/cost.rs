@@ -58,8 +58,6 @@ const COUNTER: &str = "counter";
 const NOTIFIER: &str = "notifier";
 /// Stream records per notifier invocation at most (the template's `BatchSize`).
 const NOTIFY_BATCH: usize = 100;
-/// Stream records per counter invocation at most (the template's `BatchSize`).
-const STREAM_BATCH: usize = 1000;
 /// How long the counter's mapping gathers records before it invokes (the template's
 /// `MaximumBatchingWindowInSeconds`).
 const STREAM_WINDOW: Duration = Duration::from_secs(1);
@@ -338,7 +336,7 @@ impl Driver<'_> {
         }
         self.counted = Instant::now();
         let gathered = std::mem::take(&mut self.gathered);
-        for chunk in gathered.chunks(STREAM_BATCH) {
+        for chunk in gathered.chunks(baton_tests::COUNTER_BATCH) {
             self.consume(COUNTER, chunk.len(), async {
                 sandbox.count_batch(chunk).await?;
                 Ok(())
