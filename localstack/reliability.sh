@@ -11,9 +11,9 @@ ensure_emulator
 cleanup() { if [ -n "$emulator_started" ]; then "$ROOT/localstack/stop.sh"; fi; }
 trap cleanup EXIT
 cd "$ROOT"
-BATON_RACE_TRIALS="${BATON_RACE_TRIALS:-500}" cargo test -p baton-tests --test races -- --nocapture
+BATON_RACE_TRIALS="${BATON_RACE_TRIALS:-500}" cargo test -p baton-tests --test emulator races:: -- --nocapture
 BATON_MODEL_SEQUENCES="${BATON_MODEL_SEQUENCES:-100000}" \
   cargo test --release -p baton-app --test model -- --nocapture
-BATON_FUZZ_CASES="${BATON_FUZZ_CASES:-5000}" cargo test -p baton-tests --test bad_input
-cargo test -p baton-tests --test sdk_faults
+BATON_FUZZ_CASES="${BATON_FUZZ_CASES:-5000}" cargo test -p baton-tests --test emulator bad_input::
+cargo test -p baton-tests --test emulator sdk_faults::
 CHAOS_TASKS="${CHAOS_TASKS:-1000}" "$ROOT/localstack/chaos.sh"

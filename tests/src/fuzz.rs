@@ -1,5 +1,5 @@
 //! Bad input for Baton's entry points, shared by the cargo-fuzz targets (`fuzz/`) and the
-//! property-based fuzz that `make test` runs (`tests/tests/bad_input.rs`).
+//! property-based fuzz that `make test` runs (`tests/tests/emulator/bad_input.rs`).
 //!
 //! A [`Harness`] is the service on in-memory adapters with the handlers of every function that
 //! consumes events and the GraphQL gateway over it. Each input must get an answer Baton can

@@ -23,7 +23,10 @@ use baton_domain::{Command, Outcome, SubmitRequest, Task, TaskError, TaskId};
 use serde_json::{Value, json};
 
 pub mod fuzz;
+mod owned;
 pub mod stream;
+
+use owned::Owned;
 
 const ROOT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
 
@@ -294,13 +297,13 @@ pub struct Sandbox {
     /// Where the resources are.
     pub settings: Settings,
     sqs: aws_sdk_sqs::Client,
-    events: aws_sdk_eventbridge::Client,
     dynamodb: aws_sdk_dynamodb::Client,
     capture_queue_url: String,
-    rule: String,
     /// The table's stream, and the counter function's store (the service's client).
     stream: tokio::sync::Mutex<stream::StreamReader>,
     counter: baton_aws::DynamoStore,
+    /// Removed when the sandbox is dropped.
+    _owned: Owned,
 }
 
 impl Sandbox {
@@ -327,14 +330,20 @@ impl Sandbox {
         let name = unique("sandbox");
         let sqs = aws_sdk_sqs::Client::new(&sdk);
         let events = aws_sdk_eventbridge::Client::new(&sdk);
+        // Whatever was created is removed, even when a later step fails.
+        let mut owned = Owned::default();
         create_table(&sdk, &name).await?;
+        owned.table(&name);
         // As the stack's setup resource does: dispatch needs the global switch present.
         baton_aws::DynamoStore::new(aws_sdk_dynamodb::Client::new(&sdk), &name)
             .install_global_switch()
             .await?;
         events.create_event_bus().name(&name).send().await?;
+        owned.bus(&name);
         let due_queue_url = create_queue(&sqs, &format!("{name}-due")).await?;
+        owned.queue(&due_queue_url);
         let capture_queue_url = create_queue(&sqs, &format!("{name}-events")).await?;
+        owned.queue(&capture_queue_url);
         let rule = format!("{name}-all");
         subscribe(
             &sqs,
@@ -345,6 +354,7 @@ impl Sandbox {
             json!({"source": ["baton"]}),
         )
         .await?;
+        owned.rule(&rule, &name);
         let settings = Settings {
             table: name.clone(),
             bus: name,
@@ -365,9 +375,8 @@ impl Sandbox {
             settings,
             dynamodb: aws_sdk_dynamodb::Client::new(&sdk),
             sqs,
-            events,
             capture_queue_url,
-            rule,
+            _owned: owned,
         })
     }
 
@@ -492,49 +501,6 @@ impl Sandbox {
     pub async fn delete_item(&self, pk: &str, sk: &str) -> Result<()> {
         delete_item(&self.dynamodb, &self.settings.table, pk, sk).await
     }
-
-    /// Removes every resource the sandbox created.
-    pub async fn teardown(self) -> Result<()> {
-        let targets = self
-            .events
-            .list_targets_by_rule()
-            .rule(&self.rule)
-            .event_bus_name(&self.settings.bus)
-            .send()
-            .await?;
-        let ids: Vec<String> = targets
-            .targets()
-            .iter()
-            .map(|t| t.id().to_owned())
-            .collect();
-        self.events
-            .remove_targets()
-            .rule(&self.rule)
-            .event_bus_name(&self.settings.bus)
-            .set_ids(Some(ids))
-            .send()
-            .await?;
-        self.events
-            .delete_rule()
-            .name(&self.rule)
-            .event_bus_name(&self.settings.bus)
-            .send()
-            .await?;
-        self.events
-            .delete_event_bus()
-            .name(&self.settings.bus)
-            .send()
-            .await?;
-        for url in [&self.capture_queue_url, &self.settings.due_queue_url] {
-            self.sqs.delete_queue().queue_url(url).send().await?;
-        }
-        self.dynamodb
-            .delete_table()
-            .table_name(&self.settings.table)
-            .send()
-            .await?;
-        Ok(())
-    }
 }
 
 async fn create_queue(sqs: &aws_sdk_sqs::Client, name: &str) -> Result<String> {
@@ -643,7 +609,8 @@ pub struct Stack {
     sqs: aws_sdk_sqs::Client,
     events: aws_sdk_eventbridge::Client,
     dynamodb: aws_sdk_dynamodb::Client,
-    workers: std::sync::Mutex<Vec<(String, String)>>,
+    /// The worker queues and rules the tests created, removed when the stack is dropped.
+    owned: std::sync::Mutex<Owned>,
 }
 
 impl Stack {
@@ -671,7 +638,7 @@ impl Stack {
             sqs: aws_sdk_sqs::Client::new(&sdk),
             events: aws_sdk_eventbridge::Client::new(&sdk),
             dynamodb: aws_sdk_dynamodb::Client::new(&sdk),
-            workers: std::sync::Mutex::new(Vec::new()),
+            owned: std::sync::Mutex::default(),
         })
     }
 
@@ -820,6 +787,7 @@ impl Stack {
     pub async fn listener(&self, pattern: Value) -> Result<WorkerQueue> {
         let name = unique("listener");
         let url = create_queue(&self.sqs, &name).await?;
+        self.owned.lock().unwrap().queue(&url);
         subscribe(
             &self.sqs,
             &self.events,
@@ -829,7 +797,10 @@ impl Stack {
             pattern,
         )
         .await?;
-        self.workers.lock().unwrap().push((name, url.clone()));
+        self.owned
+            .lock()
+            .unwrap()
+            .rule(&name, self.output("BusName"));
         Ok(WorkerQueue {
             sqs: self.sqs.clone(),
             url,
@@ -840,29 +811,6 @@ impl Stack {
     pub async fn take_from(&self, output: &str) -> Result<Vec<String>> {
         let messages = receive(&self.sqs, self.output(output), 0).await?;
         Ok(messages.into_iter().map(|(_, body)| body).collect())
-    }
-
-    /// Removes the worker queues and rules the tests created.
-    pub async fn teardown(&self) -> Result<()> {
-        let workers = std::mem::take(&mut *self.workers.lock().unwrap());
-        let bus = self.output("BusName");
-        for (rule, url) in workers {
-            self.events
-                .remove_targets()
-                .rule(&rule)
-                .event_bus_name(bus)
-                .ids("test")
-                .send()
-                .await?;
-            self.events
-                .delete_rule()
-                .name(&rule)
-                .event_bus_name(bus)
-                .send()
-                .await?;
-            self.sqs.delete_queue().queue_url(url).send().await?;
-        }
-        Ok(())
     }
 }
 
@@ -970,6 +918,8 @@ pub struct Letters {
     pub source_arn: String,
     /// Its DLQ's URL.
     pub dlq_url: String,
+    /// Both queues, removed when the pair is dropped.
+    _owned: Owned,
 }
 
 impl Letters {
@@ -978,7 +928,9 @@ impl Letters {
         let sdk = emulator().await;
         let sqs = aws_sdk_sqs::Client::new(&sdk);
         let name = unique(prefix);
+        let mut owned = Owned::default();
         let dlq_url = create_queue(&sqs, &format!("{name}-dlq")).await?;
+        owned.queue(&dlq_url);
         let policy = json!({"deadLetterTargetArn": queue_arn(&sqs, &dlq_url).await?,
             "maxReceiveCount": max_receive_count});
         let created = sqs
@@ -991,12 +943,14 @@ impl Letters {
             .send()
             .await?;
         let source_url = created.queue_url.context("CreateQueue returned no URL")?;
+        owned.queue(&source_url);
         let source_arn = queue_arn(&sqs, &source_url).await?;
         Ok(Self {
             sqs,
             source_url,
             source_arn,
             dlq_url,
+            _owned: owned,
         })
     }
 
@@ -1120,14 +1074,6 @@ impl Letters {
         };
         Ok(count(Name::ApproximateNumberOfMessages)
             + count(Name::ApproximateNumberOfMessagesNotVisible))
-    }
-
-    /// Deletes both queues.
-    pub async fn teardown(self) -> Result<()> {
-        for url in [&self.source_url, &self.dlq_url] {
-            self.sqs.delete_queue().queue_url(url).send().await?;
-        }
-        Ok(())
     }
 }
 

@@ -490,12 +490,10 @@ async fn measure_here(n: usize) -> Result<Vec<LifecycleCost>> {
             match cost {
                 Ok(cost) => costs.push(cost),
                 Err(failure) => {
-                    sandbox.teardown().await?;
                     return Err(failure);
                 }
             }
         }
-        sandbox.teardown().await?;
     }
     Ok(costs)
 }

@@ -209,7 +209,6 @@ pub async fn measure(records: usize, nodes: usize, lookups: usize) -> Result<Gra
         up.push(started.elapsed());
     }
     anyhow::ensure!(found == nodes, "lineage found {found} of {nodes} tasks");
-    sandbox.teardown().await?;
     Ok(GraphFigures {
         records,
         lookups,

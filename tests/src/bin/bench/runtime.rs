@@ -433,12 +433,10 @@ pub async fn measure(sizes: &Sizes) -> Result<Vec<FunctionFigures>> {
         match outcome {
             Ok(f) => figures.push(f),
             Err(failure) => {
-                workloads.sandbox.teardown().await?;
                 return Err(failure.context(function));
             }
         }
     }
-    workloads.sandbox.teardown().await?;
     Ok(figures)
 }
 

@@ -264,7 +264,6 @@ pub async fn throughput(stack: &Stack, sizes: &Sizes) -> Result<Throughput> {
         sizes.tasks
     ));
     let rate = through_stack(stack, sizes.tasks, sizes.concurrency).await?;
-    stack.teardown().await?;
     Ok(Throughput {
         lifecycles: sizes.tasks,
         stack: rate,
@@ -347,7 +346,6 @@ pub async fn latency(stack: &Stack, sizes: &Sizes) -> Result<Latency> {
             }
         }
     }
-    stack.teardown().await?;
     if delays.len() < due.len() {
         bail!(
             "{} of {} due tasks became ready in time",

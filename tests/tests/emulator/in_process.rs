@@ -92,7 +92,7 @@ async fn a_submitted_task_due_now_is_armed_dispatched_and_completed() -> Result<
     let causes: Vec<&str> = task.history.iter().map(|h| h.cause.as_str()).collect();
     assert_eq!(causes, ["submitted", "dispatched", "result:succeeded"]);
     assert_eq!(sandbox.published().await?[0].0, "TaskSucceeded");
-    sandbox.teardown().await
+    Ok(())
 }
 
 #[tokio::test]
@@ -110,7 +110,7 @@ async fn a_redelivered_submission_creates_one_task() -> Result<()> {
         ))
         .await?;
     assert_eq!(page.tasks.len(), 1);
-    sandbox.teardown().await
+    Ok(())
 }
 
 #[tokio::test]
@@ -136,7 +136,7 @@ async fn a_result_delivered_twice_makes_one_transition_and_one_history_entry() -
         (task.status, task.version, task.history.len()),
         (Status::Succeeded, 3, 3)
     );
-    sandbox.teardown().await
+    Ok(())
 }
 
 #[tokio::test]
@@ -187,7 +187,7 @@ async fn a_failed_attempt_is_retried_after_backoff_and_a_stale_result_is_rejecte
         task_status(&sandbox, "acme", &id).await?.version,
         task.version
     );
-    sandbox.teardown().await
+    Ok(())
 }
 
 #[tokio::test]
@@ -215,7 +215,7 @@ async fn a_task_cancelled_before_its_due_time_is_never_dispatched() -> Result<()
     assert_eq!(task.status, Status::Cancelled);
     assert_eq!(task.reason.as_deref(), Some("changed my mind"));
     assert!(sandbox.published().await?.is_empty(), "no TaskReady");
-    sandbox.teardown().await
+    Ok(())
 }
 
 #[tokio::test]
@@ -244,7 +244,7 @@ async fn a_succeeded_task_is_rolled_back_with_its_output_for_compensation() -> R
     assert_eq!(published[0].1["output"], json!({"row": 12}));
     let task = task_status(&sandbox, "acme", &id).await?;
     assert_eq!((task.status, task.version), (Status::RolledBack, 4));
-    sandbox.teardown().await
+    Ok(())
 }
 
 #[tokio::test]
@@ -268,7 +268,7 @@ async fn bad_messages_fail_alone_and_say_why_while_good_ones_in_the_batch_are_pr
     assert_eq!(codes, ["MALFORMED_ENVELOPE", "INVALID_SUBMISSION"]);
     let published = sandbox.published().await?;
     assert_eq!(published.len(), 1, "the good submission went through");
-    sandbox.teardown().await
+    Ok(())
 }
 
 #[tokio::test]
@@ -313,7 +313,7 @@ async fn a_task_due_in_twenty_minutes_is_armed_by_the_sweeper_when_it_enters_the
         task_status(&sandbox, "acme", &id).await?.status,
         Status::Scheduled
     );
-    sandbox.teardown().await
+    Ok(())
 }
 
 #[tokio::test]
@@ -331,7 +331,7 @@ async fn the_sweeper_times_out_an_attempt_past_its_deadline() -> Result<()> {
     let task = task_status(&sandbox, "acme", &id).await?;
     assert_eq!(task.status, Status::Failed);
     assert_eq!(task.error.unwrap().code, "TIMEOUT");
-    sandbox.teardown().await
+    Ok(())
 }
 
 const SECRET: &[u8] = b"in-process-secret";
@@ -514,7 +514,7 @@ async fn the_graphql_gateway_answers_api_gateway_requests_for_the_token_s_tenant
     let other = Some(format!("Bearer {}", token("globex")));
     let (_, body) = post(&gateway, "apigw-v2-post-graphql.json", other, read).await?;
     assert_eq!(code(&body), "NOT_FOUND", "another tenant's task: {body}");
-    sandbox.teardown().await
+    Ok(())
 }
 
 #[tokio::test]
@@ -582,7 +582,7 @@ async fn every_limit_is_refused_with_its_name_before_anything_runs() -> Result<(
         !message.contains("Did you mean"),
         "no field suggestions: {message}"
     );
-    sandbox.teardown().await
+    Ok(())
 }
 
 /// Sends one WebSocket event fixture through the gateway with `connection` and `body`.
@@ -717,7 +717,7 @@ async fn websocket_subscribers_get_their_tasks_transitions_and_nothing_of_other_
         &sandbox.settings.table,
     );
     assert!(connections.watchers(&tenant, &watches).await?.is_empty());
-    sandbox.teardown().await
+    Ok(())
 }
 
 #[tokio::test]
@@ -757,7 +757,7 @@ async fn a_websocket_client_without_a_valid_token_is_hung_up_on() -> Result<()> 
         401,
         "a bad token on the handshake is refused"
     );
-    sandbox.teardown().await
+    Ok(())
 }
 
 #[tokio::test]
@@ -792,7 +792,7 @@ async fn project_status_counts_follow_every_transition() -> Result<()> {
     assert_eq!(status.count(Status::Running), 2, "{status:?}");
     assert_eq!(status.count(Status::Scheduled), 0, "{status:?}");
     assert_eq!(status.total(), 3);
-    sandbox.teardown().await
+    Ok(())
 }
 
 #[tokio::test]
@@ -865,7 +865,7 @@ async fn stream_batches_delivered_again_count_nothing_twice() -> Result<()> {
             );
         }
     }
-    sandbox.teardown().await
+    Ok(())
 }
 
 #[tokio::test]
@@ -955,7 +955,7 @@ async fn tasks_of_the_layout_that_counted_its_own_moves_are_counted_once_after_a
         assert_eq!(status.count(state), count, "{state:?}: {status:?}");
     }
     assert_eq!(status.total(), 4, "{status:?}");
-    sandbox.teardown().await
+    Ok(())
 }
 
 #[tokio::test]
@@ -981,7 +981,7 @@ async fn a_stack_that_publishes_task_ready_alone_puts_no_other_lifecycle_event_o
         Status::Succeeded
     );
     assert!(sandbox.published().await?.is_empty());
-    sandbox.teardown().await
+    Ok(())
 }
 
 #[tokio::test]
@@ -1032,7 +1032,7 @@ async fn a_project_lists_newest_first_in_pages_and_filters_by_status() -> Result
         [ids[0].clone()],
         "the cancelled one is skipped"
     );
-    sandbox.teardown().await
+    Ok(())
 }
 
 #[tokio::test]
@@ -1110,5 +1110,5 @@ async fn only_operators_turn_the_global_switch_and_project_controls_show_in_proj
         listed["data"]["killSwitch"]["history"][0]["change"]["by"], "ada",
         "{listed}"
     );
-    sandbox.teardown().await
+    Ok(())
 }

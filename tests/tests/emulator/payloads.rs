@@ -95,8 +95,6 @@ fn property(cap: usize, check: impl AsyncCheck) {
             .block_on(check.check(&sandbox, payload.0))
             .map_err(|e| TestCaseError::fail(format!("{e:#}")))
     });
-    let sandbox = Arc::into_inner(sandbox).unwrap();
-    runtime.block_on(sandbox.teardown()).unwrap();
     outcome.unwrap();
 }
 
@@ -314,5 +312,5 @@ async fn the_largest_input_error_and_output_fit_one_task_in_turn() -> Result<()>
         numbers(190 * KIB),
     )
     .await?;
-    sandbox.teardown().await
+    Ok(())
 }

@@ -158,7 +158,7 @@ async fn a_task_driven_by_events_goes_submit_ready_result_succeeded_with_each_tr
         .map(|h| h["version"].as_u64().unwrap())
         .collect();
     assert_eq!(versions, [1, 2, 3]);
-    stack.teardown().await
+    Ok(())
 }
 
 #[tokio::test]
@@ -206,7 +206,7 @@ async fn a_task_submitted_through_graphql_runs_to_success() -> Result<()> {
     );
     // Another tenant sees nothing of it.
     assert_eq!(task(&stack, &unique("other"), &id).await?, Value::Null);
-    stack.teardown().await
+    Ok(())
 }
 
 #[tokio::test]
@@ -226,7 +226,7 @@ async fn a_result_delivered_twice_makes_one_transition_and_one_history_entry() -
         causes(&task),
         ["submitted", "dispatched", "result:succeeded"]
     );
-    stack.teardown().await
+    Ok(())
 }
 
 #[tokio::test]
@@ -262,7 +262,7 @@ async fn a_failed_attempt_is_retried_after_backoff_and_then_succeeds() -> Result
             "result:succeeded"
         ]
     );
-    stack.teardown().await
+    Ok(())
 }
 
 #[tokio::test]
@@ -299,7 +299,7 @@ async fn a_task_cancelled_before_its_due_time_is_never_dispatched() -> Result<()
         again["cancelTask"],
         json!({"status": "CANCELLED", "version": 2})
     );
-    stack.teardown().await
+    Ok(())
 }
 
 #[tokio::test]
@@ -331,7 +331,7 @@ async fn a_malformed_event_ends_in_the_dlq_while_the_next_good_event_is_processe
     .await?;
     let envelope: Value = serde_json::from_str(&parked)?;
     assert_eq!(envelope["detail-type"], "CancelTask");
-    stack.teardown().await
+    Ok(())
 }
 
 #[tokio::test]
@@ -647,7 +647,7 @@ async fn a_project_limited_to_three_never_runs_more_and_a_late_urgent_task_goes_
         position < 4,
         "the urgent task ran {position}th; only the first three may precede it"
     );
-    stack.teardown().await
+    Ok(())
 }
 
 #[tokio::test]
@@ -709,7 +709,7 @@ async fn a_project_kill_switch_holds_its_tasks_even_when_deleted_until_disengage
         json!([{"engaged": false, "change": {"reason": "fixed"}},
                {"engaged": true, "change": {"reason": "bad deploy"}}])
     );
-    stack.teardown().await
+    Ok(())
 }
 
 #[tokio::test]
@@ -764,7 +764,7 @@ async fn a_paused_project_parks_its_due_tasks_and_resume_drains_them_at_the_give
         spread >= chrono::Duration::milliseconds(1900),
         "six resumed tasks started within {spread}"
     );
-    stack.teardown().await
+    Ok(())
 }
 
 #[tokio::test]
@@ -795,7 +795,7 @@ async fn concurrent_graphql_submits_with_one_idempotency_key_create_one_task() -
         Ok((status["projectStatus"]["total"] == 1).then_some(()))
     })
     .await?;
-    stack.teardown().await
+    Ok(())
 }
 
 #[tokio::test]
@@ -978,7 +978,7 @@ async fn a_diamond_starts_its_join_once_after_both_branches_and_a_failed_branch_
         reason["task"]["reason"],
         format!("dependency {b} failed").as_str()
     );
-    stack.teardown().await
+    Ok(())
 }
 
 #[tokio::test]
@@ -1065,7 +1065,7 @@ async fn a_rollback_requested_twice_rolls_back_a_three_level_chain_and_announces
     )
     .await?;
     assert_eq!(preview["rollbackPreview"]["rolledBack"], json!([]));
-    stack.teardown().await
+    Ok(())
 }
 
 #[tokio::test]
@@ -1088,7 +1088,7 @@ async fn unknown_or_foreign_dependencies_are_refused_by_name() -> Result<()> {
     assert_eq!(extensions["field"], "dependsOn");
     assert_eq!(extensions["reason"], "UNKNOWN_DEPENDENCY");
     assert_eq!(extensions["taskIds"], json!([mine, missing]));
-    stack.teardown().await
+    Ok(())
 }
 
 const HTTP_TASK: &str = "mutation($input: SubmitTaskInput!) { submitTask(input: $input) { id } }";
@@ -1151,7 +1151,7 @@ async fn http_tasks_run_in_the_built_in_executor_with_retries_timeouts_and_a_siz
         .await?;
         assert_eq!(failed["task"]["error"]["code"], code);
     }
-    stack.teardown().await
+    Ok(())
 }
 
 #[tokio::test]
@@ -1182,7 +1182,7 @@ async fn the_correlation_id_of_a_submit_is_on_every_event_published_for_its_task
         assert_eq!(event["task_id"], id.as_str());
         assert_eq!(event["correlation_id"], correlation.as_str(), "{event}");
     }
-    stack.teardown().await
+    Ok(())
 }
 
 const DLQ_STATS: &str = "{ dlqStats { queue depth classes { class count tier project reason } } }";
@@ -1264,5 +1264,5 @@ async fn poison_lands_in_its_dlq_classified_and_an_operator_sees_and_lists_it_fo
         (&json!(true), &json!(12))
     );
     assert_eq!(ready["killSwitch"]["engaged"], false);
-    stack.teardown().await
+    Ok(())
 }
