@@ -22,6 +22,6 @@ pub use ports::{
 };
 pub use service::{
     ADMIT_RATE, Baton, ControlError, DRAIN_INTERVAL, Handled, MAX_ADMIT_RATE, MAX_TIMER_DELAY,
-    Operator, SWEEP_LIMIT, SubmitError, Submitted, SweepReport, TIMER_GRACE,
+    Operator, SWEEP_LIMIT, Start, SubmitError, Submitted, SweepReport, TIMER_GRACE,
 };
 pub use switches::Switches;

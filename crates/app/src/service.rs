@@ -66,6 +66,21 @@ pub struct Submitted {
     pub task: Task,
     /// Whether it existed already (a redelivered submission).
     pub duplicate: bool,
+    /// What its dispatch at submission did, when it was started here ([`Start::Here`]).
+    pub started: Option<Handled>,
+}
+
+/// How a submission starts a task that is due now.
+#[derive(Clone, Copy)]
+pub enum Start<'a> {
+    /// Through its timer on the due queue, as any later dispatch: what a caller that must answer
+    /// at once wants.
+    Timer,
+    /// Dispatched at once, in this process, with the kill switches as these read them: no
+    /// due-queue hop and no read of the task again. The task is created first; a dispatch that
+    /// fails leaves the submission to be delivered again (which dispatches it then), with the
+    /// sweeper's lost-timer check behind that.
+    Here(&'a Switches),
 }
 
 /// Why a submission failed.
@@ -182,11 +197,22 @@ impl Baton {
     /// Validates and creates a task with id `id`. Submitting the same id again returns the stored
     /// task (and repeats its submission effects if it has not moved since), so a redelivered
     /// submission creates nothing twice. A task with dependencies starts Pending unless they
-    /// have all succeeded; each dependency lists it among its dependents in the same write.
+    /// have all succeeded; each dependency lists it among its dependents in the same write. A
+    /// task due now starts through its timer ([`Start::Timer`]).
     pub async fn submit(
         &self,
         request: &SubmitRequest,
         id: TaskId,
+    ) -> Result<Submitted, SubmitError> {
+        self.submit_in(request, id, Start::Timer).await
+    }
+
+    /// [`Baton::submit`], a task due now started as `start` says.
+    pub async fn submit_in(
+        &self,
+        request: &SubmitRequest,
+        id: TaskId,
+        start: Start<'_>,
     ) -> Result<Submitted, SubmitError> {
         let now = self.now();
         let new = request.validate(now)?;
@@ -199,7 +225,7 @@ impl Baton {
                 // A redelivered submission answers with its task, whatever became of the
                 // dependencies since.
                 Err(refused) => match self.store.get(&tenant, &id).await? {
-                    Some(existing) => return self.resubmitted(existing, now).await,
+                    Some(existing) => return self.resubmitted(existing, start, now).await,
                     None => return Err(refused.into()),
                 },
             };
@@ -217,15 +243,16 @@ impl Baton {
                 Created::Created => {
                     self.metrics.moved(None, &task);
                     let span = task_span(&task);
-                    self.perform(&Effects::of(&task), now)
-                        .instrument(span)
-                        .await?;
+                    let started = self.start(&task, start, now).instrument(span).await?;
                     return Ok(Submitted {
                         task,
                         duplicate: false,
+                        started,
                     });
                 }
-                Created::Exists(existing) => return self.resubmitted(*existing, now).await,
+                Created::Exists(existing) => {
+                    return self.resubmitted(*existing, start, now).await;
+                }
                 Created::KeyUsed {
                     task_id,
                     fingerprint,
@@ -234,7 +261,7 @@ impl Baton {
                     let same = idempotency
                         .as_ref()
                         .is_some_and(|i| i.fingerprint == fingerprint);
-                    return self.key_used(&tenant, key, task_id, same, now).await;
+                    return self.key_used(&tenant, key, task_id, same, start, now).await;
                 }
                 Created::DependencyMoved => {}
             }
@@ -254,13 +281,14 @@ impl Baton {
         key: String,
         task_id: TaskId,
         same: bool,
+        start: Start<'_>,
         now: DateTime<Utc>,
     ) -> Result<Submitted, SubmitError> {
         if !same {
             return Err(SubmitError::IdempotencyConflict { key, task_id });
         }
         match self.store.get(tenant, &task_id).await? {
-            Some(existing) => self.resubmitted(existing, now).await,
+            Some(existing) => self.resubmitted(existing, start, now).await,
             None => Err(InfraError::new(
                 "submit",
                 format!("idempotency key `{key}` names task {task_id}, which is missing"),
@@ -274,15 +302,56 @@ impl Baton {
     async fn resubmitted(
         &self,
         existing: Task,
+        start: Start<'_>,
         now: DateTime<Utc>,
     ) -> Result<Submitted, SubmitError> {
-        if existing.version == 1 {
-            self.perform(&Effects::of(&existing), now).await?;
-        }
+        let started = self.start(&existing, start, now).await?;
         Ok(Submitted {
             task: existing,
             duplicate: true,
+            started,
         })
+    }
+
+    /// A submission's effects on `task` as stored: its events and timer while it has not moved
+    /// (version 1). Started [`Start::Here`], a task due now is dispatched instead of its timer
+    /// armed, and dispatched again on a repeated submission until it has moved past its dispatch
+    /// (so a dispatch whose events were lost repeats them, as a timer delivered again would).
+    async fn start(
+        &self,
+        task: &Task,
+        start: Start<'_>,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Handled>, InfraError> {
+        let here = match start {
+            Start::Here(switches)
+                if task.attempt == 1
+                    && task.due_at <= now
+                    && matches!(
+                        (task.status, task.version),
+                        (Status::Scheduled, 1) | (Status::Running, 2)
+                    ) =>
+            {
+                Some(switches)
+            }
+            _ => None,
+        };
+        if task.version == 1 {
+            let mut effects = Effects::of(task);
+            if here.is_some() {
+                effects.timer = None;
+            }
+            self.perform(&effects, now).await?;
+        }
+        let Some(switches) = here else {
+            return Ok(None);
+        };
+        let dispatch = Command::Dispatch {
+            attempt: 1,
+            lease: crate::ports::draw_lease()?,
+        };
+        let handled = self.execute_on(task.clone(), &dispatch, switches).await?;
+        Ok(Some(handled))
     }
 
     /// Runs `command` against a task: load → decide → commit → perform. A write that meets a

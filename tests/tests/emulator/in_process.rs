@@ -60,23 +60,32 @@ async fn result_event(
 }
 
 #[tokio::test]
-async fn a_submitted_task_due_now_is_armed_dispatched_and_completed() -> Result<()> {
+async fn a_submitted_task_due_now_is_dispatched_by_the_submit_function_and_completed() -> Result<()>
+{
     let sandbox = Sandbox::new().await?;
-    let id = submit(&sandbox, "acme", json!({})).await?;
-
-    let timers = sandbox.due_timers().await?;
-    assert_eq!(timers.len(), 1, "one timer armed at once");
-    let response = baton_fn_on_due::handle(&sandbox.baton, sqs_batch(&timers)).await;
-    assert!(response.failed.is_empty());
+    let event = eventbridge_event(
+        "SubmitTask",
+        &unique("event"),
+        submission("acme", json!({})),
+    );
+    let response = baton_fn_submit::handle(&sandbox.baton, sqs_batch(&[event])).await;
+    assert!(response.failed.is_empty(), "{response:?}");
+    assert_eq!(
+        sandbox.due_timers().await?.len() as u64 + sandbox.delayed_timers().await?,
+        0,
+        "no hop through the due queue"
+    );
     let published = sandbox.published().await?;
-    let (kind, ready) = &published[0];
-    assert_eq!(kind, "TaskReady");
+    let kinds: Vec<&str> = published.iter().map(|(k, _)| k.as_str()).collect();
+    assert_eq!(kinds, ["TaskSubmitted", "TaskReady"]);
+    let ready = &published[1].1;
     assert_eq!(
         (ready["tier"].as_str(), ready["attempt"].as_u64()),
         (Some("gpu"), Some(1))
     );
     assert_eq!(ready["input"], json!({"page": 7}));
     assert_eq!(ready["version"], json!(2));
+    let id = ready["task_id"].as_str().unwrap().to_owned();
 
     let done = result_event(
         &sandbox,
@@ -117,7 +126,6 @@ async fn a_redelivered_submission_creates_one_task() -> Result<()> {
 async fn a_result_delivered_twice_makes_one_transition_and_one_history_entry() -> Result<()> {
     let sandbox = Sandbox::new().await?;
     let id = submit(&sandbox, "acme", json!({})).await?;
-    baton_fn_on_due::handle(&sandbox.baton, sqs_batch(&sandbox.due_timers().await?)).await;
     let done = result_event(
         &sandbox,
         "acme",
@@ -148,7 +156,6 @@ async fn a_failed_attempt_is_retried_after_backoff_and_a_stale_result_is_rejecte
         json!({"retry": {"max_attempts": 3, "backoff_seconds": 60}}),
     )
     .await?;
-    baton_fn_on_due::handle(&sandbox.baton, sqs_batch(&sandbox.due_timers().await?)).await;
     let failed = result_event(
         &sandbox,
         "acme",
@@ -176,7 +183,7 @@ async fn a_failed_attempt_is_retried_after_backoff_and_a_stale_result_is_rejecte
             .iter()
             .map(|(k, _)| k.as_str())
             .collect::<Vec<_>>(),
-        ["TaskReady", "TaskRetrying"]
+        ["TaskRetrying"]
     );
 
     // A late success for attempt 1 is stale: acknowledged, nothing changes.
@@ -222,7 +229,6 @@ async fn a_task_cancelled_before_its_due_time_is_never_dispatched() -> Result<()
 async fn a_succeeded_task_is_rolled_back_with_its_output_for_compensation() -> Result<()> {
     let sandbox = Sandbox::new().await?;
     let id = submit(&sandbox, "acme", json!({})).await?;
-    baton_fn_on_due::handle(&sandbox.baton, sqs_batch(&sandbox.due_timers().await?)).await;
     let done = result_event(
         &sandbox,
         "acme",
@@ -267,7 +273,12 @@ async fn bad_messages_fail_alone_and_say_why_while_good_ones_in_the_batch_are_pr
     let codes: Vec<&str> = response.failed.iter().map(|f| f.error.code()).collect();
     assert_eq!(codes, ["MALFORMED_ENVELOPE", "INVALID_SUBMISSION"]);
     let published = sandbox.published().await?;
-    assert_eq!(published.len(), 1, "the good submission went through");
+    let kinds: Vec<&str> = published.iter().map(|(k, _)| k.as_str()).collect();
+    assert_eq!(
+        kinds,
+        ["TaskSubmitted", "TaskReady"],
+        "the good submission went through and started"
+    );
     Ok(())
 }
 
@@ -320,7 +331,6 @@ async fn a_task_due_in_twenty_minutes_is_armed_by_the_sweeper_when_it_enters_the
 async fn the_sweeper_times_out_an_attempt_past_its_deadline() -> Result<()> {
     let sandbox = Sandbox::new().await?;
     let id = submit(&sandbox, "acme", json!({"retry": {"max_attempts": 1}})).await?;
-    baton_fn_on_due::handle(&sandbox.baton, sqs_batch(&sandbox.due_timers().await?)).await;
     sandbox.clock.advance(Duration::seconds(61));
     assert_eq!(
         baton_fn_sweeper::handle(&sandbox.baton, baton_tests::lambda_deadline())
@@ -617,7 +627,7 @@ async fn websocket_subscribers_get_their_tasks_transitions_and_nothing_of_other_
 -> Result<()> {
     let sandbox = Sandbox::new().await?;
     let (gateway, push) = gateway(&sandbox).await;
-    let id = submit(&sandbox, "acme", json!({})).await?;
+    let id = submit(&sandbox, "acme", json!({"delay_seconds": 60})).await?;
     let (ours, theirs) = (unique("conn"), unique("conn"));
 
     let connected = ws(&gateway, "apigw-ws-connect.json", &ours, None).await?;
@@ -774,9 +784,8 @@ async fn project_status_counts_follow_every_transition() -> Result<()> {
     );
     baton_fn_cancel::handle(&sandbox.baton, sqs_batch(std::slice::from_ref(&cancel))).await;
     baton_fn_cancel::handle(&sandbox.baton, sqs_batch(&[cancel])).await;
-    baton_fn_on_due::handle(&sandbox.baton, sqs_batch(&sandbox.due_timers().await?)).await;
-    // The running count is the slot counter, moved with each dispatch; the others follow the
-    // table's stream.
+    // The running count is the slot counter, moved with each dispatch (here at submission) and
+    // each cancel of a running task; the others follow the table's stream.
     let project = baton_domain::ProjectId::parse("reports")?;
     let status = sandbox
         .baton
@@ -820,7 +829,6 @@ async fn stream_batches_delivered_again_count_nothing_twice() -> Result<()> {
         sqs_batch(&[cancel(&ids[0]), cancel(&ids[1])]),
     )
     .await;
-    baton_fn_on_due::handle(&sandbox.baton, sqs_batch(&sandbox.due_timers().await?)).await;
     let done = result_event(&sandbox, "acme", &ids[2], 1, json!({"status": "succeeded"})).await?;
     baton_fn_on_result::handle(&sandbox.baton, sqs_batch(&[done])).await;
 
@@ -877,8 +885,9 @@ async fn tasks_of_the_layout_that_counted_its_own_moves_are_counted_once_after_a
         baton_domain::ProjectId::parse("legacy")?,
     );
     let mut ids = Vec::new();
+    // Submitted through their timers, as the previous version submitted every task.
     for _ in 0..4 {
-        ids.push(submit(&sandbox, "acme", json!({"project": "legacy"})).await?);
+        ids.push(sandbox.submit_task("legacy", &[]).await?.id.to_string());
     }
     sandbox.count().await?;
     // As the previous layout left them: items without `layout`, their moves already on the
@@ -969,7 +978,6 @@ async fn a_stack_that_publishes_task_ready_alone_puts_no_other_lifecycle_event_o
         submission("acme", json!({})),
     );
     baton_fn_submit::handle(&sandbox.baton, sqs_batch(&[event])).await;
-    baton_fn_on_due::handle(&sandbox.baton, sqs_batch(&sandbox.due_timers().await?)).await;
     let ready = sandbox.published().await?;
     let kinds: Vec<&str> = ready.iter().map(|(kind, _)| kind.as_str()).collect();
     assert_eq!(kinds, ["TaskReady"]);
@@ -989,7 +997,7 @@ async fn a_project_lists_newest_first_in_pages_and_filters_by_status() -> Result
     let sandbox = Sandbox::new().await?;
     let mut ids = Vec::new();
     for _ in 0..3 {
-        ids.push(submit(&sandbox, "acme", json!({})).await?);
+        ids.push(submit(&sandbox, "acme", json!({"delay_seconds": 60})).await?);
     }
     let cancel = eventbridge_event(
         "CancelTask",
@@ -1087,8 +1095,9 @@ async fn only_operators_turn_the_global_switch_and_project_controls_show_in_proj
     .await?;
     assert_eq!(
         status["data"]["projectStatus"],
-        // Paused, and the global switch engaged above: a dispatch meets the switch first.
-        json!({"running": 0, "limit": 10, "queued": 0, "paused": true,
+        // Paused, and the global switch engaged above: a dispatch meets the switch first. The
+        // task submitted while it was engaged waits in the ready set.
+        json!({"running": 0, "limit": 10, "queued": 1, "paused": true,
             "heldBy": "GLOBAL_KILL_SWITCH",
             "pause": {"by": "ada", "reason": "upgrade"},
             "killSwitch": {"present": true, "engaged": false},

@@ -163,13 +163,14 @@ async fn poison_is_parked_at_once_with_its_class_and_a_redrive_of_one_class_comp
     }
     // And they complete: the dependency succeeds, which releases them; each runs and succeeds.
     let acme = Tenant::parse("acme")?;
-    let succeed = |attempt| Command::Complete {
-        lease: Some(baton_tests::lease()),
-        attempt,
+    let succeed = |lease| Command::Complete {
+        lease,
+        attempt: 1,
         outcome: Outcome::Succeeded { output: json!(1) },
         provenance: None,
     };
     for id in std::iter::once(dependency).chain(waiting.iter().map(|(_, id)| *id)) {
+        // The dependency was dispatched at its submission; a dispatch here finds it running.
         baton
             .execute(
                 &acme,
@@ -180,7 +181,8 @@ async fn poison_is_parked_at_once_with_its_class_and_a_redrive_of_one_class_comp
                 },
             )
             .await?;
-        baton.execute(&acme, &id, &succeed(1)).await?;
+        let lease = task(&sandbox, id).await?.and_then(|task| task.lease);
+        baton.execute(&acme, &id, &succeed(lease)).await?;
         assert_eq!(task(&sandbox, id).await?.unwrap().status, Status::Succeeded);
     }
     Ok(())

@@ -258,8 +258,7 @@ async fn in_turn(sandbox: &Sandbox, input: Value, error: String, output: Value) 
     let batch = baton_fn_submit::handle(&sandbox.baton, sqs_batch(&[event])).await;
     anyhow::ensure!(batch.failed.is_empty(), "the submission failed");
     let task = only_task(sandbox, &tenant).await?.expect("stored");
-    let answer = |attempt: u32, outcome: Value| {
-        let lease = baton_domain::Lease::from_random([attempt as u8; 16]);
+    let answer = |attempt: u32, lease: Option<baton_domain::Lease>, outcome: Value| {
         let mut detail = json!({"tenant": tenant, "task_id": task.id, "attempt": attempt,
             "lease": lease});
         detail
@@ -273,15 +272,19 @@ async fn in_turn(sandbox: &Sandbox, input: Value, error: String, output: Value) 
         json!({"status": "succeeded", "output": output}),
     ];
     for (attempt, outcome) in (1..).zip(outcomes) {
+        // The first attempt was dispatched at submission; the retry's timer is delivered here.
         let dispatch = baton_domain::Command::Dispatch {
             attempt,
             lease: baton_domain::Lease::from_random([attempt as u8; 16]),
         };
         sandbox.clock.advance(chrono::Duration::seconds(5));
         sandbox.run(&task, &dispatch).await?;
-        let batch =
-            baton_fn_on_result::handle(&sandbox.baton, sqs_batch(&[answer(attempt, outcome)]))
-                .await;
+        let lease = sandbox.reload(&task).await?.lease;
+        let batch = baton_fn_on_result::handle(
+            &sandbox.baton,
+            sqs_batch(&[answer(attempt, lease, outcome)]),
+        )
+        .await;
         let codes: Vec<&str> = batch.failed.iter().map(|f| f.error.code()).collect();
         anyhow::ensure!(codes.is_empty(), "attempt {attempt} failed {codes:?}");
     }
