@@ -288,6 +288,9 @@ impl Workloads {
                 (batches(envelopes("SubmitTask", details), BATCH)?, "SubmitTask, new tasks")
             }
             "on-due" => {
+                // `submit` dispatches a task due now itself; these get timers, as the tasks
+                // GraphQL submits do.
+                self.submitted(events, 0).await?;
                 let mut timers = Vec::new();
                 let limit = Instant::now() + Duration::from_secs(30);
                 while timers.len() < events && Instant::now() < limit {
@@ -321,7 +324,7 @@ impl Workloads {
                 (batches(envelopes("RollbackRequested", details), BATCH)?, "RollbackRequested, applied")
             }
             "cancel" => {
-                let ids = self.scheduled(events).await?;
+                let ids = self.submitted(events, 600).await?;
                 let details = ids
                     .iter()
                     .map(|id| json!({"tenant": "bench", "task_id": id, "reason": "bench"}))
@@ -373,13 +376,14 @@ impl Workloads {
         })
     }
 
-    /// Creates `n` tasks due in ten minutes, in process, for cancels to meet.
-    async fn scheduled(&self, n: usize) -> Result<Vec<String>> {
+    /// Creates `n` tasks due in `delay_seconds`, in process, each with its timer: for `on-due` to
+    /// dispatch, or for cancels to meet.
+    async fn submitted(&self, n: usize, delay_seconds: u32) -> Result<Vec<String>> {
         let mut ids = Vec::new();
         for i in 0..n {
             let request: SubmitRequest = serde_json::from_value(json!({"tenant": "bench",
                 "project": "memory", "name": "later", "tier": "cpu", "input": {"i": i},
-                "delay_seconds": 600}))?;
+                "delay_seconds": delay_seconds}))?;
             let id = TaskId::from_uuid(uuid::Uuid::now_v7());
             self.sandbox.baton.submit(&request, id).await?;
             ids.push(id.to_string());
