@@ -105,7 +105,7 @@ async fn a_submitted_task_due_now_is_dispatched_by_the_submit_function_and_compl
 }
 
 #[tokio::test]
-async fn a_redelivered_submission_creates_one_task() -> Result<()> {
+async fn a_redelivered_submission_creates_one_task_and_dispatches_it_once() -> Result<()> {
     let sandbox = Sandbox::new().await?;
     let event = eventbridge_event("SubmitTask", "same-event-id", submission("acme", json!({})));
     baton_fn_submit::handle(&sandbox.baton, sqs_batch(std::slice::from_ref(&event))).await;
@@ -119,6 +119,16 @@ async fn a_redelivered_submission_creates_one_task() -> Result<()> {
         ))
         .await?;
     assert_eq!(page.tasks.len(), 1);
+    // Dispatched once: the second delivery found it running and repeated its `TaskReady`.
+    let task = &page.tasks[0];
+    let causes: Vec<&str> = task.history.iter().map(|h| h.cause.as_str()).collect();
+    assert_eq!(
+        (task.status, causes),
+        (Status::Running, vec!["submitted", "dispatched"])
+    );
+    let ready = sandbox.published().await?;
+    let kinds: Vec<&str> = ready.iter().map(|(k, _)| k.as_str()).collect();
+    assert_eq!(kinds, ["TaskSubmitted", "TaskReady", "TaskReady"]);
     Ok(())
 }
 
