@@ -156,6 +156,15 @@ pub struct SweepReport {
     pub cut_short: bool,
 }
 
+/// What one admission from a ready set did.
+#[derive(Default)]
+struct Admission {
+    /// Tasks taken out with a slot held for each, their timers armed.
+    armed: usize,
+    /// Tasks the ready set showed, taken or not.
+    seen: usize,
+}
+
 /// The application service: every entry point of Baton goes through it.
 #[derive(Clone)]
 pub struct Baton {
@@ -577,13 +586,14 @@ impl Baton {
             let Some(drain) = status.drain else {
                 continue;
             };
-            let admitted = self
+            let admission = self
                 .admit_from(&status, &tenant, &project, ADMIT_RATE)
                 .await?;
-            report.admitted += admitted;
-            // Free slots and nothing to admit: the ready set is empty, unless a task joined it
-            // too recently to show.
-            if admitted == 0 && status.free_slots() > 0 && drain.last_park + INDEX_LAG < now {
+            report.admitted += admission.armed;
+            // Free slots and nobody in the ready set: it is empty, unless a task joined it too
+            // recently to show. A task seen there but not taken (its slot went to a reservation
+            // whose answer was lost, say) keeps the drain going.
+            if admission.seen == 0 && status.free_slots() > 0 && drain.last_park + INDEX_LAG < now {
                 if self
                     .store
                     .end_drain(&tenant, &project, drain.last_park)
@@ -646,7 +656,7 @@ impl Baton {
         rate: u32,
     ) -> Result<usize, InfraError> {
         let status = self.store.project_status(tenant, project).await?;
-        self.admit_from(&status, tenant, project, rate).await
+        Ok(self.admit_from(&status, tenant, project, rate).await?.armed)
     }
 
     async fn admit_from(
@@ -655,17 +665,18 @@ impl Baton {
         tenant: &Tenant,
         project: &ProjectId,
         rate: u32,
-    ) -> Result<usize, InfraError> {
+    ) -> Result<Admission, InfraError> {
         let rate = rate.clamp(1, MAX_ADMIT_RATE);
         let wanted = status
             .free_slots()
             .min(u64::from(rate * ADMIT_WINDOW_SECONDS));
         if status.drain.is_none() || wanted == 0 {
-            return Ok(0);
+            return Ok(Admission::default());
         }
         // Read past the wanted count: an entry another admission has just taken may still show.
         let wanted = wanted as usize;
         let candidates = self.store.ready(tenant, project, wanted * 2).await?;
+        let seen = candidates.len();
         let now = self.now();
         let mut admitted = 0;
         for timer in candidates {
@@ -690,7 +701,10 @@ impl Baton {
         if admitted > 0 {
             info!(%tenant, %project, admitted, rate, "admitted from the ready set");
         }
-        Ok(admitted)
+        Ok(Admission {
+            armed: admitted,
+            seen,
+        })
     }
 
     /// Sets a project's concurrency limit; a raised limit admits waiting tasks at once.

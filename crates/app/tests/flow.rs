@@ -3,7 +3,13 @@
 
 mod common;
 
-use baton_app::{DRAIN_INTERVAL, Handled, Operator, ReadySet, SubmitError, Switches, TaskStore};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use baton_app::faults::{Fault, Faults, Faulty};
+use baton_app::{
+    Baton, DRAIN_INTERVAL, Handled, Operator, ReadySet, Store, SubmitError, Switches, TaskStore,
+};
 use baton_domain::{
     Command, ControlEvent, EventKind, Gate, ProjectId, Scope, Status, Task, TaskId, Tenant,
 };
@@ -218,6 +224,64 @@ async fn a_slot_of_a_task_whose_result_never_comes_is_recovered_after_its_timeou
     // The timed-out task retries later; the waiting one takes the slot meanwhile.
     assert!(matches!(w.dispatch(&waiting).await, Handled::Applied(_)));
     assert_eq!(w.running().await, 1);
+}
+
+/// Strikes the first reservation with a lost answer the SDK sends again: the slot is held for
+/// the task, and the admission is told it was not waiting.
+struct FirstReservationRetried(std::sync::atomic::AtomicBool);
+
+impl Faults for FirstReservationRetried {
+    fn strike(&self, operation: &'static str, _write: bool) -> Option<Fault> {
+        let first = operation == "reserve" && !self.0.swap(true, Ordering::SeqCst);
+        first.then_some(Fault::Retry)
+    }
+}
+
+/// Found by the model-based test (seed 4683752362147837713): a drain's admission that took the
+/// last slot without learning it, then found the project full, ended the drain while a task
+/// still waited; no release admitted it after that.
+#[tokio::test]
+async fn a_drain_goes_on_while_a_task_waits_though_its_admission_lost_an_answer() {
+    let w = world();
+    let (tenant, project) = acme();
+    w.baton.set_limit(&tenant, &project, 1, &OPS).await.unwrap();
+    let holder = w.submit(json!({})).await;
+    let first = w.submit(json!({"priority": 5})).await;
+    let second = w.submit(json!({})).await;
+    assert!(matches!(w.dispatch(&holder).await, Handled::Applied(_)));
+    for waiting in [&first, &second] {
+        assert_eq!(w.dispatch(waiting).await, Handled::Parked(Gate::Capacity));
+    }
+    w.release_without_admission(&holder).await;
+
+    let faults = Arc::new(FirstReservationRetried(Default::default()));
+    let store: Arc<dyn Store> = Arc::new(Faulty::new(w.store.clone(), faults));
+    let faulty = Baton::new(store, w.bus.clone(), w.timers.clone(), w.clock.clone());
+    w.clock.advance(DRAIN_INTERVAL);
+    let before = w.timers.armed().len();
+    let report = faulty.sweep().await.unwrap();
+    assert_eq!((report.admitted, report.drained), (0, 0), "{report:?}");
+    assert!(
+        w.armed_since(before).is_empty(),
+        "the first one's timer was never armed"
+    );
+    let status = w.baton.project_status(&tenant, &project).await.unwrap();
+    assert!(
+        status.drain.is_some(),
+        "the second one still waits: {status:?}"
+    );
+
+    // The first one's backstop arms its timer; it runs in the slot held for it, and its end
+    // admits the second.
+    w.clock.advance(baton_app::TIMER_GRACE);
+    let before = w.timers.armed().len();
+    w.baton.sweep().await.unwrap();
+    assert!(w.armed_since(before).contains(&first.id));
+    assert!(matches!(w.dispatch(&first).await, Handled::Applied(_)));
+    let before = w.timers.armed().len();
+    w.run(&first, success(1)).await;
+    assert_eq!(w.armed_since(before), [second.id]);
+    assert!(matches!(w.dispatch(&second).await, Handled::Applied(_)));
 }
 
 #[tokio::test]
