@@ -1,8 +1,9 @@
 //! Model-based tests of the lifecycle under faults.
 //!
 //! A reference model (a few lines of rules per message, written apart from `decide`) and the real
-//! service run the same random sequences: submissions, timers, worker results, cancels, clock
-//! ticks, sweeps and operator controls. The service runs on the in-memory store, bus and timers
+//! service run the same random sequences: submissions (half through the `submit` function, which
+//! dispatches a task due now itself, half through GraphQL, which arms its timer), timers, worker
+//! results, cancels, clock ticks, sweeps and operator controls. The service runs on the in-memory store, bus and timers
 //! behind a seeded fault layer (calls that fail, writes whose response is lost, requests sent
 //! twice), and messages are delivered the way SQS does it: in any order, some twice, timers and
 //! results some not at all, and a message whose handler failed is delivered again. Now and then
@@ -10,7 +11,8 @@
 //!
 //! After every step every task is compared with the model: a step that succeeded must leave
 //! exactly the model's next state; a step that failed may leave the state before or after (the
-//! write may have happened), and the model follows. Then the invariants: forward-only moves, one
+//! write may have happened; a submission started here, also the task created and not started),
+//! and the model follows. Then the invariants: forward-only moves, one
 //! history entry per version, counters equal to the tasks they count, no dispatch above the limit
 //! or through a closed gate, no `TaskReady` for a finished task. Once the sequence ends the faults
 //! stop, the controls open, and the world runs until it settles: every task must be terminal.
@@ -25,7 +27,8 @@ use std::sync::{Arc, Mutex};
 use baton_app::faults::{Fault, Faults, Faulty};
 use baton_app::memory::{ManualClock, MemoryBus, MemoryStore, MemoryTimers};
 use baton_app::{
-    ADMIT_RATE, Baton, Clock, Handled, Operator, ProjectControls, ReadySet, SubmitError, TaskStore,
+    ADMIT_RATE, Baton, Clock, Handled, Operator, ProjectControls, ReadySet, Start, SubmitError,
+    Switches, TaskStore,
 };
 use baton_domain::{
     Command, EventKind, Lease, Outcome, ProjectId, Scope, Status, SubmitRequest, Task, TaskError,
@@ -124,12 +127,15 @@ impl Faults for SeededFaults {
 /// What is delivered to the service.
 #[derive(Debug, Clone)]
 enum Message {
-    /// A client's submission (delivered until it is acknowledged).
+    /// A client's submission (delivered until it is acknowledged): through the `submit`
+    /// function, which dispatches a task due now itself (`here`), or through GraphQL, which arms
+    /// its timer.
     Submit {
         id: TaskId,
         project: usize,
         delay_seconds: u32,
         max_attempts: u32,
+        here: bool,
     },
     /// A timer, deliverable from `at`.
     Timer { timer: Timer, at: DateTime<Utc> },
@@ -264,6 +270,7 @@ impl Model {
                 project,
                 delay_seconds,
                 max_attempts,
+                here,
             } => {
                 let new = Expected {
                     id: *id,
@@ -276,7 +283,20 @@ impl Model {
                     deadline: None,
                     reserved: false,
                 };
-                (*id, self.tasks.get(id).cloned().unwrap_or(new))
+                let task = self.tasks.get(id).cloned().unwrap_or(new);
+                // Started here: dispatched as its timer would be, while it has not moved.
+                let start = *here
+                    && (task.status, task.version) == (Status::Scheduled, 1)
+                    && task.due_at <= now
+                    && self.may_start(&task);
+                let next = match start {
+                    true => Expected {
+                        deadline: Some(now + Duration::seconds(TIMEOUT_SECONDS.into())),
+                        ..task.moved(Status::Running)
+                    },
+                    false => task,
+                };
+                (*id, next)
             }
             Message::Timer { timer, .. } => {
                 let Some(task) = self.tasks.get(&timer.task_id) else {
@@ -512,8 +532,10 @@ impl Sim {
         let message = Message::Submit {
             id: TaskId::from_uuid(uuid::Uuid::from_u128(self.rng.u128(..))),
             project: self.rng.usize(..PROJECTS.len()),
-            delay_seconds: self.rng.u32(0..=30),
+            // Half due now, so that half the submissions through `submit` start there.
+            delay_seconds: self.rng.u32(0..=30) * u32::from(self.rng.bool()),
             max_attempts: self.rng.u32(1..=3),
+            here: self.rng.bool(),
         };
         self.inbox.push(message);
     }
@@ -549,12 +571,24 @@ impl Sim {
         self.stats.deliveries += 1;
         let now = self.clock.now();
         let predicted = self.model.deliver(&message, now);
+        // A submission started here that fails may have created its task and not started it.
+        let created = match &message {
+            Message::Submit { here: true, .. } => {
+                let mut through_timer = message.clone();
+                if let Message::Submit { here, .. } = &mut through_timer {
+                    *here = false;
+                }
+                Some(self.model.deliver(&through_timer, now))
+            }
+            _ => None,
+        };
         let handled = match &message {
             Message::Submit {
                 id,
                 project,
                 delay_seconds,
                 max_attempts,
+                here,
             } => {
                 let request: SubmitRequest = serde_json::from_value(json!({
                     "tenant": "acme", "project": PROJECTS[*project], "name": "n", "tier": "gpu",
@@ -562,7 +596,12 @@ impl Sim {
                     "retry": {"max_attempts": max_attempts, "backoff_seconds": 10}
                 }))
                 .unwrap();
-                match self.baton.submit(&request, *id).await {
+                let switches = Switches::default();
+                let start = match here {
+                    true => Start::Here(&switches),
+                    false => Start::Timer,
+                };
+                match self.baton.submit_in(&request, *id, start).await {
                     Ok(submitted) => Ok(format!("duplicate: {}", submitted.duplicate)),
                     Err(SubmitError::Infra(error)) => Err(format!("{error}: {}", error.source)),
                     Err(refused) => return Err(format!("submission refused: {refused}")),
@@ -614,7 +653,7 @@ impl Sim {
             self.stats.redeliveries += 1;
             self.inbox.push(message);
         }
-        self.settled(predicted, handled.is_ok()).await
+        self.settled(predicted, created, handled.is_ok()).await
     }
 
     async fn execute(&self, id: &TaskId, command: &Command) -> Result<String, String> {
@@ -638,7 +677,7 @@ impl Sim {
         let predicted = self.model.sweep(self.clock.now());
         let swept = self.baton.sweep().await;
         self.note(format!("sweep → {swept:?}"));
-        self.settled(predicted, swept.is_ok()).await
+        self.settled(predicted, None, swept.is_ok()).await
     }
 
     /// Sets a control (retried until it goes through, as an operator would) and records it in
@@ -701,12 +740,17 @@ impl Sim {
         self.note(format!("{control:?} after {tries} tries"));
         // Controls move no task; they may arm timers.
         let unchanged = self.model.tasks.clone();
-        self.settled(unchanged, true).await
+        self.settled(unchanged, None, true).await
     }
 
     /// After a step: compares every task with the model (`predicted`, or when the step failed,
     /// either that or the state before), checks the invariants, and collects what the step sent.
-    async fn settled(&mut self, predicted: Tasks, succeeded: bool) -> Result<(), Failure> {
+    async fn settled(
+        &mut self,
+        predicted: Tasks,
+        created: Option<Tasks>,
+        succeeded: bool,
+    ) -> Result<(), Failure> {
         let mut tasks = Tasks::new();
         let mut moved_to_running = Vec::new();
         let ids: Vec<TaskId> = predicted.keys().copied().collect();
@@ -724,6 +768,13 @@ impl Sim {
                 Some(ref task) if after.is(task) => after.clone(),
                 Some(ref task) if !succeeded && before.is_some_and(|b| b.is(task)) => {
                     before.unwrap().clone()
+                }
+                Some(ref task)
+                    if !succeeded
+                        && let Some(created) = created.as_ref().and_then(|c| c.get(&id))
+                        && created.is(task) =>
+                {
+                    created.clone()
                 }
                 Some(task) => {
                     return Err(format!(
