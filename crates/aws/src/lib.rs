@@ -55,15 +55,19 @@ pub enum SettingError {
     Invalid(&'static str, String),
 }
 
+/// The value of environment variable `name`, which must be set.
+fn required(name: &'static str) -> Result<String, SettingError> {
+    std::env::var(name).map_err(|_| SettingError::Missing(name))
+}
+
 impl Settings {
     /// Reads the settings from the environment.
     pub fn from_env() -> Result<Self, SettingError> {
-        let var = |name: &'static str| std::env::var(name).map_err(|_| SettingError::Missing(name));
         let published = std::env::var("PUBLISHED_EVENTS").unwrap_or_default();
         Ok(Self {
-            table: var("TABLE_NAME")?,
-            bus: var("BUS_NAME")?,
-            due_queue_url: var("DUE_QUEUE_URL")?,
+            table: required("TABLE_NAME")?,
+            bus: required("BUS_NAME")?,
+            due_queue_url: required("DUE_QUEUE_URL")?,
             published: PublishedEvents::parse(&published)
                 .map_err(|why| SettingError::Invalid("PUBLISHED_EVENTS", why))?,
         })
@@ -73,7 +77,7 @@ impl Settings {
 impl DynamoStore {
     /// The task table's store as the template configures a function (`TABLE_NAME`).
     pub fn from_env(sdk: &aws_config::SdkConfig) -> Result<Self, SettingError> {
-        let table = std::env::var("TABLE_NAME").map_err(|_| SettingError::Missing("TABLE_NAME"))?;
+        let table = required("TABLE_NAME")?;
         Ok(Self::new(aws_sdk_dynamodb::Client::new(sdk), &table))
     }
 }
@@ -154,8 +158,7 @@ pub fn subscriptions_url(sdk: &aws_config::SdkConfig) -> Result<String, SettingE
 }
 
 fn websocket_api() -> Result<(String, String), SettingError> {
-    let var = |name: &'static str| std::env::var(name).map_err(|_| SettingError::Missing(name));
-    Ok((var("WEBSOCKET_API_ID")?, var("WEBSOCKET_STAGE")?))
+    Ok((required("WEBSOCKET_API_ID")?, required("WEBSOCKET_STAGE")?))
 }
 
 /// The service as a deployed function uses it: settings from the environment, system clock,

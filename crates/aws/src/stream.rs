@@ -162,6 +162,34 @@ pub fn task_write(record: &Value) -> Result<Option<TaskWrite>, String> {
     }))
 }
 
+/// A stream batch's (`{"Records": [...]}`) records.
+pub fn records(event: &Value) -> &[Value] {
+    event["Records"].as_array().map_or(&[][..], Vec::as_slice)
+}
+
+/// The task writes among `records`. A record that cannot be read is logged with its reason and
+/// what becomes of it (`left`: "left uncounted"), and skipped: a stream record cannot be parked
+/// apart from its shard, and one the table wrote reads the same on every delivery.
+pub fn task_writes<'a>(
+    records: &'a [Value],
+    left: &'static str,
+) -> impl Iterator<Item = TaskWrite> + 'a {
+    records
+        .iter()
+        .filter_map(move |record| match task_write(record) {
+            Ok(write) => write,
+            Err(reason) => {
+                tracing::error!(
+                    code = "UNREADABLE_STREAM_RECORD",
+                    event_id = record["eventID"].as_str().unwrap_or_default(),
+                    %reason,
+                    "stream record {left}"
+                );
+                None
+            }
+        })
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use serde_json::json;

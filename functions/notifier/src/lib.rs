@@ -3,10 +3,10 @@
 //! version, a park or an admission).
 
 use baton_app::InfraError;
-use baton_aws::stream::task_write;
+use baton_aws::stream::{records, task_writes};
 use baton_graphql::live::Live;
 use serde_json::Value;
-use tracing::{Instrument, error, info, info_span};
+use tracing::{Instrument, info, info_span};
 
 /// Handles one stream batch (`{"Records": [...]}`); answers how many messages were sent. One
 /// read per tenant tells whether anybody watches any of the batch's tasks or projects: when
@@ -14,23 +14,11 @@ use tracing::{Instrument, error, info, info_span};
 /// its state as read now. A failure fails the batch, which the stream mapping delivers again: a
 /// subscriber may get a state twice, never miss the last one.
 pub async fn handle(live: &Live, event: &Value) -> Result<usize, InfraError> {
-    let records = event["Records"].as_array().map_or(&[][..], Vec::as_slice);
     let mut moved = Vec::new();
-    for record in records {
-        match task_write(record) {
-            Ok(Some(write)) if write.moved() => {
-                let key = (write.tenant, write.id, write.project);
-                if !moved.contains(&key) {
-                    moved.push(key);
-                }
-            }
-            Ok(_) => {}
-            Err(reason) => error!(
-                code = "UNREADABLE_STREAM_RECORD",
-                event_id = record["eventID"].as_str().unwrap_or_default(),
-                %reason,
-                "stream record left unnotified"
-            ),
+    for write in task_writes(records(event), "left unnotified").filter(|w| w.moved()) {
+        let key = (write.tenant, write.id, write.project);
+        if !moved.contains(&key) {
+            moved.push(key);
         }
     }
     if moved.is_empty() || !live.watched(&moved).await? {
