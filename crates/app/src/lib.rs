@@ -7,6 +7,7 @@ pub mod dead_letters;
 pub mod faults;
 mod graph;
 pub mod memory;
+mod outbox;
 mod ports;
 mod service;
 mod switches;
@@ -14,6 +15,7 @@ mod switches;
 pub use graph::{
     Direction, GraphError, Lineage, MAX_GRAPH_NODES, MAX_LINEAGE_DEPTH, RollbackPreview,
 };
+pub use outbox::Outbox;
 pub use ports::{
     Caller, Clock, Commit, Connection, Connections, Created, Delivery, Drain, EventBus, InfraError,
     KillSwitches, Metrics, ModelQuery, NoMetrics, Page, ProjectControls, ProjectStatus, Push,

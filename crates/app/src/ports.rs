@@ -44,6 +44,21 @@ impl InfraError {
             ..Self::new(operation, source)
         }
     }
+
+    /// The same failure told to another caller (one request failed for several messages): its
+    /// operation and permanence, its causes as text.
+    pub fn shared(&self) -> Self {
+        let mut causes = vec![self.source.to_string()];
+        let mut source = self.source.source();
+        while let Some(cause) = source {
+            causes.push(cause.to_string());
+            source = cause.source();
+        }
+        Self {
+            permanent: self.permanent,
+            ..Self::new(self.operation, causes.join(": "))
+        }
+    }
 }
 
 /// Why the sweeper must look at a task, and from when.
@@ -479,6 +494,16 @@ pub trait EventBus: Send + Sync {
     /// handles it (`CancelTask`, `RollbackRequested`), so a walk of any size goes on one edge
     /// per message.
     async fn cascade(&self, cascade: &Cascade) -> Result<(), InfraError>;
+    /// Publishes each group of events (one message's, say), in as few requests as the adapter
+    /// can: one answer per group, in order. A group is published whole or answers an error
+    /// (some of its events may have gone: events are at least once).
+    async fn publish_groups(&self, groups: &[Vec<Event>]) -> Vec<Result<(), InfraError>> {
+        let mut answers = Vec::with_capacity(groups.len());
+        for events in groups {
+            answers.push(self.publish(events).await);
+        }
+        answers
+    }
 }
 
 /// Delayed delivery of due timers to `on-due`.
@@ -486,6 +511,15 @@ pub trait EventBus: Send + Sync {
 pub trait TimerQueue: Send + Sync {
     /// Delivers `timer` after `delay` (at most [`crate::MAX_TIMER_DELAY`]).
     async fn arm(&self, timer: &Timer, delay: Duration) -> Result<(), InfraError>;
+    /// Arms each of `timers`, in as few requests as the adapter can: one answer per timer, in
+    /// order.
+    async fn arm_each(&self, timers: &[(Timer, Duration)]) -> Vec<Result<(), InfraError>> {
+        let mut answers = Vec::with_capacity(timers.len());
+        for (timer, delay) in timers {
+            answers.push(self.arm(timer, *delay).await);
+        }
+        answers
+    }
 }
 
 /// Where the service reports what it did, for dashboards and alarms.

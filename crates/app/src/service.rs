@@ -198,6 +198,24 @@ impl Baton {
         Self { metrics, ..self }
     }
 
+    /// The bus and timer queue it sends through.
+    pub(crate) fn senders(&self) -> (Arc<dyn EventBus>, Arc<dyn TimerQueue>) {
+        (Arc::clone(&self.bus), Arc::clone(&self.timers))
+    }
+
+    /// The same service, sending through `bus` and `timers`.
+    pub(crate) fn sending_through(
+        &self,
+        bus: Arc<dyn EventBus>,
+        timers: Arc<dyn TimerQueue>,
+    ) -> Self {
+        Self {
+            bus,
+            timers,
+            ..self.clone()
+        }
+    }
+
     /// The service's time.
     pub fn now(&self) -> DateTime<Utc> {
         self.clock.now()
@@ -234,7 +252,7 @@ impl Baton {
                 // A redelivered submission answers with its task, whatever became of the
                 // dependencies since.
                 Err(refused) => match self.store.get(&tenant, &id).await? {
-                    Some(existing) => return self.resubmitted(existing, start, now).await,
+                    Some(existing) => return self.resubmitted(existing, start, true, now).await,
                     None => return Err(refused.into()),
                 },
             };
@@ -260,7 +278,7 @@ impl Baton {
                     });
                 }
                 Created::Exists(existing) => {
-                    return self.resubmitted(*existing, start, now).await;
+                    return self.resubmitted(*existing, start, true, now).await;
                 }
                 Created::KeyUsed {
                     task_id,
@@ -297,7 +315,7 @@ impl Baton {
             return Err(SubmitError::IdempotencyConflict { key, task_id });
         }
         match self.store.get(tenant, &task_id).await? {
-            Some(existing) => self.resubmitted(existing, start, now).await,
+            Some(existing) => self.resubmitted(existing, start, false, now).await,
             None => Err(InfraError::new(
                 "submit",
                 format!("idempotency key `{key}` names task {task_id}, which is missing"),
@@ -307,13 +325,23 @@ impl Baton {
     }
 
     /// The answer to a repeated submission: the stored task, with its submission effects repeated
-    /// if it has not moved since (the first run may have stopped before them).
+    /// if it has not moved since (the first run may have stopped before them). The same
+    /// submission delivered `again` also repeats its `TaskSubmitted` whatever the task became:
+    /// its first delivery may have moved the task before sending it (a function sends a batch's
+    /// events when the batch is done).
     async fn resubmitted(
         &self,
         existing: Task,
         start: Start<'_>,
+        again: bool,
         now: DateTime<Utc>,
     ) -> Result<Submitted, SubmitError> {
+        if again
+            && existing.version > 1
+            && let Some(submission) = Event::submission(&existing)
+        {
+            self.bus.publish(&[submission]).await?;
+        }
         let started = self.start(&existing, start, now).await?;
         Ok(Submitted {
             task: existing,

@@ -101,8 +101,8 @@ async fn a_task_started_at_its_submission_meets_the_gates_a_timer_meets() {
 }
 
 #[tokio::test]
-async fn a_submission_delivered_again_repeats_a_dispatch_whose_events_were_lost_and_nothing_later()
-{
+async fn a_submission_delivered_again_repeats_its_announcement_and_a_dispatch_whose_events_were_lost()
+ {
     let w = world();
     let id = new_id();
     // The first delivery created the task and committed its dispatch, then died before
@@ -132,10 +132,25 @@ async fn a_submission_delivered_again_repeats_a_dispatch_whose_events_were_lost_
     );
     assert_eq!(w.ready_events(), 1, "the lost TaskReady, published now");
     assert_eq!(w.reload(&created).await.version, 2, "moved once");
+    let submitted = |w: &World| -> Vec<baton_domain::Event> {
+        let published = w.bus.published();
+        published
+            .into_iter()
+            .filter(|e| e.kind == EventKind::Submitted)
+            .collect()
+    };
+    let announced = submitted(&w);
+    assert_eq!(announced.len(), 2, "its announcement, repeated as it was");
+    assert_eq!(announced[0], announced[1]);
 
     w.run(&created, success(1)).await;
     let late = w.submit_here(id, json!({})).await;
-    assert_eq!(late.started, None, "past its dispatch: nothing to repeat");
+    assert_eq!(
+        late.started, None,
+        "past its dispatch: no dispatch to repeat"
+    );
     assert_eq!(w.ready_events(), 1);
+    assert_eq!(submitted(&w).len(), 3, "the announcement is repeated still");
+    assert_eq!(submitted(&w)[2], announced[0]);
     assert_eq!(w.reload(&created).await.status, Status::Succeeded);
 }

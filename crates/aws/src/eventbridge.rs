@@ -1,3 +1,5 @@
+use std::ops::Range;
+
 use async_trait::async_trait;
 use aws_sdk_eventbridge::Client;
 use aws_sdk_eventbridge::types::PutEventsRequestEntry;
@@ -10,6 +12,8 @@ use crate::inbound::{RollbackRequest, TaskRequest, TaskResult};
 pub const SOURCE: &str = "baton";
 /// PutEvents takes at most this many entries.
 const MAX_ENTRIES: usize = 10;
+/// And at most this many bytes of them (see [`entry_size`]).
+const MAX_REQUEST_BYTES: usize = 256 * 1024;
 
 /// Which lifecycle events go on the bus. Baton itself needs none of them (its notifier reads the
 /// table's stream); workers need `TaskReady`, which is always published. Commands Baton sends
@@ -101,33 +105,77 @@ impl EventBridgeBus {
             .build())
     }
 
+    /// Puts `entries`, as few to a request as fit: all or an error.
     async fn put(&self, entries: Vec<PutEventsRequestEntry>) -> Result<(), InfraError> {
-        for chunk in entries.chunks(MAX_ENTRIES) {
-            let output = self
-                .client
-                .put_events()
-                .set_entries(Some(chunk.to_vec()))
-                .send()
-                .await
-                .map_err(|e| InfraError::new("EventBridge PutEvents", e))?;
-            if output.failed_entry_count > 0 {
-                let reasons: Vec<String> = output
-                    .entries()
-                    .iter()
-                    .filter_map(|entry| entry.error_message().map(str::to_owned))
-                    .collect();
-                return Err(InfraError::new(
-                    "EventBridge PutEvents",
-                    format!(
-                        "{} entries failed: {}",
-                        output.failed_entry_count,
-                        reasons.join("; ")
-                    ),
-                ));
+        let sizes: Vec<usize> = entries.iter().map(entry_size).collect();
+        for range in requests(&sizes) {
+            let failed = self.put_request(&entries[range]).await?;
+            if let Some((_, reason)) = failed.into_iter().next() {
+                return Err(reason);
             }
         }
         Ok(())
     }
+
+    /// One `PutEvents` of `entries`: the entries it refused, by their place, each with why.
+    async fn put_request(
+        &self,
+        entries: &[PutEventsRequestEntry],
+    ) -> Result<Vec<(usize, InfraError)>, InfraError> {
+        let output = self
+            .client
+            .put_events()
+            .set_entries(Some(entries.to_vec()))
+            .send()
+            .await
+            .map_err(|e| InfraError::new("EventBridge PutEvents", e))?;
+        Ok(output
+            .entries()
+            .iter()
+            .enumerate()
+            .filter_map(|(place, entry)| {
+                let code = entry.error_code()?;
+                let reason = format!("{code}: {}", entry.error_message().unwrap_or_default());
+                Some((place, InfraError::new("EventBridge PutEvents", reason)))
+            })
+            .collect())
+    }
+
+    fn lifecycle_entry(&self, event: &Event) -> Result<PutEventsRequestEntry, InfraError> {
+        let resource = format!("baton:task:{}", event.task_id);
+        self.entry(event.kind.detail_type(), event, resource)
+    }
+}
+
+/// What an entry counts for against a request's size limit, by EventBridge's rule: the UTF-8
+/// bytes of its source, detail-type, detail and resources (and 14 for a time, which Baton never
+/// sets). The bus name is counted too, to stay on the safe side.
+fn entry_size(entry: &PutEventsRequestEntry) -> usize {
+    let text = |value: Option<&str>| value.map_or(0, str::len);
+    text(entry.source())
+        + text(entry.detail_type())
+        + text(entry.detail())
+        + text(entry.event_bus_name())
+        + entry.resources().iter().map(String::len).sum::<usize>()
+}
+
+/// The requests entries of `sizes` go in, in order: at most [`MAX_ENTRIES`] and
+/// [`MAX_REQUEST_BYTES`] each (an entry larger than that alone gets a request of its own, which
+/// EventBridge refuses with why).
+fn requests(sizes: &[usize]) -> Vec<Range<usize>> {
+    let mut ranges = Vec::new();
+    let (mut start, mut bytes) = (0, 0);
+    for (i, &size) in sizes.iter().enumerate() {
+        if i > start && (i - start == MAX_ENTRIES || bytes + size > MAX_REQUEST_BYTES) {
+            ranges.push(start..i);
+            (start, bytes) = (i, 0);
+        }
+        bytes += size;
+    }
+    if start < sizes.len() {
+        ranges.push(start..sizes.len());
+    }
+    ranges
 }
 
 #[async_trait]
@@ -136,12 +184,45 @@ impl EventBus for EventBridgeBus {
         let entries = events
             .iter()
             .filter(|event| self.published.includes(event.kind))
-            .map(|event| {
-                let resource = format!("baton:task:{}", event.task_id);
-                self.entry(event.kind.detail_type(), event, resource)
-            })
+            .map(|event| self.lifecycle_entry(event))
             .collect::<Result<_, _>>()?;
         self.put(entries).await
+    }
+
+    /// Every group's events in as few requests as fit; a group answers the first error met by
+    /// a request or an entry of its own.
+    async fn publish_groups(&self, groups: &[Vec<Event>]) -> Vec<Result<(), InfraError>> {
+        let mut answers: Vec<Result<(), InfraError>> = groups.iter().map(|_| Ok(())).collect();
+        let mut owners = Vec::new();
+        let mut entries = Vec::new();
+        for (group, events) in groups.iter().enumerate() {
+            for event in events.iter().filter(|e| self.published.includes(e.kind)) {
+                match self.lifecycle_entry(event) {
+                    Ok(entry) => {
+                        owners.push(group);
+                        entries.push(entry);
+                    }
+                    Err(error) => answers[group] = Err(error),
+                }
+            }
+        }
+        let sizes: Vec<usize> = entries.iter().map(entry_size).collect();
+        for range in requests(&sizes) {
+            let refused = match self.put_request(&entries[range.clone()]).await {
+                Ok(refused) => refused,
+                Err(error) => range
+                    .clone()
+                    .map(|i| (i - range.start, error.shared()))
+                    .collect(),
+            };
+            for (place, error) in refused {
+                let answer = &mut answers[owners[range.start + place]];
+                if answer.is_ok() {
+                    *answer = Err(error);
+                }
+            }
+        }
+        answers
     }
 
     async fn announce(&self, event: &ControlEvent) -> Result<(), InfraError> {
@@ -192,6 +273,24 @@ impl EventBus for EventBridgeBus {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn requests_hold_at_most_ten_entries_and_256_kb() {
+        let kb = 1024;
+        assert_eq!(requests(&[]), Vec::<Range<usize>>::new());
+        assert_eq!(requests(&[100; 25]), [0..10, 10..20, 20..25]);
+        assert_eq!(
+            requests(&[100 * kb, 100 * kb, 100 * kb, 10]),
+            [0..2, 2..4],
+            "a third 100 KB entry would pass 256 KB"
+        );
+        assert_eq!(
+            requests(&[300 * kb, 10, 10]),
+            [0..1, 1..3],
+            "too large alone: its own request, which EventBridge refuses with why"
+        );
+        assert_eq!(requests(&[256 * kb, 1]), [0..1, 1..2]);
+    }
 
     #[test]
     fn published_events_are_all_or_a_list_that_always_holds_task_ready() {

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use aws_lambda_events::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent, SqsMessage};
-use baton_app::{Baton, Handled, InfraError, Switches};
+use baton_app::{Baton, Handled, InfraError, Outbox, Switches};
 use lambda_runtime::{LambdaEvent, service_fn};
 use tracing::{Instrument, error, info, info_span, warn};
 
@@ -102,6 +102,40 @@ where
             }
         }
     }
+    batch
+}
+
+/// [`for_each_message`] for commands: each message's command runs through its own [`Baton`],
+/// whose lifecycle events and timers an [`Outbox`] holds until the batch is done and then sends
+/// together (a batch of ten dispatches: one `PutEvents`, not ten). A message whose events or
+/// timers could not all be sent is failed, so it is delivered again and its command repeats
+/// them.
+pub async fn for_each_command<F, Fut>(baton: &Baton, event: SqsEvent, handle: F) -> Batch
+where
+    F: Fn(Baton, SqsMessage) -> Fut,
+    Fut: Future<Output = Result<(), MessageError>>,
+{
+    let outbox = Outbox::new(baton);
+    let messages = event.records.clone();
+    let id = |message: &SqsMessage| message.message_id.clone().unwrap_or_default();
+    let mut batch = for_each_message(event, |message| {
+        handle(outbox.holding(baton, &id(&message)), message)
+    })
+    .await;
+    for (owner, error) in outbox.flush().await {
+        let failed_already = batch.failed.iter().any(|f| id(&f.message) == owner);
+        let message = messages.iter().find(|m| id(m) == owner);
+        if let Some(message) = message.filter(|_| !failed_already) {
+            message_span(message)
+                .in_scope(|| error!(error = ?error, "its events or timers were not sent"));
+            batch.failed.push(Failed {
+                message: message.clone(),
+                error: MessageError::Infra(error),
+            });
+        }
+    }
+    let place = |failed: &Failed| messages.iter().position(|m| id(m) == id(&failed.message));
+    batch.failed.sort_by_key(place);
     batch
 }
 

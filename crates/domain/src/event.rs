@@ -196,6 +196,19 @@ impl Event {
         })
     }
 
+    /// The `TaskSubmitted` that announced `task`'s creation, rebuilt from its first history
+    /// entry whatever it became since (with its due time as it is now): what a submission
+    /// delivered again repeats, since its first delivery may have stopped before sending it.
+    pub fn submission(task: &Task) -> Option<Event> {
+        let created = task.history.first()?;
+        let mut view = task.clone();
+        view.status = created.to;
+        view.version = created.version;
+        view.attempt = created.attempt;
+        view.history.truncate(1);
+        Event::announcing(&view)
+    }
+
     /// The `TaskParked` event of a task that waits in its project's ready set.
     pub fn parked(task: &Task) -> Option<Event> {
         let parked = task.parked?;

@@ -6,14 +6,14 @@
 use aws_lambda_events::sqs::SqsEvent;
 use baton_app::Baton;
 use baton_aws::inbound::{TaskRequest, body, envelope};
-use baton_aws::lambda::{Batch, execute, for_each_message};
+use baton_aws::lambda::{Batch, execute, for_each_command};
 
 /// Handles a batch of `CancelTask` events.
 pub async fn handle(baton: &Baton, event: SqsEvent) -> Batch {
-    for_each_message(event, |message| async move {
+    for_each_command(baton, event, |baton, message| async move {
         let request = envelope::<TaskRequest>(body(&message)?, "CancelTask")?;
         request.speaks_for(request.detail.tenant.as_str())?;
-        execute(baton, request.detail.cancel()?).await
+        execute(&baton, request.detail.cancel()?).await
     })
     .await
 }

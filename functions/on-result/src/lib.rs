@@ -7,13 +7,13 @@
 use aws_lambda_events::sqs::SqsEvent;
 use baton_app::Baton;
 use baton_aws::inbound::{TaskResult, body, envelope};
-use baton_aws::lambda::{Batch, execute, for_each_message};
+use baton_aws::lambda::{Batch, execute, for_each_command};
 
 /// Handles a batch of `TaskResult` events.
 pub async fn handle(baton: &Baton, event: SqsEvent) -> Batch {
-    for_each_message(event, |message| async move {
+    for_each_command(baton, event, |baton, message| async move {
         let result = envelope::<TaskResult>(body(&message)?, "TaskResult")?;
-        execute(baton, result.detail.command()?).await
+        execute(&baton, result.detail.command()?).await
     })
     .await
 }

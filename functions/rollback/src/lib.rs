@@ -7,14 +7,14 @@
 use aws_lambda_events::sqs::SqsEvent;
 use baton_app::Baton;
 use baton_aws::inbound::{RollbackRequest, body, envelope};
-use baton_aws::lambda::{Batch, execute, for_each_message};
+use baton_aws::lambda::{Batch, execute, for_each_command};
 
 /// Handles a batch of `RollbackRequested` events.
 pub async fn handle(baton: &Baton, event: SqsEvent) -> Batch {
-    for_each_message(event, |message| async move {
+    for_each_command(baton, event, |baton, message| async move {
         let request = envelope::<RollbackRequest>(body(&message)?, "RollbackRequested")?;
         request.speaks_for(request.detail.tenant.as_str())?;
-        execute(baton, request.detail.command(&request.id)?).await
+        execute(&baton, request.detail.command(&request.id)?).await
     })
     .await
 }

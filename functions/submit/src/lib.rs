@@ -12,7 +12,7 @@ use baton_app::dead_letters::redriven;
 use baton_app::{Baton, Start, SubmitError, Switches};
 use baton_aws::dlq::redrive_of;
 use baton_aws::inbound::{Malformed, SubmitTask, body, envelope};
-use baton_aws::lambda::{Batch, MessageError, for_each_message, log_handled};
+use baton_aws::lambda::{Batch, MessageError, for_each_command, log_handled};
 use baton_domain::{Command, TaskId};
 use tracing::info;
 
@@ -20,7 +20,7 @@ use tracing::info;
 /// task due now needs it (see [`Switches`]).
 pub async fn handle(baton: &Baton, event: SqsEvent) -> Batch {
     let switches = &Switches::default();
-    for_each_message(event, |message| async move {
+    for_each_command(baton, event, |baton, message| async move {
         let submission = envelope::<SubmitTask>(body(&message)?, "SubmitTask")?;
         // Without a tenant the submission is invalid anyway, and says so below.
         if let Some(tenant) = &submission.detail.tenant {

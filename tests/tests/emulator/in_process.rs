@@ -119,7 +119,7 @@ async fn a_redelivered_submission_creates_one_task_and_dispatches_it_once() -> R
         ))
         .await?;
     assert_eq!(page.tasks.len(), 1);
-    // Dispatched once: the second delivery found it running and repeated its `TaskReady`.
+    // Dispatched once: the second delivery found it running and repeated its announcements.
     let task = &page.tasks[0];
     let causes: Vec<&str> = task.history.iter().map(|h| h.cause.as_str()).collect();
     assert_eq!(
@@ -128,7 +128,82 @@ async fn a_redelivered_submission_creates_one_task_and_dispatches_it_once() -> R
     );
     let ready = sandbox.published().await?;
     let kinds: Vec<&str> = ready.iter().map(|(k, _)| k.as_str()).collect();
-    assert_eq!(kinds, ["TaskSubmitted", "TaskReady", "TaskReady"]);
+    assert_eq!(
+        kinds,
+        ["TaskSubmitted", "TaskReady", "TaskSubmitted", "TaskReady"]
+    );
+    Ok(())
+}
+
+/// A batch's events and timers go out together at its end (`PutEvents` of up to ten entries,
+/// `SendMessageBatch` of up to ten timers): twelve submissions, eight due now and four later,
+/// put every event on the bus and every timer on the due queue.
+#[tokio::test]
+async fn a_batch_s_events_and_timers_go_out_together_and_all_arrive() -> Result<()> {
+    let sandbox = Sandbox::new().await?;
+    sandbox.unlimited("acme", "reports").await?;
+    let events: Vec<String> = (0..12)
+        .map(|i| {
+            let extra = match i % 3 {
+                0 => json!({"delay_seconds": 30}),
+                _ => json!({}),
+            };
+            eventbridge_event("SubmitTask", &unique("event"), submission("acme", extra))
+        })
+        .collect();
+    let response = baton_fn_submit::handle(&sandbox.baton, sqs_batch(&events)).await;
+    assert!(response.failed.is_empty(), "{response:?}");
+    let published = sandbox.published().await?;
+    let count = |kind: &str| published.iter().filter(|(k, _)| k == kind).count();
+    assert_eq!((count("TaskSubmitted"), count("TaskReady")), (12, 8));
+    assert_eq!(
+        sandbox.delayed_timers().await?,
+        4,
+        "the later tasks' timers"
+    );
+    Ok(())
+}
+
+/// A message whose events were not sent is failed, though its task was written: delivered again,
+/// its command meets its own write and sends them then. Nothing is lost.
+#[tokio::test]
+async fn a_batch_whose_events_could_not_be_sent_is_delivered_again_and_sends_them() -> Result<()> {
+    let sandbox = Sandbox::new().await?;
+    // The bus cannot be reached: nothing listens on its endpoint.
+    let sdk = baton_tests::emulator().await;
+    let unreachable = sdk.to_builder().endpoint_url("http://127.0.0.1:9").build();
+    let clients = baton_aws::Clients {
+        eventbridge: aws_sdk_eventbridge::Client::new(&unreachable),
+        ..baton_aws::Clients::new(&sdk)
+    };
+    let cut_off = baton_aws::baton_on(clients, &sandbox.settings, sandbox.clock.clone());
+    let events: Vec<String> = (0..3)
+        .map(|_| {
+            eventbridge_event(
+                "SubmitTask",
+                &unique("event"),
+                submission("acme", json!({})),
+            )
+        })
+        .collect();
+    let response = baton_fn_submit::handle(&cut_off, sqs_batch(&events)).await;
+    assert_eq!(response.failed.len(), 3, "{response:?}");
+    assert!(
+        response
+            .failed
+            .iter()
+            .all(|f| f.error.code() == "INFRA_ERROR")
+    );
+
+    let response = baton_fn_submit::handle(&sandbox.baton, sqs_batch(&events)).await;
+    assert!(response.failed.is_empty(), "{response:?}");
+    let published = sandbox.published().await?;
+    let count = |kind: &str| published.iter().filter(|(k, _)| k == kind).count();
+    assert_eq!(
+        (count("TaskSubmitted"), count("TaskReady")),
+        (3, 3),
+        "each task was dispatched by the first delivery; the second repeats what it announced"
+    );
     Ok(())
 }
 
