@@ -17,10 +17,10 @@ pub use graph::{
 };
 pub use outbox::Outbox;
 pub use ports::{
-    Caller, Clock, Commit, Connection, Connections, Created, Delivery, Drain, EventBus, InfraError,
-    KillSwitches, Metrics, ModelQuery, NoMetrics, Page, ProjectControls, ProjectStatus, Push,
-    ReadySet, Reservation, Store, Subscription, SystemClock, TaskQuery, TaskStore, TimerQueue,
-    Wake, WakeKind, Watch, draw_lease,
+    Caller, Clock, Commit, Connection, Connections, Created, Delivery, Drain, EventBus, Hold,
+    InfraError, KillSwitches, Metrics, ModelQuery, NoMetrics, Page, ProjectControls, ProjectStatus,
+    Push, ReadySet, Reservation, Store, Subscription, SystemClock, TaskQuery, TaskStore,
+    TimerQueue, Wake, WakeKind, Watch, draw_lease,
 };
 pub use service::{
     ADMIT_RATE, Baton, ControlError, DRAIN_INTERVAL, Handled, MAX_ADMIT_RATE, MAX_TIMER_DELAY,

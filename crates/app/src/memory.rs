@@ -13,9 +13,9 @@ use chrono::{DateTime, Duration, Utc};
 
 use crate::dead_letters::{DeadLetters, Depth, Failure, Letter};
 use crate::ports::{
-    Caller, Clock, Commit, Connection, Connections, Created, Delivery, Drain, EventBus, InfraError,
-    KillSwitches, ModelQuery, Page, ProjectControls, ProjectStatus, Push, ReadySet, Reservation,
-    Subscription, TaskQuery, TaskStore, TimerQueue, Wake, WakeKind, Watch,
+    Caller, Clock, Commit, Connection, Connections, Created, Delivery, Drain, EventBus, Hold,
+    InfraError, KillSwitches, ModelQuery, Page, ProjectControls, ProjectStatus, Push, ReadySet,
+    Reservation, Subscription, TaskQuery, TaskStore, TimerQueue, Wake, WakeKind, Watch,
 };
 use crate::service::DRAIN_INTERVAL;
 
@@ -108,6 +108,26 @@ impl MemoryStore {
     /// Deletes a kill switch, as an operator's mistake or a bad restore would.
     pub fn delete_kill_switch(&self, scope: &Scope) {
         self.switches.lock().unwrap().remove(scope);
+    }
+
+    /// What refuses a dispatch of `current`, as the DynamoDB store's conditions do.
+    fn refusal(&self, current: &Task) -> Option<Hold> {
+        let status = self.status_of(&current.tenant, &current.project);
+        match current.reserved {
+            // Its own slot is among those held: it may start unless the limit was lowered
+            // below them.
+            true if status.paused.is_none() && status.held() > u64::from(status.limit) => {
+                Some(Hold::Blocked(Gate::Capacity))
+            }
+            true => status
+                .paused
+                .is_some()
+                .then_some(Hold::Blocked(Gate::Paused)),
+            false => match status.write_gate() {
+                None if status.drain.is_some() => Some(Hold::Queued),
+                gate => gate.map(Hold::Blocked),
+            },
+        }
     }
 
     /// Moves a project's counters as a transition from `from` to `to` does.
@@ -228,6 +248,11 @@ impl TaskStore for MemoryStore {
         if moved {
             return Ok(Created::DependencyMoved);
         }
+        if task.status == Status::Running
+            && let Some(refused) = self.refusal(task)
+        {
+            return Ok(Created::Held(refused));
+        }
         if let Some(idempotency) = idempotency {
             let mut keys = self.keys.lock().unwrap();
             let used = (task.tenant.clone(), idempotency.key.clone());
@@ -308,27 +333,7 @@ impl TaskStore for MemoryStore {
         wake: Option<Wake>,
     ) -> Result<Commit, InfraError> {
         let dispatch = current.status == Status::Scheduled && next.status == Status::Running;
-        // What refuses a dispatch, as the DynamoDB store's conditions do.
-        let refused = dispatch
-            .then(|| {
-                let status = self.status_of(&current.tenant, &current.project);
-                match current.reserved {
-                    // Its own slot is among those held: it may start unless the limit was
-                    // lowered below them.
-                    true if status.paused.is_none() && status.held() > u64::from(status.limit) => {
-                        Some(Commit::Blocked(Gate::Capacity))
-                    }
-                    true => status
-                        .paused
-                        .is_some()
-                        .then_some(Commit::Blocked(Gate::Paused)),
-                    false => match status.write_gate() {
-                        None if status.drain.is_some() => Some(Commit::Queued),
-                        gate => gate.map(Commit::Blocked),
-                    },
-                }
-            })
-            .flatten();
+        let refused = dispatch.then(|| self.refusal(current)).flatten();
         let mut tasks = self.tasks.lock().unwrap();
         let key = (current.tenant.clone(), current.id);
         self.let_rival_win(&mut tasks);
@@ -350,7 +355,7 @@ impl TaskStore for MemoryStore {
             return Ok(Commit::Conflict(Some(Box::new(stored.clone()))));
         }
         if let Some(refused) = refused {
-            return Ok(refused);
+            return Ok(refused.into());
         }
         tasks.insert(key, (next.clone(), wake));
         self.count(next, Some(current.status), next.status);

@@ -98,6 +98,28 @@ pub enum Created {
     /// A dependency moved after it was read (it is no longer at the version read): nothing was
     /// written; read the dependencies again.
     DependencyMoved,
+    /// A task created Running could not take a slot, as its dispatch could not have: nothing
+    /// was written.
+    Held(Hold),
+}
+
+/// Why a project refused a dispatch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Hold {
+    /// It is paused, or at its limit.
+    Blocked(Gate),
+    /// A slot is free but tasks wait in its ready set: the task joins them, and an admission
+    /// gives the slot to the first in line.
+    Queued,
+}
+
+impl From<Hold> for Commit {
+    fn from(hold: Hold) -> Self {
+        match hold {
+            Hold::Blocked(gate) => Commit::Blocked(gate),
+            Hold::Queued => Commit::Queued,
+        }
+    }
 }
 
 /// The outcome of a conditional write.
@@ -344,7 +366,9 @@ pub trait TaskStore: Send + Sync {
     /// a project new to the store creates the project with its limit and its kill switch
     /// (disengaged) in the same write; a project that exists never gets a switch back this way.
     /// `dependencies` are the task's dependencies as read: each gets the task among its
-    /// dependents in the same write, if it is still at the version read.
+    /// dependents in the same write, if it is still at the version read. A task created Running
+    /// (dispatched at its submission) takes a slot of its project in the same write, on the
+    /// terms of a dispatch's [`TaskStore::commit`], or is not written ([`Created::Held`]).
     async fn create(
         &self,
         task: &Task,

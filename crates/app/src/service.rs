@@ -4,14 +4,14 @@ use std::time::Instant;
 use baton_domain::{
     Change, Command, ControlEvent, Decision, DependencyError, Effects, Event, Gate,
     InvalidSubmission, KillSwitch, MAX_CONCURRENCY_LIMIT, Parked, ProjectId, Rejection, Scope,
-    Status, Step, SubmitRequest, Task, TaskId, Tenant, Timer, check_dependencies, check_reason,
-    decide,
+    Status, Step, SubmitRequest, Task, TaskId, Tenant, Timer, Transition, check_dependencies,
+    check_reason, decide,
 };
 use chrono::{DateTime, Duration, Utc};
 use tracing::{Instrument, Span, info, info_span, warn};
 
 use crate::ports::{
-    Clock, Commit, Created, EventBus, InfraError, Metrics, NoMetrics, Page, ProjectStatus,
+    Clock, Commit, Created, EventBus, Hold, InfraError, Metrics, NoMetrics, Page, ProjectStatus,
     Reservation, Store, TaskQuery, TimerQueue, Wake, WakeKind,
 };
 use crate::switches::Switches;
@@ -245,6 +245,8 @@ impl Baton {
         let new = request.validate(now)?;
         let idempotency = new.idempotency.clone();
         let tenant = new.tenant.clone();
+        // What refused a task created Running: it is created Scheduled instead and waits.
+        let mut held = None;
         for _ in 0..MAX_RACES {
             let dependencies = self.store.get_many(&tenant, &new.depends_on).await?;
             let status = match check_dependencies(id, &new.depends_on, &dependencies) {
@@ -257,11 +259,16 @@ impl Baton {
                 },
             };
             let task = Task::submitted(new.clone(), id, now, status);
+            let dispatched = match held {
+                None => self.dispatch_at_create(&task, start, now).await?,
+                Some(_) => None,
+            };
+            let stored = dispatched.as_ref().map_or(&task, |dispatch| &dispatch.task);
             let created = self
                 .store
                 .create(
-                    &task,
-                    wake_for(&task, now),
+                    stored,
+                    wake_for(stored, now),
                     idempotency.as_ref(),
                     &dependencies,
                 )
@@ -270,13 +277,24 @@ impl Baton {
                 Created::Created => {
                     self.metrics.moved(None, &task);
                     let span = task_span(&task);
-                    let started = self.start(&task, start, now).instrument(span).await?;
+                    let started = match (dispatched, held) {
+                        (Some(dispatch), _) => Some(
+                            self.created_running(&task, *dispatch, now)
+                                .instrument(span)
+                                .await?,
+                        ),
+                        (None, Some(hold)) => {
+                            Some(self.created_held(&task, hold, now).instrument(span).await?)
+                        }
+                        (None, None) => self.start(&task, start, now).instrument(span).await?,
+                    };
                     return Ok(Submitted {
                         task,
                         duplicate: false,
                         started,
                     });
                 }
+                Created::Held(hold) => held = Some(hold),
                 Created::Exists(existing) => {
                     return self.resubmitted(*existing, start, true, now).await;
                 }
@@ -298,6 +316,87 @@ impl Baton {
             format!("the dependencies of task {id} kept changing"),
         )
         .into())
+    }
+
+    /// The dispatch of a task `start`ed here, due now, that the batch's switches let start:
+    /// the task is then created Running, its submission and its dispatch one write. A switch
+    /// that stops it, or is missing (a project's first task puts it), leaves it to be created
+    /// Scheduled and dispatched after.
+    async fn dispatch_at_create(
+        &self,
+        task: &Task,
+        start: Start<'_>,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Box<Transition>>, InfraError> {
+        let Start::Here(switches) = start else {
+            return Ok(None);
+        };
+        if task.status != Status::Scheduled
+            || task.due_at > now
+            || switches
+                .gate(self.store.as_ref(), &task.tenant, &task.project)
+                .await?
+                .is_some()
+        {
+            return Ok(None);
+        }
+        let dispatch = Command::Dispatch {
+            attempt: task.attempt,
+            lease: crate::ports::draw_lease()?,
+        };
+        Ok(match decide(task, &dispatch, now) {
+            Ok(Decision::Apply(transition)) => Some(transition),
+            _ => None,
+        })
+    }
+
+    /// After `task` was created Running as `dispatch`: announces its submission, then its
+    /// dispatch.
+    async fn created_running(
+        &self,
+        task: &Task,
+        dispatch: Transition,
+        now: DateTime<Utc>,
+    ) -> Result<Handled, InfraError> {
+        self.metrics.moved(Some(task), &dispatch.task);
+        let mut submission = Effects::of(task);
+        submission.timer = None;
+        self.perform(&submission, now).await?;
+        self.perform(&dispatch.effects, now).await?;
+        Ok(Handled::Applied(Box::new(dispatch.task)))
+    }
+
+    /// After `task` was created Scheduled because its project refused it a slot: announces its
+    /// submission and parks it where its dispatch would have.
+    async fn created_held(
+        &self,
+        task: &Task,
+        hold: Hold,
+        now: DateTime<Utc>,
+    ) -> Result<Handled, InfraError> {
+        let mut submission = Effects::of(task);
+        submission.timer = None;
+        self.perform(&submission, now).await?;
+        self.hold(task, hold, now).await
+    }
+
+    /// Parks `task`, whose dispatch its project refused, in its ready set.
+    async fn hold(
+        &self,
+        task: &Task,
+        hold: Hold,
+        now: DateTime<Utc>,
+    ) -> Result<Handled, InfraError> {
+        Ok(match hold {
+            Hold::Blocked(gate) => {
+                self.park(task, gate, now).await?;
+                Handled::Parked(gate)
+            }
+            Hold::Queued => {
+                self.queue(task, now).await?;
+                Handled::Parked(Gate::Capacity)
+            }
+        })
     }
 
     /// The answer to a submission whose idempotency key task `task_id` holds: that task when
@@ -481,13 +580,9 @@ impl Baton {
                         Commit::Conflict(Some(stored)) => Some(stored),
                         Commit::Conflict(None) => return Ok(Handled::NotFound),
                         Commit::Blocked(gate) => {
-                            self.park(&current, gate, now).await?;
-                            return Ok(Handled::Parked(gate));
+                            return self.hold(&current, Hold::Blocked(gate), now).await;
                         }
-                        Commit::Queued => {
-                            self.queue(&current, now).await?;
-                            return Ok(Handled::Parked(Gate::Capacity));
-                        }
+                        Commit::Queued => return self.hold(&current, Hold::Queued, now).await,
                     };
                     match rival {
                         Some(stored) => {

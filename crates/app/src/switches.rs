@@ -18,7 +18,7 @@ use crate::ports::{InfraError, KillSwitches};
 /// The switches one batch has read, each once.
 #[derive(Default)]
 pub struct Switches {
-    read: Mutex<HashMap<Scope, Option<KillSwitch>>>,
+    read: Mutex<HashMap<Scope, KillSwitch>>,
 }
 
 impl Switches {
@@ -45,23 +45,26 @@ impl Switches {
         Ok(None)
     }
 
-    /// Whether the switch of `scope` stops dispatch, as this batch first read it.
+    /// Whether the switch of `scope` stops dispatch, as this batch first read it. A missing
+    /// switch is read again at each use: a project's first task puts its switch in the batch
+    /// that reads it missing.
     async fn stops(&self, store: &dyn KillSwitches, scope: Scope) -> Result<bool, InfraError> {
         let known = self.read.lock().unwrap().get(&scope).cloned();
         let switch = match known {
             Some(switch) => switch,
-            None => {
-                let switch = store.kill_switch(&scope).await?;
+            None => match store.kill_switch(&scope).await? {
                 // A rival read of the same switch in this batch may have come first; either is
                 // this batch's view.
-                self.read
+                Some(switch) => self
+                    .read
                     .lock()
                     .unwrap()
                     .entry(scope)
                     .or_insert(switch)
-                    .clone()
-            }
+                    .clone(),
+                None => return Ok(true),
+            },
         };
-        Ok(switch.is_none_or(|switch| switch.engaged))
+        Ok(switch.engaged)
     }
 }

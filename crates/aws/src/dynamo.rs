@@ -12,7 +12,7 @@ use aws_sdk_dynamodb::types::{
     ReturnValuesOnConditionCheckFailure, TransactWriteItem, Update,
 };
 use baton_app::{
-    Commit, Created, InfraError, ModelQuery, Page, TaskQuery, TaskStore, Wake, WakeKind,
+    Commit, Created, Hold, InfraError, ModelQuery, Page, TaskQuery, TaskStore, Wake, WakeKind,
 };
 use baton_domain::{
     Change, DEFAULT_CONCURRENCY_LIMIT, Gate, Idempotency, ProjectId, Scope, Status, Task, TaskId,
@@ -411,8 +411,20 @@ fn project_write(
                 .push_str("SET created_at = :now, slot_limit = if_not_exists(slot_limit, :cap)");
             update = update
                 .expression_attribute_values(":now", s(sortable(now)))
-                .expression_attribute_values(":cap", n(DEFAULT_CONCURRENCY_LIMIT));
-            Some("attribute_not_exists(created_at)")
+                .expression_attribute_values(":cap", n(DEFAULT_CONCURRENCY_LIMIT))
+                .return_values_on_condition_check_failure(
+                    ReturnValuesOnConditionCheckFailure::AllOld,
+                );
+            // A task created Running takes its slot on a dispatch's terms: a limit or a pause
+            // an operator set before the project's first task holds.
+            Some(match moves.is_empty() {
+                true => "attribute_not_exists(created_at)",
+                false => {
+                    "attribute_not_exists(created_at) AND attribute_not_exists(paused) \
+                     AND attribute_not_exists(last_park) \
+                     AND (attribute_not_exists(#n_RUNNING) OR #n_RUNNING < slot_limit)"
+                }
+            })
         }
         ProjectWrite::Dispatch { reserved } => {
             update = update
@@ -440,6 +452,21 @@ fn project_write(
             .build()
             .map_err(built("build project update"))?,
     ))
+}
+
+/// Why `project` (the item as a dispatch's condition found it) refused the dispatch of a task
+/// that held a slot (`reserved`) or not.
+fn hold_of(project: &Option<Item>, reserved: bool) -> Hold {
+    let project = project.as_ref();
+    let count = |name: &str| project.and_then(|item| number(item, name)).unwrap_or(0);
+    let slot_free = count(&counter(Status::Running)) < count("slot_limit");
+    if project.is_some_and(|item| item.contains_key("paused")) {
+        Hold::Blocked(Gate::Paused)
+    } else if slot_free && !reserved {
+        Hold::Queued
+    } else {
+        Hold::Blocked(Gate::Capacity)
+    }
 }
 
 /// The first task of a project creates its kill switch, disengaged, unless one was set already.
@@ -866,6 +893,8 @@ impl TaskStore for DynamoStore {
         // project's first task creates it and its kill switch. Which case holds is read once per
         // project and process, and learnt again from the project's condition, never assumed.
         let mut new_project = !self.project_exists(task).await?;
+        // A task created Running takes its slot here, as its dispatch would.
+        let slot = slot_moves(None, task);
         for _ in 0..TRANSACTION_ATTEMPTS {
             let mut writes = vec![(
                 Part::Task,
@@ -873,8 +902,11 @@ impl TaskStore for DynamoStore {
             )];
             if new_project {
                 let how = ProjectWrite::New(task.created_at);
-                writes.push((Part::Project, project_write(&self.table, task, &[], how)?));
+                writes.push((Part::Project, project_write(&self.table, task, &slot, how)?));
                 writes.push((Part::Switch, install_project_switch(&self.table, task)?));
+            } else if !slot.is_empty() {
+                let how = ProjectWrite::Dispatch { reserved: false };
+                writes.push((Part::Project, project_write(&self.table, task, &slot, how)?));
             }
             if let Some(idempotency) = idempotency {
                 writes.push((Part::Key, claim_key(&self.table, task, idempotency)?));
@@ -913,7 +945,15 @@ impl TaskStore for DynamoStore {
             if cancelled.failed(Part::Dependency) {
                 return Ok(Created::DependencyMoved);
             }
-            // The project's condition failed: another task created it meanwhile.
+            let project = cancelled.item(Part::Project);
+            let created = project
+                .as_ref()
+                .is_some_and(|item| item.contains_key("created_at"));
+            if !new_project || !created {
+                // The slot's condition failed.
+                return Ok(Created::Held(hold_of(&project, false)));
+            }
+            // Another task created the project meanwhile.
             self.remember_project(task);
             new_project = false;
         }
@@ -1036,16 +1076,7 @@ impl TaskStore for DynamoStore {
             let stored = cancelled.item(Part::Task).map(from_item).transpose()?;
             return Ok(Commit::Conflict(stored.map(Box::new)));
         }
-        let project = cancelled.item(Part::Project).unwrap_or_default();
-        let slot_free = number(&project, &counter(Status::Running)).unwrap_or(0)
-            < number(&project, "slot_limit").unwrap_or(0);
-        Ok(if project.contains_key("paused") {
-            Commit::Blocked(Gate::Paused)
-        } else if slot_free && !current.reserved {
-            Commit::Queued
-        } else {
-            Commit::Blocked(Gate::Capacity)
-        })
+        Ok(hold_of(&cancelled.item(Part::Project), current.reserved).into())
     }
 
     async fn list(&self, query: &TaskQuery) -> Result<Page, InfraError> {
