@@ -3,9 +3,11 @@
 //! A reference model (a few lines of rules per message, written apart from `decide`) and the real
 //! service run the same random sequences: submissions (half through the `submit` function, which
 //! dispatches a task due now itself, half through GraphQL, which arms its timer), timers, worker
-//! results, cancels, clock ticks, sweeps and operator controls. The service runs on the in-memory store, bus and timers
-//! behind a seeded fault layer (calls that fail, writes whose response is lost, requests sent
-//! twice), and messages are delivered the way SQS does it: in any order, some twice, timers and
+//! results, cancels, clock ticks, sweeps and operator controls. The service runs on the in-memory
+//! store, bus and timers behind a seeded fault layer (calls that fail, writes whose response is
+//! lost, requests sent twice); each message's events and timers are held in an `Outbox` and sent
+//! when its handler is done, as the queue functions send them, and a message whose events or
+//! timers were not sent counts as failed. Messages are delivered the way SQS does it: in any order, some twice, timers and
 //! results some not at all, and a message whose handler failed is delivered again. Now and then
 //! a forger answers a `TaskReady` too, with a lease of its own: it must never move the task.
 //!
@@ -27,8 +29,8 @@ use std::sync::{Arc, Mutex};
 use baton_app::faults::{Fault, Faults, Faulty};
 use baton_app::memory::{ManualClock, MemoryBus, MemoryStore, MemoryTimers};
 use baton_app::{
-    ADMIT_RATE, Baton, Clock, Handled, Operator, ProjectControls, ReadySet, Start, SubmitError,
-    Switches, TaskStore,
+    ADMIT_RATE, Baton, Clock, Handled, Operator, Outbox, ProjectControls, ReadySet, Start,
+    SubmitError, Switches, TaskStore,
 };
 use baton_domain::{
     Command, EventKind, Lease, Outcome, ProjectId, Scope, Status, SubmitRequest, Task, TaskError,
@@ -582,6 +584,9 @@ impl Sim {
             }
             _ => None,
         };
+        // As a queue function runs it: its events and timers held until it is done.
+        let outbox = Outbox::new(&self.baton);
+        let baton = outbox.holding(&self.baton, "message");
         let handled = match &message {
             Message::Submit {
                 id,
@@ -601,7 +606,7 @@ impl Sim {
                     true => Start::Here(&switches),
                     false => Start::Timer,
                 };
-                match self.baton.submit_in(&request, *id, start).await {
+                match baton.submit_in(&request, *id, start).await {
                     Ok(submitted) => Ok(format!("duplicate: {}", submitted.duplicate)),
                     Err(SubmitError::Infra(error)) => Err(format!("{error}: {}", error.source)),
                     Err(refused) => return Err(format!("submission refused: {refused}")),
@@ -612,7 +617,7 @@ impl Sim {
                     attempt: timer.attempt,
                     lease: Lease::from_random(self.rng.u128(..).to_le_bytes()),
                 };
-                self.execute(&timer.task_id, &command).await
+                self.execute(&baton, &timer.task_id, &command).await
             }
             Message::Result {
                 id,
@@ -639,14 +644,19 @@ impl Sim {
                     outcome,
                     provenance: None,
                 };
-                self.execute(id, &command).await
+                self.execute(&baton, id, &command).await
             }
             Message::Cancel { id } => {
                 let command = Command::Cancel {
                     reason: "changed my mind".into(),
                 };
-                self.execute(id, &command).await
+                self.execute(&baton, id, &command).await
             }
+        };
+        let unsent = outbox.flush().await.into_iter().next();
+        let handled = match unsent {
+            Some((_, error)) if handled.is_ok() => Err(format!("not sent: {}", error.source)),
+            _ => handled,
         };
         self.note(format!("deliver {message:?} → {handled:?}"));
         if handled.is_err() {
@@ -656,8 +666,13 @@ impl Sim {
         self.settled(predicted, created, handled.is_ok()).await
     }
 
-    async fn execute(&self, id: &TaskId, command: &Command) -> Result<String, String> {
-        self.baton
+    async fn execute(
+        &self,
+        baton: &Baton,
+        id: &TaskId,
+        command: &Command,
+    ) -> Result<String, String> {
+        baton
             .execute(&self.tenant, id, command)
             .await
             .map(|handled| match handled {
