@@ -1,3 +1,4 @@
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -514,7 +515,39 @@ impl Baton {
         id: &TaskId,
         command: &Command,
     ) -> Result<Handled, InfraError> {
-        match self.store.get(tenant, id).await? {
+        let read = self.store.get(tenant, id).await?;
+        self.execute_read(switches, read, command).await
+    }
+
+    /// Reads the tasks of `wanted` (a batch's), one read per tenant of up to a hundred tasks,
+    /// for [`Baton::execute_read`]. A task that does not exist is left out.
+    pub async fn read_tasks(
+        &self,
+        wanted: &[(Tenant, TaskId)],
+    ) -> Result<HashMap<(Tenant, TaskId), Task>, InfraError> {
+        let mut by_tenant: HashMap<&Tenant, Vec<TaskId>> = HashMap::new();
+        for (tenant, id) in wanted {
+            by_tenant.entry(tenant).or_default().push(*id);
+        }
+        let mut read = HashMap::with_capacity(wanted.len());
+        for (tenant, ids) in by_tenant {
+            for task in self.store.get_many(tenant, &ids).await? {
+                read.insert((task.tenant.clone(), task.id), task);
+            }
+        }
+        Ok(read)
+    }
+
+    /// [`Baton::execute_in`] on a task as [`Baton::read_tasks`] read it (`None`: it was not
+    /// there). A task another command of the batch moved since is met by the write's condition
+    /// and decided again from what is stored.
+    pub async fn execute_read(
+        &self,
+        switches: &Switches,
+        read: Option<Task>,
+        command: &Command,
+    ) -> Result<Handled, InfraError> {
+        match read {
             Some(current) => {
                 let span = task_span(&current);
                 self.execute_on(current, command, switches)

@@ -3,6 +3,7 @@
 //! infrastructure is delivered again (and parked with why on its last delivery), the rest are
 //! acknowledged.
 
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::future::Future;
 use std::sync::Arc;
@@ -10,6 +11,7 @@ use std::time::{Duration, SystemTime};
 
 use aws_lambda_events::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent, SqsMessage};
 use baton_app::{Baton, Handled, InfraError, Outbox, Switches};
+use baton_domain::{TaskId, Tenant};
 use lambda_runtime::{LambdaEvent, service_fn};
 use tracing::{Instrument, error, info, info_span, warn};
 
@@ -241,25 +243,59 @@ pub fn log_handled(handled: &Handled) {
     }
 }
 
-/// Runs `command` for its task inside a span naming the task; rejections are logged and
-/// acknowledged, infrastructure failures fail the message.
-pub async fn execute(baton: &Baton, addressed: Addressed) -> Result<(), MessageError> {
-    execute_in(baton, &Switches::default(), addressed).await
-}
-
-/// [`execute`] as part of a batch whose dispatches share one read of each kill switch.
-pub async fn execute_in(
+/// Runs the command each message of `event` carries (`parse` reads it) through
+/// [`for_each_command`], with the batch's tasks read together first (one read per tenant,
+/// not one per message) and its dispatches sharing `switches`. If that read fails, each command
+/// reads its own task.
+pub async fn execute_batch<P>(
     baton: &Baton,
     switches: &Switches,
-    (tenant, id, command): Addressed,
-) -> Result<(), MessageError> {
-    let span = info_span!("command", task_id = %id, tenant = %tenant, command = command.name());
-    let handled = baton
-        .execute_in(switches, &tenant, &id, &command)
-        .instrument(span.clone())
-        .await?;
-    span.in_scope(|| log_handled(&handled));
-    Ok(())
+    event: SqsEvent,
+    parse: P,
+) -> Batch
+where
+    P: Fn(&SqsMessage) -> Result<Addressed, MessageError>,
+{
+    let id = |message: &SqsMessage| message.message_id.clone().unwrap_or_default();
+    let mut parsed: HashMap<String, Result<Addressed, MessageError>> = HashMap::new();
+    for message in &event.records {
+        let span = message_span(message);
+        parsed.insert(id(message), span.in_scope(|| parse(message)));
+    }
+    let wanted: Vec<(Tenant, TaskId)> = parsed
+        .values()
+        .filter_map(|command| command.as_ref().ok())
+        .map(|(tenant, task_id, _)| (tenant.clone(), *task_id))
+        .collect();
+    let read = match baton.read_tasks(&wanted).await {
+        Ok(read) => Some(read),
+        Err(error) => {
+            warn!(error = ?error, "the batch's tasks could not be read together; each reads its own");
+            None
+        }
+    };
+    let parsed = std::sync::Mutex::new(parsed);
+    let (read, parsed) = (&read, &parsed);
+    for_each_command(baton, event, |baton, message| async move {
+        let command = parsed.lock().unwrap().remove(&id(&message));
+        // SQS gives each message of a batch its own id.
+        let (tenant, task_id, command) = command.unwrap_or_else(|| {
+            Err(InfraError::new("batch", "two messages of the batch share an id").into())
+        })?;
+        let span =
+            info_span!("command", task_id = %task_id, tenant = %tenant, command = command.name());
+        let task = match read {
+            Some(read) => read.get(&(tenant, task_id)).cloned(),
+            None => baton.task(&tenant, &task_id).await?,
+        };
+        let handled = baton
+            .execute_read(switches, task, &command)
+            .instrument(span.clone())
+            .await?;
+        span.in_scope(|| log_handled(&handled));
+        Ok(())
+    })
+    .await
 }
 
 /// What a function leaves of its invocation's time to finish the work in hand, report it and

@@ -4,16 +4,16 @@
 //! cancel reaches everything that waited on it.
 
 use aws_lambda_events::sqs::SqsEvent;
-use baton_app::Baton;
+use baton_app::{Baton, Switches};
 use baton_aws::inbound::{TaskRequest, body, envelope};
-use baton_aws::lambda::{Batch, execute, for_each_command};
+use baton_aws::lambda::{Batch, execute_batch};
 
 /// Handles a batch of `CancelTask` events.
 pub async fn handle(baton: &Baton, event: SqsEvent) -> Batch {
-    for_each_command(baton, event, |baton, message| async move {
-        let request = envelope::<TaskRequest>(body(&message)?, "CancelTask")?;
+    execute_batch(baton, &Switches::default(), event, |message| {
+        let request = envelope::<TaskRequest>(body(message)?, "CancelTask")?;
         request.speaks_for(request.detail.tenant.as_str())?;
-        execute(&baton, request.detail.cancel()?).await
+        Ok(request.detail.cancel()?)
     })
     .await
 }

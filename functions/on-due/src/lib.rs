@@ -5,14 +5,13 @@
 use aws_lambda_events::sqs::SqsEvent;
 use baton_app::{Baton, Switches, draw_lease};
 use baton_aws::inbound::{body, timer};
-use baton_aws::lambda::{Batch, execute_in, for_each_command};
+use baton_aws::lambda::{Batch, execute_batch};
 
 /// Handles a batch of due-queue messages. The batch reads each kill switch once, when its first
 /// due task needs it (see [`Switches`]).
 pub async fn handle(baton: &Baton, event: SqsEvent) -> Batch {
-    let switches = &Switches::default();
-    for_each_command(baton, event, |baton, message| async move {
-        execute_in(&baton, switches, timer(body(&message)?, draw_lease()?)?).await
+    execute_batch(baton, &Switches::default(), event, |message| {
+        Ok(timer(body(message)?, draw_lease()?)?)
     })
     .await
 }

@@ -5,15 +5,15 @@
 //! have all succeeded; a failure sends a cancel to each dependent.
 
 use aws_lambda_events::sqs::SqsEvent;
-use baton_app::Baton;
+use baton_app::{Baton, Switches};
 use baton_aws::inbound::{TaskResult, body, envelope};
-use baton_aws::lambda::{Batch, execute, for_each_command};
+use baton_aws::lambda::{Batch, execute_batch};
 
 /// Handles a batch of `TaskResult` events.
 pub async fn handle(baton: &Baton, event: SqsEvent) -> Batch {
-    for_each_command(baton, event, |baton, message| async move {
-        let result = envelope::<TaskResult>(body(&message)?, "TaskResult")?;
-        execute(&baton, result.detail.command()?).await
+    execute_batch(baton, &Switches::default(), event, |message| {
+        let result = envelope::<TaskResult>(body(message)?, "TaskResult")?;
+        Ok(result.detail.command()?)
     })
     .await
 }

@@ -5,16 +5,16 @@
 //! walked one edge per message. Reaching an unfinished dependent, it cancels it.
 
 use aws_lambda_events::sqs::SqsEvent;
-use baton_app::Baton;
+use baton_app::{Baton, Switches};
 use baton_aws::inbound::{RollbackRequest, body, envelope};
-use baton_aws::lambda::{Batch, execute, for_each_command};
+use baton_aws::lambda::{Batch, execute_batch};
 
 /// Handles a batch of `RollbackRequested` events.
 pub async fn handle(baton: &Baton, event: SqsEvent) -> Batch {
-    for_each_command(baton, event, |baton, message| async move {
-        let request = envelope::<RollbackRequest>(body(&message)?, "RollbackRequested")?;
+    execute_batch(baton, &Switches::default(), event, |message| {
+        let request = envelope::<RollbackRequest>(body(message)?, "RollbackRequested")?;
         request.speaks_for(request.detail.tenant.as_str())?;
-        execute(&baton, request.detail.command(&request.id)?).await
+        Ok(request.detail.command(&request.id)?)
     })
     .await
 }

@@ -291,6 +291,42 @@ async fn a_result_delivered_twice_makes_one_transition_and_one_history_entry() -
     Ok(())
 }
 
+/// A batch's tasks are read together, one read per tenant: results for tasks of two tenants and
+/// for a task that does not exist, in one batch, each settle as they would alone.
+#[tokio::test]
+async fn a_batch_of_results_of_two_tenants_and_an_unknown_task_settles_each() -> Result<()> {
+    let sandbox = Sandbox::new().await?;
+    let acme = submit(&sandbox, "acme", json!({})).await?;
+    let globex = submit(&sandbox, "globex", json!({})).await?;
+    let succeeded = json!({"status": "succeeded", "output": 1});
+    let mut batch = vec![
+        result_event(&sandbox, "acme", &acme, 1, succeeded.clone()).await?,
+        result_event(&sandbox, "globex", &globex, 1, succeeded.clone()).await?,
+    ];
+    let unknown = TaskId::from_uuid(uuid::Uuid::now_v7()).to_string();
+    batch.push(eventbridge_event(
+        "TaskResult",
+        &unique("event"),
+        json!({"tenant": "acme", "task_id": unknown, "attempt": 1,
+            "lease": "AAAAAAAAAAAAAAAAAAAAAA", "status": "succeeded"}),
+    ));
+    sandbox.published().await?;
+    let response = baton_fn_on_result::handle(&sandbox.baton, sqs_batch(&batch)).await;
+    assert!(response.failed.is_empty(), "{response:?}");
+    for (tenant, id) in [("acme", &acme), ("globex", &globex)] {
+        let task = task_status(&sandbox, tenant, id).await?;
+        assert_eq!(
+            (task.status, task.version),
+            (Status::Succeeded, 3),
+            "{tenant}"
+        );
+    }
+    let published = sandbox.published().await?;
+    let kinds: Vec<&str> = published.iter().map(|(k, _)| k.as_str()).collect();
+    assert_eq!(kinds, ["TaskSucceeded", "TaskSucceeded"]);
+    Ok(())
+}
+
 #[tokio::test]
 async fn a_failed_attempt_is_retried_after_backoff_and_a_stale_result_is_rejected() -> Result<()> {
     let sandbox = Sandbox::new().await?;
