@@ -1039,10 +1039,12 @@ impl Baton {
 
     /// After a dependency succeeded: starts each of `dependents` that is Pending and whose
     /// dependencies have all succeeded. Two dependencies succeeding at once may both get here;
-    /// the release is one conditional write, so only one of them moves the task.
+    /// the release is one conditional write, so only one of them moves the task. A dependent
+    /// released and not started since has its release's events and timer sent again (the
+    /// success is delivered again when they may not have gone out).
     async fn release(&self, tenant: &Tenant, dependents: &[TaskId]) -> Result<(), InfraError> {
         for child in self.store.get_many(tenant, dependents).await? {
-            if child.status != Status::Pending {
+            if !matches!(child.status, Status::Pending | Status::Scheduled) {
                 continue;
             }
             let dependencies = self.store.get_many(tenant, &child.depends_on).await?;

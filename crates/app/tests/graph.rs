@@ -101,6 +101,42 @@ async fn a_diamond_releases_its_join_once_after_both_branches() {
 }
 
 #[tokio::test]
+async fn a_success_delivered_again_repeats_what_the_release_of_its_dependent_sent() {
+    let w = world();
+    let a = w.submit(json!({})).await;
+    let b = w.after(&[&a]).await;
+    let armed = |w: &World| {
+        let armed = w.timers.armed();
+        armed
+            .iter()
+            .filter(|(timer, _)| timer.task_id == b.id)
+            .count()
+    };
+    w.finish(&a, success(1)).await;
+    assert_eq!((w.events_of(&b, EventKind::Released), armed(&w)), (1, 1));
+
+    // A function sends a batch's events and timers when the batch is done: if they did not go
+    // out, the result comes again and its release of B sends them again.
+    w.run(&a, success(1)).await;
+    assert_eq!((w.events_of(&b, EventKind::Released), armed(&w)), (2, 2));
+    let released = w.reload(&b).await;
+    assert_eq!(
+        (released.version, releases(&released)),
+        (2, 1),
+        "released once"
+    );
+
+    // Once B has started, there is nothing to repeat.
+    let dispatch = Command::Dispatch {
+        attempt: 1,
+        lease: lease(),
+    };
+    w.run(&b, dispatch).await;
+    w.run(&a, success(1)).await;
+    assert_eq!((w.events_of(&b, EventKind::Released), armed(&w)), (2, 2));
+}
+
+#[tokio::test]
 async fn a_failed_dependency_cancels_its_dependents_transitively() {
     let w = world();
     let [a, b, c, d] = w.diamond().await;
