@@ -23,13 +23,13 @@ pub mod stream;
 
 use std::sync::Arc;
 
-use baton_app::{Baton, Clock, Connections, Push, SystemClock};
+use baton_app::{Baton, Clock, Connections, Push, SystemClock, TimerQueue};
 
 pub use connections::DynamoConnections;
 pub use dynamo::DynamoStore;
 pub use eventbridge::{EventBridgeBus, PublishedEvents, SOURCE};
 pub use push::ApiGatewayPush;
-pub use sqs::SqsTimers;
+pub use sqs::{BatchedSqsTimers, SqsTimers};
 
 /// Where Baton's resources are, as the template passes them to every function.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -117,20 +117,43 @@ impl Clients {
     }
 }
 
-/// The service wired to DynamoDB, EventBridge and SQS with the given clock.
+/// The service wired to DynamoDB, EventBridge and SQS with the given clock, as a queue function
+/// uses it (its outbox arms a batch's timers in `SendMessageBatch`es).
 pub fn baton(sdk: &aws_config::SdkConfig, settings: &Settings, clock: Arc<dyn Clock>) -> Baton {
     baton_on(Clients::new(sdk), settings, clock)
 }
 
 /// [`baton`] on clients built by the caller (with interceptors of its own, say).
 pub fn baton_on(clients: Clients, settings: &Settings, clock: Arc<dyn Clock>) -> Baton {
+    let timers = SqsTimers::new(clients.sqs.clone(), &settings.due_queue_url);
+    wired(clients, settings, clock, Arc::new(BatchedSqsTimers(timers)))
+}
+
+/// The service as the GraphQL gateway uses it: a request arms at most one timer, one
+/// `SendMessage`.
+pub fn gateway_baton(
+    sdk: &aws_config::SdkConfig,
+    settings: &Settings,
+    clock: Arc<dyn Clock>,
+) -> Baton {
+    let clients = Clients::new(sdk);
+    let timers = SqsTimers::new(clients.sqs.clone(), &settings.due_queue_url);
+    wired(clients, settings, clock, Arc::new(timers))
+}
+
+fn wired(
+    clients: Clients,
+    settings: &Settings,
+    clock: Arc<dyn Clock>,
+    timers: Arc<dyn TimerQueue>,
+) -> Baton {
     Baton::new(
         Arc::new(DynamoStore::new(clients.dynamodb, &settings.table)),
         Arc::new(
             EventBridgeBus::new(clients.eventbridge, &settings.bus)
                 .publishing(settings.published.clone()),
         ),
-        Arc::new(SqsTimers::new(clients.sqs, &settings.due_queue_url)),
+        timers,
         clock,
     )
 }

@@ -45,13 +45,26 @@ impl TimerQueue for SqsTimers {
             .map_err(|e| InfraError::new("SQS SendMessage", e))?;
         Ok(())
     }
+}
+
+/// [`SqsTimers`] that arm a batch's timers ten to a `SendMessageBatch`, as a queue function's
+/// outbox sends them. A type of its own, so that a function which never arms a batch (the
+/// GraphQL gateway, and the notifier that links it) carries no batch send.
+#[derive(Debug, Clone)]
+pub struct BatchedSqsTimers(pub SqsTimers);
+
+#[async_trait]
+impl TimerQueue for BatchedSqsTimers {
+    async fn arm(&self, timer: &Timer, delay: Duration) -> Result<(), InfraError> {
+        self.0.arm(timer, delay).await
+    }
 
     /// Ten timers to a `SendMessageBatch` (a timer is a few hundred bytes, far below the
     /// request's 256 KB); a timer answers its request's failure or its own entry's.
     async fn arm_each(&self, timers: &[(Timer, Duration)]) -> Vec<Result<(), InfraError>> {
         let mut answers = Vec::with_capacity(timers.len());
         for chunk in timers.chunks(MAX_BATCH) {
-            answers.extend(self.send_batch(chunk).await);
+            answers.extend(self.0.send_batch(chunk).await);
         }
         answers
     }

@@ -51,7 +51,7 @@ pub struct Gateway {
 pub async fn gateway_from_env() -> Result<Gateway, Error> {
     let sdk = baton_aws::sdk_config().await;
     let settings = baton_aws::Settings::from_env()?;
-    let baton = baton_aws::baton(&sdk, &settings, Arc::new(SystemClock));
+    let baton = baton_aws::gateway_baton(&sdk, &settings, Arc::new(SystemClock));
     let introspection = std::env::var("GRAPHQL_INTROSPECTION").is_ok_and(|v| v == "true");
     let queues = Arc::new(SqsDeadLetters::from_env(&sdk)?);
     let dead_letters: DeadLetterQueues = queues.clone();
