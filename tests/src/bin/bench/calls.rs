@@ -169,7 +169,17 @@ impl Intercept for Calls {
             ),
             _ => (Vec::new(), true),
         };
-        let units: f64 = capacities.iter().map(|c| capacity(c)).sum();
+        let mut units: f64 = capacities.iter().map(|c| capacity(c)).sum();
+        // MiniStack answers BatchGetItem without its capacity: a read unit per item returned,
+        // as AWS charges a strongly consistent read of an item under 4 KB (Baton's are).
+        if let Some(Ok(output)) = context.output_or_error()
+            && let Some(batch) = output.downcast_ref::<ddb::batch_get_item::BatchGetItemOutput>()
+            && batch.consumed_capacity().is_empty()
+        {
+            units += batch
+                .responses()
+                .map_or(0, |r| r.values().map(Vec::len).sum::<usize>()) as f64;
+        }
         if let Some(touched) = cfg.load::<Touched>() {
             self.keys.lock().expect("keys").add(touched, &capacities);
         }
