@@ -341,11 +341,7 @@ impl Baton {
         {
             return Ok(None);
         }
-        let dispatch = Command::Dispatch {
-            attempt: task.attempt,
-            lease: crate::ports::draw_lease()?,
-        };
-        Ok(match decide(task, &dispatch, now) {
+        Ok(match decide(task, &first_dispatch()?, now) {
             Ok(Decision::Apply(transition)) => Some(transition),
             _ => None,
         })
@@ -360,9 +356,7 @@ impl Baton {
         now: DateTime<Utc>,
     ) -> Result<Handled, InfraError> {
         self.metrics.moved(Some(task), &dispatch.task);
-        let mut submission = Effects::of(task);
-        submission.timer = None;
-        self.perform(&submission, now).await?;
+        self.announce_submission(task, false, now).await?;
         self.perform(&dispatch.effects, now).await?;
         Ok(Handled::Applied(Box::new(dispatch.task)))
     }
@@ -375,9 +369,7 @@ impl Baton {
         hold: Hold,
         now: DateTime<Utc>,
     ) -> Result<Handled, InfraError> {
-        let mut submission = Effects::of(task);
-        submission.timer = None;
-        self.perform(&submission, now).await?;
+        self.announce_submission(task, false, now).await?;
         self.hold(task, hold, now).await
     }
 
@@ -474,21 +466,30 @@ impl Baton {
             _ => None,
         };
         if task.version == 1 {
-            let mut effects = Effects::of(task);
-            if here.is_some() {
-                effects.timer = None;
-            }
-            self.perform(&effects, now).await?;
+            self.announce_submission(task, here.is_none(), now).await?;
         }
         let Some(switches) = here else {
             return Ok(None);
         };
-        let dispatch = Command::Dispatch {
-            attempt: 1,
-            lease: crate::ports::draw_lease()?,
-        };
-        let handled = self.execute_on(task.clone(), &dispatch, switches).await?;
+        let handled = self
+            .execute_on(task.clone(), &first_dispatch()?, switches)
+            .await?;
         Ok(Some(handled))
+    }
+
+    /// Announces `task`'s submission: its `TaskSubmitted`, and its timer unless it starts at
+    /// its submission.
+    async fn announce_submission(
+        &self,
+        task: &Task,
+        timer: bool,
+        now: DateTime<Utc>,
+    ) -> Result<(), InfraError> {
+        let mut effects = Effects::of(task);
+        if !timer {
+            effects.timer = None;
+        }
+        self.perform(&effects, now).await
     }
 
     /// Runs `command` against a task: load → decide → commit → perform. A write that meets a
@@ -1075,6 +1076,14 @@ impl Baton {
         let delay = (timer.due_at - now).clamp(Duration::zero(), MAX_TIMER_DELAY);
         self.timers.arm(timer, delay).await
     }
+}
+
+/// The dispatch of a task's first attempt, with a fresh lease.
+fn first_dispatch() -> Result<Command, InfraError> {
+    Ok(Command::Dispatch {
+        attempt: 1,
+        lease: crate::ports::draw_lease()?,
+    })
 }
 
 /// The span every log line about `task` is written in: the fields a log filter finds a task's
