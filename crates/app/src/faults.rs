@@ -8,8 +8,8 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use baton_domain::{
-    Cascade, Change, ControlEvent, Event, Idempotency, KillSwitch, Parked, ProjectId, Scope, Task,
-    TaskId, Tenant, Timer,
+    Cascade, Change, ControlEvent, Controls, Event, Idempotency, KillSwitch, Parked, ProjectId,
+    Scope, Task, TaskId, Tenant, Timer,
 };
 use chrono::{DateTime, Duration, Utc};
 
@@ -118,8 +118,11 @@ impl<T: TaskStore + ?Sized> TaskStore for Faulty<T> {
         wake: Option<Wake>,
         idempotency: Option<&Idempotency>,
         dependencies: &[Task],
+        slots: Option<&Controls>,
     ) -> Result<Created, InfraError> {
-        let call = self.inner.create(task, wake, idempotency, dependencies);
+        let call = self
+            .inner
+            .create(task, wake, idempotency, dependencies, slots);
         self.conditional("create", call, |created| match created {
             Created::Created => Created::Exists(Box::new(task.clone())),
             other => other,
@@ -146,8 +149,9 @@ impl<T: TaskStore + ?Sized> TaskStore for Faulty<T> {
         current: &Task,
         next: &Task,
         wake: Option<Wake>,
+        slots: Option<&Controls>,
     ) -> Result<Commit, InfraError> {
-        let call = self.inner.commit(current, next, wake);
+        let call = self.inner.commit(current, next, wake, slots);
         self.conditional("commit", call, |commit| match commit {
             Commit::Committed => Commit::Conflict(Some(Box::new(next.clone()))),
             other => other,
@@ -186,9 +190,11 @@ impl<T: ReadySet + ?Sized> ReadySet for Faulty<T> {
         &self,
         project: &ProjectId,
         timer: &Timer,
+        lane: u16,
+        slots: &Controls,
         wake: Wake,
     ) -> Result<Reservation, InfraError> {
-        let call = self.inner.reserve(project, timer, wake);
+        let call = self.inner.reserve(project, timer, lane, slots, wake);
         // A retry meets the task out of the ready set, taken by the first request.
         let retried = |first| match first {
             Reservation::Reserved => Reservation::NotWaiting,
@@ -259,6 +265,11 @@ impl<T: ProjectControls + ?Sized> ProjectControls for Faulty<T> {
         project: &ProjectId,
     ) -> Result<ProjectStatus, InfraError> {
         self.read("project_status", self.inner.project_status(tenant, project))
+            .await
+    }
+
+    async fn controls(&self, tenant: &Tenant, project: &ProjectId) -> Result<Controls, InfraError> {
+        self.read("controls", self.inner.controls(tenant, project))
             .await
     }
 

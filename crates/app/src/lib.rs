@@ -5,13 +5,14 @@
 pub mod dead_letters;
 #[cfg(feature = "testing")]
 pub mod faults;
+mod gates;
 mod graph;
 pub mod memory;
 mod outbox;
 mod ports;
 mod service;
-mod switches;
 
+pub use gates::Gates;
 pub use graph::{
     Direction, GraphError, Lineage, MAX_GRAPH_NODES, MAX_LINEAGE_DEPTH, RollbackPreview,
 };
@@ -26,4 +27,3 @@ pub use service::{
     ADMIT_RATE, Baton, ControlError, DRAIN_INTERVAL, Handled, MAX_ADMIT_RATE, MAX_TIMER_DELAY,
     Operator, SWEEP_LIMIT, Start, SubmitError, Submitted, SweepReport, TIMER_GRACE,
 };
-pub use switches::Switches;

@@ -6,8 +6,8 @@ use std::sync::Mutex;
 
 use async_trait::async_trait;
 use baton_domain::{
-    Cascade, Change, ControlEvent, DEFAULT_CONCURRENCY_LIMIT, Effects, Event, Gate, Idempotency,
-    KillSwitch, Parked, ProjectId, Scope, Status, Task, TaskId, Tenant, Timer,
+    Cascade, Change, ControlEvent, Controls, DEFAULT_CONCURRENCY_LIMIT, Effects, Event, Gate,
+    Idempotency, KillSwitch, Parked, ProjectId, Scope, Status, Task, TaskId, Tenant, Timer,
 };
 use chrono::{DateTime, Duration, Utc};
 
@@ -177,6 +177,9 @@ impl MemoryStore {
             limit: record.limit,
             paused: record.paused,
             reserved: record.reserved,
+            // One lane holds every slot: this store checks its limit as a whole.
+            lanes: vec![self.counter(tenant, project, Status::Running) + record.reserved],
+            legacy: 0,
             drain: record.drain,
             global_switch: switches.get(&Scope::Global).cloned(),
             project_switch: switches.get(&project_scope(tenant, project)).cloned(),
@@ -233,6 +236,7 @@ impl TaskStore for MemoryStore {
         wake: Option<Wake>,
         idempotency: Option<&Idempotency>,
         dependencies: &[Task],
+        _: Option<&Controls>,
     ) -> Result<Created, InfraError> {
         let mut tasks = self.tasks.lock().unwrap();
         self.let_rival_win(&mut tasks);
@@ -331,6 +335,7 @@ impl TaskStore for MemoryStore {
         current: &Task,
         next: &Task,
         wake: Option<Wake>,
+        _: Option<&Controls>,
     ) -> Result<Commit, InfraError> {
         let dispatch = current.status == Status::Scheduled && next.status == Status::Running;
         let refused = dispatch.then(|| self.refusal(current)).flatten();
@@ -446,6 +451,8 @@ impl ReadySet for MemoryStore {
         &self,
         project: &ProjectId,
         timer: &Timer,
+        _: u16,
+        _: &Controls,
         wake: Wake,
     ) -> Result<Reservation, InfraError> {
         let mut tasks = self.tasks.lock().unwrap();

@@ -2,9 +2,9 @@ use std::error::Error;
 
 use async_trait::async_trait;
 use baton_domain::{
-    Cascade, Change, Command, ControlEvent, DEFAULT_CONCURRENCY_LIMIT, Event, Gate, Idempotency,
-    KillSwitch, Lease, Parked, ProjectId, Rejection, Scope, Status, Task, TaskId, Tenant, Tier,
-    Timer,
+    Cascade, Change, Command, ControlEvent, Controls, DEFAULT_CONCURRENCY_LIMIT, Event, Gate,
+    Idempotency, KillSwitch, Lease, Parked, ProjectId, Rejection, Scope, Status, Task, TaskId,
+    Tenant, Tier, Timer,
 };
 use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
@@ -241,7 +241,7 @@ pub enum Reservation {
     Reserved,
     /// It was not waiting there (another admission took it first, or it moved).
     NotWaiting,
-    /// Every slot of the project is taken or held.
+    /// Every slot of the lane is taken or held.
     Full,
 }
 
@@ -257,6 +257,10 @@ pub struct ProjectStatus {
     pub paused: Option<Change>,
     /// Slots held for tasks an admission took out of the ready set that have not started yet.
     pub reserved: u64,
+    /// Slots taken (by running tasks, and held for admitted ones) in each of its lanes.
+    pub lanes: Vec<u64>,
+    /// Slots taken in the project's own count, by tasks an earlier version started.
+    pub legacy: u64,
     /// Set while tasks wait in its ready set.
     pub drain: Option<Drain>,
     /// The global kill switch (`None`: missing, which stops dispatch like an engaged one).
@@ -272,6 +276,8 @@ impl Default for ProjectStatus {
             limit: DEFAULT_CONCURRENCY_LIMIT,
             paused: None,
             reserved: 0,
+            lanes: Vec::new(),
+            legacy: 0,
             drain: None,
             global_switch: None,
             project_switch: None,
@@ -328,12 +334,41 @@ impl ProjectStatus {
         }
     }
 
-    /// How many more tasks may start now.
-    pub fn free_slots(&self) -> u64 {
-        match self.gate() {
-            Some(_) => 0,
-            None => u64::from(self.limit).saturating_sub(self.held()),
+    /// Its controls, as a batch of dispatches reads them.
+    pub fn controls(&self) -> Controls {
+        Controls {
+            limit: self.limit,
+            lanes: u16::try_from(self.lanes.len().max(1)).unwrap_or(u16::MAX),
+            legacy: self.legacy,
+            paused: self.paused.is_some(),
+            waiting: self.drain.is_some(),
         }
+    }
+
+    /// How many more tasks may start now: in each lane, what it holds below its share.
+    pub fn free_slots(&self) -> u64 {
+        if self.gate().is_some() {
+            return 0;
+        }
+        let controls = self.controls();
+        (0..controls.lanes)
+            .map(|lane| controls.share(lane).saturating_sub(self.taken(lane)))
+            .sum::<u64>()
+            .min(u64::from(self.limit).saturating_sub(self.held()))
+    }
+
+    /// A lane with a free slot: the first from `turn`, round the lanes.
+    pub fn lane_with_room(&self, turn: u32) -> Option<u16> {
+        let controls = self.controls();
+        let lanes = u32::from(controls.lanes);
+        (0..lanes)
+            .filter_map(|i| u16::try_from((turn % lanes + i) % lanes).ok())
+            .find(|&lane| self.taken(lane) < controls.share(lane))
+    }
+
+    /// Slots taken in lane `lane`.
+    pub fn taken(&self, lane: u16) -> u64 {
+        self.lanes.get(usize::from(lane)).copied().unwrap_or(0)
     }
 }
 
@@ -367,14 +402,16 @@ pub trait TaskStore: Send + Sync {
     /// (disengaged) in the same write; a project that exists never gets a switch back this way.
     /// `dependencies` are the task's dependencies as read: each gets the task among its
     /// dependents in the same write, if it is still at the version read. A task created Running
-    /// (dispatched at its submission) takes a slot of its project in the same write, on the
-    /// terms of a dispatch's [`TaskStore::commit`], or is not written ([`Created::Held`]).
+    /// (dispatched at its submission) takes a slot in its lane in the same write, on the
+    /// terms of a dispatch's [`TaskStore::commit`] (`slots`), or is not written
+    /// ([`Created::Held`]).
     async fn create(
         &self,
         task: &Task,
         wake: Option<Wake>,
         idempotency: Option<&Idempotency>,
         dependencies: &[Task],
+        slots: Option<&Controls>,
     ) -> Result<Created, InfraError>;
     /// Reads one task.
     async fn get(&self, tenant: &Tenant, id: &TaskId) -> Result<Option<Task>, InfraError>;
@@ -385,14 +422,17 @@ pub trait TaskStore: Send + Sync {
     async fn produced_by(&self, query: &ModelQuery) -> Result<Page, InfraError>;
     /// Writes `next` (its history entry included) if the stored task still has `current`'s
     /// status, version and dependents (a new dependent is added without a transition). A
-    /// dispatch (Scheduled → Running) also takes a slot of the project, and only if it is below
-    /// its limit and not paused (the kill switches are the service's to read, see
-    /// [`crate::Switches`]); every move out of Running gives its slot back.
+    /// dispatch (Scheduled → Running) also takes a slot in `next`'s lane, and only while the
+    /// lane holds less than its share of the limit by `slots`, the project's controls as the
+    /// dispatching batch read them (that batch checks the kill switches, the pause and the
+    /// ready set, see [`crate::Gates`]); a task started in the slot held for it keeps that one.
+    /// Every move out of Running gives its slot back to the lane it was taken from.
     async fn commit(
         &self,
         current: &Task,
         next: &Task,
         wake: Option<Wake>,
+        slots: Option<&Controls>,
     ) -> Result<Commit, InfraError>;
     /// Lists a project's tasks, newest first.
     async fn list(&self, query: &TaskQuery) -> Result<Page, InfraError>;
@@ -416,13 +456,16 @@ pub trait ReadySet: Send + Sync {
     /// a drain; a slot held for it is given back in the same write. `false`: the task has moved.
     async fn park(&self, task: &Task, parked: Parked) -> Result<bool, InfraError>;
     /// Takes the task of `timer` (still on its attempt) out of `project`'s ready set together
-    /// with one of the project's free slots, in one write: the slot is held for it until its
-    /// dispatch runs in it (or any other move gives it back), so no task that comes later takes
-    /// it. Its timer is armed next; `wake` lets the sweeper arm it again should that be lost.
+    /// with a free slot of lane `lane` (below its share by `slots`), in one write: the slot is
+    /// held for it until its dispatch runs in it (or any other move gives it back), so no task
+    /// that comes later takes it. Its timer is armed next; `wake` lets the sweeper arm it again
+    /// should that be lost.
     async fn reserve(
         &self,
         project: &ProjectId,
         timer: &Timer,
+        lane: u16,
+        slots: &Controls,
         wake: Wake,
     ) -> Result<Reservation, InfraError>;
     /// The timers of the first `limit` tasks of a project's ready set, in admission order.
@@ -471,6 +514,11 @@ pub trait ProjectControls: Send + Sync {
         tenant: &Tenant,
         project: &ProjectId,
     ) -> Result<ProjectStatus, InfraError>;
+    /// A project's controls, strongly consistent, in one read: what a batch of dispatches
+    /// reads once.
+    async fn controls(&self, tenant: &Tenant, project: &ProjectId) -> Result<Controls, InfraError> {
+        Ok(self.project_status(tenant, project).await?.controls())
+    }
     /// Sets how many of a project's tasks may run at once.
     async fn set_limit(
         &self,

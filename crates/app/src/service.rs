@@ -3,7 +3,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use baton_domain::{
-    Change, Command, ControlEvent, Decision, DependencyError, Effects, Event, Gate,
+    Change, Command, ControlEvent, Controls, Decision, DependencyError, Effects, Event, Gate,
     InvalidSubmission, KillSwitch, MAX_CONCURRENCY_LIMIT, Parked, ProjectId, Rejection, Scope,
     Status, Step, SubmitRequest, Task, TaskId, Tenant, Timer, Transition, check_dependencies,
     check_reason, decide,
@@ -11,11 +11,11 @@ use baton_domain::{
 use chrono::{DateTime, Duration, Utc};
 use tracing::{Instrument, Span, info, info_span, warn};
 
+use crate::gates::{Gates, next_turn};
 use crate::ports::{
     Clock, Commit, Created, EventBus, Hold, InfraError, Metrics, NoMetrics, Page, ProjectStatus,
     Reservation, Store, TaskQuery, TimerQueue, Wake, WakeKind,
 };
-use crate::switches::Switches;
 
 /// The longest delay a timer message can carry (SQS `DelaySeconds` tops out at 15 minutes).
 /// Tasks due later are armed by the sweeper once they come this close.
@@ -25,6 +25,8 @@ pub const MAX_TIMER_DELAY: Duration = Duration::minutes(15);
 pub const TIMER_GRACE: Duration = Duration::minutes(5);
 /// How often a command is decided again after losing a write race before giving up.
 const MAX_RACES: usize = 5;
+/// How many other lanes a dispatch its lane refused tries, each read to have room.
+const LANE_PROBES: usize = 3;
 /// How many tasks one sweep handles per kind of wake, and how many projects it drains.
 pub const SWEEP_LIMIT: usize = 500;
 /// How many parked tasks a bulk admission (resume, a disengaged switch, a drain) starts per
@@ -77,11 +79,11 @@ pub enum Start<'a> {
     /// Through its timer on the due queue, as any later dispatch: what a caller that must answer
     /// at once wants.
     Timer,
-    /// Dispatched at once, in this process, with the kill switches as these read them: no
+    /// Dispatched at once, in this process, with the gates as these read them: no
     /// due-queue hop and no read of the task again. The task is created first; a dispatch that
     /// fails leaves the submission to be delivered again (which dispatches it then), with the
     /// sweeper's lost-timer check behind that.
-    Here(&'a Switches),
+    Here(&'a Gates),
 }
 
 /// Why a submission failed.
@@ -248,6 +250,8 @@ impl Baton {
         let tenant = new.tenant.clone();
         // What refused a task created Running: it is created Scheduled instead and waits.
         let mut held = None;
+        // Or a lane refused it: it is created Scheduled instead and dispatched after.
+        let mut dispatch_after = false;
         for _ in 0..MAX_RACES {
             let dependencies = self.store.get_many(&tenant, &new.depends_on).await?;
             let status = match check_dependencies(id, &new.depends_on, &dependencies) {
@@ -260,11 +264,13 @@ impl Baton {
                 },
             };
             let task = Task::submitted(new.clone(), id, now, status);
-            let dispatched = match held {
-                None => self.dispatch_at_create(&task, start, now).await?,
-                Some(_) => None,
+            let dispatched = match (held, dispatch_after) {
+                (None, false) => self.dispatch_at_create(&task, start, now).await?,
+                _ => None,
             };
-            let stored = dispatched.as_ref().map_or(&task, |dispatch| &dispatch.task);
+            let stored = dispatched
+                .as_ref()
+                .map_or(&task, |(dispatch, _)| &dispatch.task);
             let created = self
                 .store
                 .create(
@@ -272,6 +278,7 @@ impl Baton {
                     wake_for(stored, now),
                     idempotency.as_ref(),
                     &dependencies,
+                    dispatched.as_ref().map(|(_, slots)| slots),
                 )
                 .await?;
             match created {
@@ -279,7 +286,7 @@ impl Baton {
                     self.metrics.moved(None, &task);
                     let span = task_span(&task);
                     let started = match (dispatched, held) {
-                        (Some(dispatch), _) => Some(
+                        (Some((dispatch, _)), _) => Some(
                             self.created_running(&task, *dispatch, now)
                                 .instrument(span)
                                 .await?,
@@ -294,6 +301,13 @@ impl Baton {
                         duplicate: false,
                         started,
                     });
+                }
+                // A full lane of a project with others is no reason to wait: the task is
+                // created Scheduled, and dispatched after in a lane with room.
+                Created::Held(Hold::Blocked(Gate::Capacity))
+                    if dispatched.is_some_and(|(_, slots)| slots.active_lanes() > 1) =>
+                {
+                    dispatch_after = true
                 }
                 Created::Held(hold) => held = Some(hold),
                 Created::Exists(existing) => {
@@ -319,32 +333,90 @@ impl Baton {
         .into())
     }
 
-    /// The dispatch of a task `start`ed here, due now, that the batch's switches let start:
-    /// the task is then created Running, its submission and its dispatch one write. A switch
-    /// that stops it, or is missing (a project's first task puts it), leaves it to be created
-    /// Scheduled and dispatched after.
+    /// The dispatch of a task `start`ed here, due now, that the batch's gates let start, with
+    /// its project's controls as the batch read them: the task is then created Running in a
+    /// lane of its project, its submission and its dispatch one write. A gate that stops it, or
+    /// a switch that is missing (a project's first task puts it), leaves it to be created
+    /// Scheduled and dispatched after (or parked).
     async fn dispatch_at_create(
         &self,
         task: &Task,
         start: Start<'_>,
         now: DateTime<Utc>,
-    ) -> Result<Option<Box<Transition>>, InfraError> {
-        let Start::Here(switches) = start else {
+    ) -> Result<Option<(Box<Transition>, Controls)>, InfraError> {
+        let Start::Here(gates) = start else {
             return Ok(None);
         };
-        if task.status != Status::Scheduled
-            || task.due_at > now
-            || switches
-                .gate(self.store.as_ref(), &task.tenant, &task.project)
-                .await?
-                .is_some()
-        {
+        if task.status != Status::Scheduled || task.due_at > now {
             return Ok(None);
         }
+        let Ok(slots) = self.gate_dispatch(task, gates).await? else {
+            return Ok(None);
+        };
         Ok(match decide(task, &first_dispatch()?, now) {
-            Ok(Decision::Apply(transition)) => Some(transition),
+            Ok(Decision::Apply(mut transition)) => {
+                transition.task.lane = Some(slots.lane(next_turn()));
+                Some((transition, slots))
+            }
             _ => None,
         })
+    }
+
+    /// What a batch's `gates` say of the dispatch of `task`: its project's controls, when it
+    /// may start; else why it waits (a kill switch, the pause, or tasks waiting before it).
+    async fn gate_dispatch(
+        &self,
+        task: &Task,
+        gates: &Gates,
+    ) -> Result<Result<Controls, Hold>, InfraError> {
+        let store = self.store.as_ref();
+        if let Some(gate) = gates.gate(store, &task.tenant, &task.project).await? {
+            return Ok(Err(Hold::Blocked(gate)));
+        }
+        let controls = gates.controls(store, &task.tenant, &task.project).await?;
+        Ok(if controls.paused {
+            Err(Hold::Blocked(Gate::Paused))
+        } else if controls.waiting && !task.reserved {
+            Err(Hold::Queued)
+        } else {
+            Ok(controls)
+        })
+    }
+
+    /// Commits the dispatch `next` of `current`, which holds no slot, in a lane of its project:
+    /// the next in this process's turn, or should that one be full while the project has
+    /// others, one that had room when read (at most [`LANE_PROBES`] of them).
+    async fn dispatch_in_lane(
+        &self,
+        current: &Task,
+        next: &mut Task,
+        slots: &Controls,
+        now: DateTime<Utc>,
+    ) -> Result<Commit, InfraError> {
+        let wake = wake_for(next, now);
+        next.lane = Some(slots.lane(next_turn()));
+        let mut committed = self.store.commit(current, next, wake, Some(slots)).await?;
+        if slots.active_lanes() < 2 {
+            return Ok(committed);
+        }
+        for _ in 0..LANE_PROBES {
+            if committed != Commit::Blocked(Gate::Capacity) {
+                break;
+            }
+            let status = self
+                .store
+                .project_status(&current.tenant, &current.project)
+                .await?;
+            let Some(lane) = status.lane_with_room(next_turn()) else {
+                break;
+            };
+            next.lane = Some(lane);
+            committed = self
+                .store
+                .commit(current, next, wake, Some(&status.controls()))
+                .await?;
+        }
+        Ok(committed)
     }
 
     /// After `task` was created Running as `dispatch`: announces its submission, then its
@@ -453,7 +525,7 @@ impl Baton {
         now: DateTime<Utc>,
     ) -> Result<Option<Handled>, InfraError> {
         let here = match start {
-            Start::Here(switches)
+            Start::Here(gates)
                 if task.attempt == 1
                     && task.due_at <= now
                     && matches!(
@@ -461,18 +533,18 @@ impl Baton {
                         (Status::Scheduled, 1) | (Status::Running, 2)
                     ) =>
             {
-                Some(switches)
+                Some(gates)
             }
             _ => None,
         };
         if task.version == 1 {
             self.announce_submission(task, here.is_none(), now).await?;
         }
-        let Some(switches) = here else {
+        let Some(gates) = here else {
             return Ok(None);
         };
         let handled = self
-            .execute_on(task.clone(), &first_dispatch()?, switches)
+            .execute_on(task.clone(), &first_dispatch()?, gates)
             .await?;
         Ok(Some(handled))
     }
@@ -495,7 +567,7 @@ impl Baton {
     /// Runs `command` against a task: load → decide → commit → perform. A write that meets a
     /// changed task is classified from the stored state: its own write (a lost response: applied),
     /// already applied by a rival (whose effects are the rival's), still applicable (decided
-    /// again), or no longer fitting (a lost race). A dispatch reads the kill switches itself; a
+    /// again), or no longer fitting (a lost race). A dispatch reads its gates itself; a
     /// batch of dispatches shares one read of each through [`Baton::execute_in`].
     pub async fn execute(
         &self,
@@ -503,21 +575,21 @@ impl Baton {
         id: &TaskId,
         command: &Command,
     ) -> Result<Handled, InfraError> {
-        self.execute_in(&Switches::default(), tenant, id, command)
+        self.execute_in(&Gates::default(), tenant, id, command)
             .await
     }
 
-    /// [`Baton::execute`] as part of a batch whose dispatches see the kill switches as
-    /// `switches` read them.
+    /// [`Baton::execute`] as part of a batch whose dispatches see the gates as
+    /// `gates` read them.
     pub async fn execute_in(
         &self,
-        switches: &Switches,
+        gates: &Gates,
         tenant: &Tenant,
         id: &TaskId,
         command: &Command,
     ) -> Result<Handled, InfraError> {
         let read = self.store.get(tenant, id).await?;
-        self.execute_read(switches, read, command).await
+        self.execute_read(gates, read, command).await
     }
 
     /// Reads the tasks of `wanted` (a batch's), one read per tenant of up to a hundred tasks,
@@ -544,14 +616,14 @@ impl Baton {
     /// and decided again from what is stored.
     pub async fn execute_read(
         &self,
-        switches: &Switches,
+        gates: &Gates,
         read: Option<Task>,
         command: &Command,
     ) -> Result<Handled, InfraError> {
         match read {
             Some(current) => {
                 let span = task_span(&current);
-                self.execute_on(current, command, switches)
+                self.execute_on(current, command, gates)
                     .instrument(span)
                     .await
             }
@@ -564,7 +636,7 @@ impl Baton {
         &self,
         mut current: Task,
         command: &Command,
-        switches: &Switches,
+        gates: &Gates,
     ) -> Result<Handled, InfraError> {
         let mut raced = false;
         for _ in 0..MAX_RACES {
@@ -590,23 +662,31 @@ impl Baton {
                     }
                     return Ok(Handled::AlreadyApplied(Box::new(current)));
                 }
-                Ok(Decision::Apply(transition)) => {
+                Ok(Decision::Apply(mut transition)) => {
+                    let dispatch = (current.status, transition.task.status)
+                        == (Status::Scheduled, Status::Running);
+                    let slots = match dispatch {
+                        true => match self.gate_dispatch(&current, gates).await? {
+                            Ok(slots) => Some(slots),
+                            Err(hold) => return self.hold(&current, hold, now).await,
+                        },
+                        false => None,
+                    };
+                    let committed = match &slots {
+                        Some(slots) if !current.reserved => {
+                            self.dispatch_in_lane(&current, &mut transition.task, slots, now)
+                                .await?
+                        }
+                        _ => {
+                            let next = &transition.task;
+                            let wake = wake_for(next, now);
+                            self.store
+                                .commit(&current, next, wake, slots.as_ref())
+                                .await?
+                        }
+                    };
                     let next = &transition.task;
-                    let dispatch =
-                        (current.status, next.status) == (Status::Scheduled, Status::Running);
-                    if dispatch
-                        && let Some(gate) = switches
-                            .gate(self.store.as_ref(), &current.tenant, &current.project)
-                            .await?
-                    {
-                        self.park(&current, gate, now).await?;
-                        return Ok(Handled::Parked(gate));
-                    }
-                    let rival = match self
-                        .store
-                        .commit(&current, next, wake_for(next, now))
-                        .await?
-                    {
+                    let rival = match committed {
                         Commit::Committed => None,
                         // Our own write: its response was lost and the retry met its own
                         // condition.
@@ -709,8 +789,8 @@ impl Baton {
                     let command = Command::TimeOut {
                         attempt: task.attempt,
                     };
-                    let switches = Switches::default();
-                    if let Handled::Applied(_) = self.execute_on(task, &command, &switches).await? {
+                    let gates = Gates::default();
+                    if let Handled::Applied(_) = self.execute_on(task, &command, &gates).await? {
                         report.timed_out += 1;
                     }
                 }
@@ -835,8 +915,13 @@ impl Baton {
         let candidates = self.store.ready(tenant, project, wanted * 2).await?;
         let seen = candidates.len();
         let now = self.now();
+        let slots = status.controls();
+        let mut room: Vec<u64> = (0..slots.lanes)
+            .map(|lane| slots.share(lane).saturating_sub(status.taken(lane)))
+            .collect();
+        let turn = next_turn() as usize;
         let mut admitted = 0;
-        for timer in candidates {
+        'tasks: for timer in candidates {
             if admitted == wanted {
                 break;
             }
@@ -845,14 +930,30 @@ impl Baton {
                 kind: WakeKind::Check,
                 at: now + delay + TIMER_GRACE,
             };
-            match self.store.reserve(project, &timer, backstop).await? {
-                Reservation::Reserved => {
-                    self.timers.arm(&timer, delay).await?;
-                    admitted += 1;
+            loop {
+                let lanes = room.len();
+                let Some(lane) = (0..lanes)
+                    .map(|i| (turn + i) % lanes)
+                    .find(|&lane| room[lane] > 0)
+                else {
+                    break 'tasks;
+                };
+                let index = u16::try_from(lane).unwrap_or(0);
+                match self
+                    .store
+                    .reserve(project, &timer, index, &slots, backstop)
+                    .await?
+                {
+                    Reservation::Reserved => {
+                        self.timers.arm(&timer, delay).await?;
+                        room[lane] -= 1;
+                        admitted += 1;
+                        break;
+                    }
+                    Reservation::NotWaiting => break,
+                    // Concurrent moves took the lane's slots first; another may have room.
+                    Reservation::Full => room[lane] = 0,
                 }
-                Reservation::NotWaiting => {}
-                // Concurrent admissions took the slots first, each for a task ahead of this one.
-                Reservation::Full => break,
             }
         }
         if admitted > 0 {
@@ -1054,9 +1155,9 @@ impl Baton {
             };
             let id = child.id;
             let span = task_span(&child);
-            let switches = Switches::default();
+            let gates = Gates::default();
             let handled =
-                Box::pin(self.execute_on(child, &command, &switches).instrument(span)).await?;
+                Box::pin(self.execute_on(child, &command, &gates).instrument(span)).await?;
             let released = matches!(handled, Handled::Applied(_));
             info!(task_id = %id, %tenant, released, "dependencies checked");
         }

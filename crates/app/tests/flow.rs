@@ -8,7 +8,7 @@ use std::sync::atomic::Ordering;
 
 use baton_app::faults::{Fault, Faults, Faulty};
 use baton_app::{
-    Baton, DRAIN_INTERVAL, Handled, Operator, ReadySet, Store, SubmitError, Switches, TaskStore,
+    Baton, DRAIN_INTERVAL, Gates, Handled, Operator, ReadySet, Store, SubmitError, TaskStore,
 };
 use baton_domain::{
     Command, ControlEvent, EventKind, Gate, ProjectId, Scope, Status, Task, TaskId, Tenant,
@@ -79,7 +79,10 @@ impl World {
         else {
             panic!("a result applies to a running task")
         };
-        self.store.commit(&running, &done.task, None).await.unwrap();
+        self.store
+            .commit(&running, &done.task, None, None)
+            .await
+            .unwrap();
     }
 
     async fn running(&self) -> u64 {
@@ -341,7 +344,7 @@ async fn a_batch_reads_each_kill_switch_once_and_the_next_batch_sees_an_engage()
         attempt: 1,
         lease: lease(),
     };
-    let batch = Switches::default();
+    let batch = Gates::default();
     let started = w
         .baton
         .execute_in(&batch, &tenant, &first.id, &dispatch)
@@ -359,7 +362,7 @@ async fn a_batch_reads_each_kill_switch_once_and_the_next_batch_sees_an_engage()
     assert!(matches!(same_batch, Ok(Handled::Applied(_))));
     // Any batch that reads it afterwards starts nothing.
     let third = w.submit(json!({})).await;
-    let next_batch = Switches::default();
+    let next_batch = Gates::default();
     let held = w
         .baton
         .execute_in(&next_batch, &tenant, &third.id, &dispatch)

@@ -29,8 +29,8 @@ use std::sync::{Arc, Mutex};
 use baton_app::faults::{Fault, Faults, Faulty};
 use baton_app::memory::{ManualClock, MemoryBus, MemoryStore, MemoryTimers};
 use baton_app::{
-    ADMIT_RATE, Baton, Clock, Handled, Operator, Outbox, ProjectControls, ReadySet, Start,
-    SubmitError, Switches, TaskStore,
+    ADMIT_RATE, Baton, Clock, Gates, Handled, Operator, Outbox, ProjectControls, ReadySet, Start,
+    SubmitError, TaskStore,
 };
 use baton_domain::{
     Command, EventKind, Lease, Outcome, ProjectId, Scope, Status, SubmitRequest, Task, TaskError,
@@ -601,7 +601,7 @@ impl Sim {
                     "retry": {"max_attempts": max_attempts, "backoff_seconds": 10}
                 }))
                 .unwrap();
-                let switches = Switches::default();
+                let switches = Gates::default();
                 let start = match here {
                     true => Start::Here(&switches),
                     false => Start::Timer,

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use baton_app::memory::{ManualClock, MemoryBus, MemoryStore, MemoryTimers};
-use baton_app::{Baton, EventBus, InfraError, Outbox, Start, Switches};
+use baton_app::{Baton, EventBus, Gates, InfraError, Outbox, Start};
 use baton_domain::{Cascade, ControlEvent, Event, EventKind, TaskId};
 use common::{request, t0};
 use serde_json::json;
@@ -54,7 +54,7 @@ async fn events_and_timers_go_out_at_the_flush_and_a_message_whose_events_failed
         Arc::new(ManualClock::new(t0())),
     );
     let outbox = Outbox::new(&baton);
-    let switches = Switches::default();
+    let switches = Gates::default();
     let submissions = [
         ("now", json!({})),
         ("later", json!({"delay_seconds": 30})),

@@ -4,7 +4,7 @@
 
 mod common;
 
-use baton_app::{Handled, Operator, Start, Submitted, Switches, TaskStore};
+use baton_app::{Gates, Handled, Operator, Start, Submitted, TaskStore};
 use baton_domain::{Command, EventKind, Gate, ProjectId, Scope, Status, TaskId, Tenant};
 use common::{World, request, success, world};
 use serde_json::json;
@@ -17,7 +17,7 @@ const OPS: Operator<'static> = Operator {
 impl World {
     /// Submits `extra` as task `id`, started here with a batch's own switches.
     async fn submit_here(&self, id: TaskId, extra: serde_json::Value) -> Submitted {
-        let switches = Switches::default();
+        let switches = Gates::default();
         self.baton
             .submit_in(&request(extra), id, Start::Here(&switches))
             .await
@@ -118,7 +118,7 @@ async fn a_submission_delivered_again_repeats_its_announcement_and_a_dispatch_wh
         panic!("a due task is dispatched")
     };
     w.store
-        .commit(&created, &dispatched.task, None)
+        .commit(&created, &dispatched.task, None, None)
         .await
         .unwrap();
     assert_eq!(w.ready_events(), 0);

@@ -5,7 +5,7 @@ use baton_app::{Caller, Connection, Connections, InfraError, Subscription, Watch
 use baton_domain::Tenant;
 use chrono::{DateTime, Utc};
 
-use crate::dynamo::{Item, MAX_BATCH_GET, batch_get, item_key, s, written};
+use crate::dynamo::{Item, batch_get, item_key, s, written};
 
 /// A subscription's attribute on its connection item: `sub:{id}`, the subscription as JSON.
 const SUBSCRIPTION: &str = "sub:";
@@ -342,10 +342,7 @@ impl Connections for DynamoConnections {
         watches: &[Watch],
     ) -> Result<Vec<String>, InfraError> {
         let keys: Vec<Item> = watches.iter().map(|w| watch_key(tenant, w)).collect();
-        let mut items = Vec::new();
-        for chunk in keys.chunks(MAX_BATCH_GET) {
-            items.extend(batch_get(&self.client, &self.table, chunk.to_vec(), false).await?);
-        }
+        let items = batch_get(&self.client, &self.table, keys, false).await?;
         let mut found: Vec<String> = Vec::new();
         for item in items {
             for name in item.keys() {

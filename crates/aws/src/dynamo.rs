@@ -15,8 +15,8 @@ use baton_app::{
     Commit, Created, Hold, InfraError, ModelQuery, Page, TaskQuery, TaskStore, Wake, WakeKind,
 };
 use baton_domain::{
-    Change, DEFAULT_CONCURRENCY_LIMIT, Gate, Idempotency, ProjectId, Scope, Status, Task, TaskId,
-    Tenant,
+    Change, Controls, DEFAULT_CONCURRENCY_LIMIT, Gate, Idempotency, ProjectId, Scope, Status, Task,
+    TaskId, Tenant,
 };
 use chrono::{DateTime, SecondsFormat, Utc};
 
@@ -49,12 +49,17 @@ const IDEMPOTENCY_RETENTION: chrono::Duration = chrono::Duration::hours(24);
 /// Tasks in one DynamoDB table: item `pk = T#{tenant}#{id}`, `sk = TASK`, holding the task, its
 /// history, the keys of the project, wake and ready indexes, and its layout ([`LAYOUT`]). Each
 /// project has an item `pk = P#{tenant}#{project}`, `sk = PROJECT` holding the project's limit
-/// (`slot_limit`), pause and drain, and its counters (`n_{STATUS}`). A move into or out of a slot
-/// changes `n_RUNNING` in the same transaction as the task's write; the other counters follow the
-/// table's stream ([`crate::counts`]), so a move that needs no slot is one conditional write.
-/// `n_RUNNING` counts the slots held for admitted tasks (`n_RESERVED`, and `reserved` on the
-/// task) as well as the running ones, so that one attribute is what a dispatch's condition
-/// compares with the limit. Kill switches are items
+/// (`slot_limit`), the lanes its slots were ever spread over (`lanes`), pause and drain, and its
+/// counters (`n_{STATUS}`, following the table's stream, [`crate::counts`]). Its slots are
+/// spread over lane items `pk = L#{tenant}#{project}#{lane}`, `sk = LANE`: a move into or out of
+/// a slot changes its lane's `n_RUNNING` in the same transaction as the task's write (the task
+/// names its lane), so a move that needs no slot is one conditional write and no one item takes
+/// every slot move of a project. A lane's `n_RUNNING` counts the slots held for admitted tasks
+/// (`n_RESERVED`, and `reserved` on the task) as well as the running ones, so that one attribute
+/// is what a dispatch's condition compares with the lane's share of the limit. The project's own
+/// `n_RUNNING` and `n_RESERVED` held every slot before lanes: a task an earlier version started
+/// or admitted (no lane) gives its slot back there, and what they still hold is taken from the
+/// limit before it is shared. Kill switches are items
 /// `pk = KILL#global` and `KILL#{tenant}#{project}`, `sk = SWITCH`, with their history beside
 /// them (`sk = EV#...`); idempotency keys are items `pk = I#{tenant}#{key}`, `sk = KEY`, expiring
 /// after [`IDEMPOTENCY_RETENTION`]. A task lists its dependencies and its dependents on its own
@@ -238,6 +243,20 @@ pub(crate) fn project_key(tenant: &Tenant, project: &ProjectId) -> Item {
     item_key(format!("P#{tenant}#{project}"), "PROJECT")
 }
 
+/// The key of one lane of a project's slots.
+pub(crate) fn lane_key(tenant: &Tenant, project: &ProjectId, lane: u16) -> Item {
+    item_key(format!("L#{tenant}#{project}#{lane}"), "LANE")
+}
+
+/// The key of the item that holds `task`'s slot: its lane's, or for a task an earlier version
+/// started (no lane) its project's.
+pub(crate) fn slot_key(task: &Task) -> Item {
+    match task.lane {
+        Some(lane) => lane_key(&task.tenant, &task.project, lane),
+        None => project_key(&task.tenant, &task.project),
+    }
+}
+
 /// The partition of a kill switch: the switch itself and its history.
 pub(crate) fn switch_pk(scope: &Scope) -> String {
     match scope {
@@ -311,6 +330,8 @@ pub(crate) enum Part {
     Task,
     /// Its project's item.
     Project,
+    /// The item that holds its slot: a lane of its project (or the project's own count).
+    Slot,
     /// The record of an idempotency key.
     Key,
     /// A dependency that lists the new task among its dependents.
@@ -351,16 +372,28 @@ pub(crate) fn number(item: &Item, name: &str) -> Option<i64> {
     item.get(name)?.as_n().ok()?.parse().ok()
 }
 
-/// How a write moves its project item besides its slot counters.
-enum ProjectWrite {
-    /// The first task of a project: the project gets its creation time and default limit.
-    New(DateTime<Utc>),
-    /// A transition that is not a dispatch.
-    Transition,
-    /// A dispatch, not while paused: into a free slot below the limit while no task waits in
-    /// the ready set, or into the slot held for the task (`reserved`) while the slots taken and
-    /// held are within the limit.
-    Dispatch { reserved: bool },
+/// What a write that takes a slot checks of the item holding it.
+#[derive(Clone, Copy)]
+enum Take {
+    /// A free slot: the lane holds less than its `share` of the limit.
+    Free { share: u64 },
+    /// The slot held for the task (`reserved`): the lane still holds no more than its `share`
+    /// (the limit was not lowered below the slots taken meanwhile).
+    Held { share: u64 },
+}
+
+impl Take {
+    /// What a dispatch of `current` into `next`'s lane checks, with the controls its batch read.
+    fn of(current: &Task, next: &Task, slots: Option<&Controls>) -> Self {
+        let share = match (slots, next.lane) {
+            (Some(slots), Some(lane)) => slots.share(lane),
+            _ => 0,
+        };
+        match current.reserved {
+            true => Take::Held { share },
+            false => Take::Free { share },
+        }
+    }
 }
 
 /// The slot counters a move from `current` (none: a new task) to `next` changes, and by how
@@ -382,17 +415,19 @@ fn slot_moves(current: Option<&Task>, next: &Task) -> Vec<(String, i64)> {
     moves
 }
 
-/// The update of `task`'s project item that adds `moves` to its slot counters, or for a new
-/// project's first task creates it.
-fn project_write(
+/// The update of the item holding `holder`'s slot ([`slot_key`]) that adds `moves` to its
+/// counters, checking what `take` says when it takes a slot. A lane's share is the value its
+/// condition compares with; the project's own count (a task without a lane) compares with its
+/// `slot_limit`, as before lanes.
+fn slot_write(
     table: &str,
-    task: &Task,
+    holder: &Task,
     moves: &[(String, i64)],
-    how: ProjectWrite,
+    take: Option<Take>,
 ) -> Result<Write, InfraError> {
     let mut update = Update::builder()
         .table_name(table)
-        .set_key(Some(project_key(&task.tenant, &task.project)));
+        .set_key(Some(slot_key(holder)));
     let mut adds = Vec::with_capacity(moves.len());
     for (i, (name, delta)) in moves.iter().enumerate() {
         update = update
@@ -400,76 +435,52 @@ fn project_write(
             .expression_attribute_values(format!(":d{i}"), n(delta));
         adds.push(format!("#{name} :d{i}"));
     }
-    let mut expression = match adds.is_empty() {
-        true => String::new(),
-        false => format!("ADD {} ", adds.join(", ")),
-    };
-    let condition = match how {
-        ProjectWrite::Transition => None,
-        ProjectWrite::New(now) => {
-            expression
-                .push_str("SET created_at = :now, slot_limit = if_not_exists(slot_limit, :cap)");
-            update = update
-                .expression_attribute_values(":now", s(sortable(now)))
-                .expression_attribute_values(":cap", n(DEFAULT_CONCURRENCY_LIMIT))
-                .return_values_on_condition_check_failure(
-                    ReturnValuesOnConditionCheckFailure::AllOld,
-                );
-            // A task created Running takes its slot on a dispatch's terms: a limit or a pause
-            // an operator set before the project's first task holds.
-            Some(match moves.is_empty() {
-                true => "attribute_not_exists(created_at)",
-                false => {
-                    "attribute_not_exists(created_at) AND attribute_not_exists(paused) \
-                     AND attribute_not_exists(last_park) \
-                     AND (attribute_not_exists(#n_RUNNING) OR #n_RUNNING < slot_limit)"
-                }
-            })
+    let limit = match (take, holder.lane) {
+        (None, _) => None,
+        (Some(Take::Free { share } | Take::Held { share }), Some(_)) => {
+            update = update.expression_attribute_values(":share", n(share));
+            Some(":share")
         }
-        ProjectWrite::Dispatch { reserved } => {
-            update = update
-                .return_values_on_condition_check_failure(
-                    ReturnValuesOnConditionCheckFailure::AllOld,
-                )
-                .expression_attribute_names("#n_RUNNING", counter(Status::Running));
-            Some(match reserved {
-                true => {
-                    "attribute_exists(slot_limit) AND attribute_not_exists(paused) \
-                     AND #n_RUNNING <= slot_limit"
-                }
-                false => {
-                    "attribute_exists(slot_limit) AND attribute_not_exists(paused) \
-                     AND (attribute_not_exists(#n_RUNNING) OR #n_RUNNING < slot_limit) \
-                     AND attribute_not_exists(last_park)"
-                }
-            })
-        }
+        (Some(_), None) => Some("slot_limit"),
     };
+    let condition = limit.zip(take).map(|(limit, take)| match take {
+        Take::Free { .. } => {
+            format!("attribute_not_exists(#n_RUNNING) OR #n_RUNNING < {limit}")
+        }
+        Take::Held { .. } => format!("#n_RUNNING <= {limit}"),
+    });
+    if condition.is_some() {
+        update = update
+            .expression_attribute_names("#n_RUNNING", counter(Status::Running))
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld);
+    }
     Ok(Write::Update(
         update
-            .update_expression(expression.trim_end())
-            .set_condition_expression(condition.map(str::to_owned))
+            .update_expression(format!("ADD {}", adds.join(", ")))
+            .set_condition_expression(condition)
             .build()
-            .map_err(built("build project update"))?,
+            .map_err(built("build slot update"))?,
     ))
 }
 
-/// Why `project` (the item as a dispatch's condition found it) refused the dispatch of a task
-/// that held a slot (`reserved`) or not.
-fn hold_of(project: &Option<Item>, reserved: bool) -> Hold {
-    let project = project.as_ref();
-    let count = |name: &str| project.and_then(|item| number(item, name)).unwrap_or(0);
-    let slot_free = count(&counter(Status::Running)) < count("slot_limit");
-    if project.is_some_and(|item| item.contains_key("paused")) {
-        Hold::Blocked(Gate::Paused)
-    } else if slot_free && !reserved {
-        Hold::Queued
-    } else {
-        Hold::Blocked(Gate::Capacity)
-    }
+/// The project item its first task creates, with its creation time and the default limit.
+fn project_creation(table: &str, task: &Task) -> Result<Write, InfraError> {
+    Ok(Write::Update(
+        Update::builder()
+            .table_name(table)
+            .set_key(Some(project_key(&task.tenant, &task.project)))
+            .update_expression(
+                "SET created_at = :now, slot_limit = if_not_exists(slot_limit, :cap)",
+            )
+            .condition_expression("attribute_not_exists(created_at)")
+            .expression_attribute_values(":now", s(sortable(task.created_at)))
+            .expression_attribute_values(":cap", n(DEFAULT_CONCURRENCY_LIMIT))
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .build()
+            .map_err(built("build project creation"))?,
+    ))
 }
 
-/// The first task of a project creates its kill switch, disengaged, unless one was set already.
 fn install_project_switch(table: &str, task: &Task) -> Result<Write, InfraError> {
     let scope = Scope::Project {
         tenant: task.tenant.clone(),
@@ -830,18 +841,16 @@ impl DynamoStore {
     }
 
     async fn read_many(&self, ids: &[(Tenant, TaskId)]) -> Result<Vec<Task>, InfraError> {
-        let mut tasks = Vec::with_capacity(ids.len());
-        for chunk in ids.chunks(MAX_BATCH_GET) {
-            let keys = chunk.iter().map(|(tenant, id)| key(tenant, id)).collect();
-            for item in batch_get(&self.client, &self.table, keys, true).await? {
-                tasks.push(from_item(item)?);
-            }
-        }
-        Ok(tasks)
+        let keys = ids.iter().map(|(tenant, id)| key(tenant, id)).collect();
+        batch_get(&self.client, &self.table, keys, true)
+            .await?
+            .into_iter()
+            .map(from_item)
+            .collect()
     }
 }
 
-/// Reads `keys` of `table` with BatchGetItem (at most [`MAX_BATCH_GET`] keys), asking again for
+/// Reads `keys` of `table` with BatchGetItem, [`MAX_BATCH_GET`] keys a call, asking again for
 /// any the service left unprocessed. Items come back in no particular order.
 pub(crate) async fn batch_get(
     client: &Client,
@@ -849,32 +858,31 @@ pub(crate) async fn batch_get(
     keys: Vec<Item>,
     consistent: bool,
 ) -> Result<Vec<Item>, InfraError> {
-    if keys.is_empty() {
-        return Ok(Vec::new());
-    }
-    let mut request = Some(
-        KeysAndAttributes::builder()
-            .set_keys(Some(keys))
-            .consistent_read(consistent)
-            .build()
-            .map_err(|e| InfraError::new("build BatchGetItem", e))?,
-    );
-    let mut items = Vec::new();
-    while let Some(keys) = request.take() {
-        let output = client
-            .batch_get_item()
-            .request_items(table, keys)
-            .send()
-            .await
-            .map_err(infra("DynamoDB BatchGetItem"))?;
-        if let Some(mut responses) = output.responses
-            && let Some(found) = responses.remove(table)
-        {
-            items.extend(found);
+    let mut items = Vec::with_capacity(keys.len());
+    for chunk in keys.chunks(MAX_BATCH_GET) {
+        let mut request = Some(
+            KeysAndAttributes::builder()
+                .set_keys(Some(chunk.to_vec()))
+                .consistent_read(consistent)
+                .build()
+                .map_err(|e| InfraError::new("build BatchGetItem", e))?,
+        );
+        while let Some(keys) = request.take() {
+            let output = client
+                .batch_get_item()
+                .request_items(table, keys)
+                .send()
+                .await
+                .map_err(infra("DynamoDB BatchGetItem"))?;
+            if let Some(mut responses) = output.responses
+                && let Some(found) = responses.remove(table)
+            {
+                items.extend(found);
+            }
+            request = output
+                .unprocessed_keys
+                .and_then(|mut unprocessed| unprocessed.remove(table));
         }
-        request = output
-            .unprocessed_keys
-            .and_then(|mut unprocessed| unprocessed.remove(table));
     }
     Ok(items)
 }
@@ -887,6 +895,7 @@ impl TaskStore for DynamoStore {
         wake: Option<Wake>,
         idempotency: Option<&Idempotency>,
         dependencies: &[Task],
+        slots: Option<&Controls>,
     ) -> Result<Created, InfraError> {
         let item = to_item(task, wake)?;
         // Most tasks join a project that exists: the task's write is all there is. The
@@ -901,12 +910,15 @@ impl TaskStore for DynamoStore {
                 self.put_task(item.clone(), "attribute_not_exists(pk)", None)?,
             )];
             if new_project {
-                let how = ProjectWrite::New(task.created_at);
-                writes.push((Part::Project, project_write(&self.table, task, &slot, how)?));
+                writes.push((Part::Project, project_creation(&self.table, task)?));
                 writes.push((Part::Switch, install_project_switch(&self.table, task)?));
-            } else if !slot.is_empty() {
-                let how = ProjectWrite::Dispatch { reserved: false };
-                writes.push((Part::Project, project_write(&self.table, task, &slot, how)?));
+            }
+            if !slot.is_empty() {
+                let take = Take::of(task, task, slots);
+                writes.push((
+                    Part::Slot,
+                    slot_write(&self.table, task, &slot, Some(take))?,
+                ));
             }
             if let Some(idempotency) = idempotency {
                 writes.push((Part::Key, claim_key(&self.table, task, idempotency)?));
@@ -945,13 +957,14 @@ impl TaskStore for DynamoStore {
             if cancelled.failed(Part::Dependency) {
                 return Ok(Created::DependencyMoved);
             }
-            let project = cancelled.item(Part::Project);
-            let created = project
-                .as_ref()
-                .is_some_and(|item| item.contains_key("created_at"));
-            if !new_project || !created {
-                // The slot's condition failed.
-                return Ok(Created::Held(hold_of(&project, false)));
+            if cancelled.failed(Part::Slot) {
+                return Ok(Created::Held(Hold::Blocked(Gate::Capacity)));
+            }
+            if !cancelled.failed(Part::Project) {
+                return Err(InfraError::new(
+                    "DynamoDB TransactWriteItems",
+                    "a create cancelled with no failed condition",
+                ));
             }
             // Another task created the project meanwhile.
             self.remember_project(task);
@@ -1020,6 +1033,7 @@ impl TaskStore for DynamoStore {
         current: &Task,
         next: &Task,
         wake: Option<Wake>,
+        slots: Option<&Controls>,
     ) -> Result<Commit, InfraError> {
         let mut values = HashMap::from([
             (":status".to_owned(), s(current.status.as_str())),
@@ -1043,13 +1057,6 @@ impl TaskStore for DynamoStore {
             values.insert(":true".to_owned(), AttributeValue::Bool(true));
         }
         let dispatch = current.status == Status::Scheduled && next.status == Status::Running;
-        let how = if dispatch {
-            ProjectWrite::Dispatch {
-                reserved: current.reserved,
-            }
-        } else {
-            ProjectWrite::Transition
-        };
         let mut writes = vec![(
             Part::Task,
             self.put_task(
@@ -1060,14 +1067,17 @@ impl TaskStore for DynamoStore {
                 Some(values),
             )?,
         )];
-        // Only a move into or out of a slot writes the project item; every other count follows
-        // the stream, and a move that needs no slot is one conditional write.
+        // Only a move into or out of a slot writes the item holding it (a lane of the project);
+        // every count follows the stream, and a move that needs no slot is one conditional write.
         let moves = slot_moves(Some(current), next);
-        if dispatch || !moves.is_empty() {
+        if dispatch {
+            let take = Take::of(current, next, slots);
             writes.push((
-                Part::Project,
-                project_write(&self.table, next, &moves, how)?,
+                Part::Slot,
+                slot_write(&self.table, next, &moves, Some(take))?,
             ));
+        } else if !moves.is_empty() {
+            writes.push((Part::Slot, slot_write(&self.table, current, &moves, None)?));
         }
         let Err(mut cancelled) = self.transact(writes).await? else {
             return Ok(Commit::Committed);
@@ -1076,7 +1086,7 @@ impl TaskStore for DynamoStore {
             let stored = cancelled.item(Part::Task).map(from_item).transpose()?;
             return Ok(Commit::Conflict(stored.map(Box::new)));
         }
-        Ok(hold_of(&cancelled.item(Part::Project), current.reserved).into())
+        Ok(Commit::Blocked(Gate::Capacity))
     }
 
     async fn list(&self, query: &TaskQuery) -> Result<Page, InfraError> {

@@ -10,15 +10,15 @@ use baton_app::{
     Drain, InfraError, KillSwitches, ProjectControls, ProjectStatus, ReadySet, Reservation, Wake,
 };
 use baton_domain::{
-    Change, DEFAULT_CONCURRENCY_LIMIT, KillSwitch, Parked, ProjectId, Scope, Status, Task, Tenant,
-    Timer,
+    Change, Controls, DEFAULT_CONCURRENCY_LIMIT, KillSwitch, Parked, ProjectId, Scope, Status,
+    Task, Tenant, Timer, lanes_for,
 };
 use chrono::{DateTime, Utc};
 
 use crate::dynamo::{
-    DynamoStore, Item, Part, RESERVED, WAKE_SHARDS, Write, batch_get, counter, infra, key, n,
-    number, parse_pk, project_key, project_path, s, sortable, switch_key, switch_pk,
-    wake_attributes, written,
+    DynamoStore, Item, Part, RESERVED, WAKE_SHARDS, Write, batch_get, counter, infra, key,
+    lane_key, n, number, parse_pk, project_key, project_path, s, slot_key, sortable, switch_key,
+    switch_pk, wake_attributes, written,
 };
 
 /// The sparse index of parked tasks: partition = project, sort = admission order.
@@ -77,6 +77,23 @@ fn parse_project_pk(pk: &str) -> Option<(Tenant, ProjectId)> {
 fn time(item: &Item, name: &str) -> Option<DateTime<Utc>> {
     let text = item.get(name)?.as_s().ok()?;
     Some(DateTime::parse_from_rfc3339(text).ok()?.to_utc())
+}
+
+/// A project's controls from its item (a missing item: a project without tasks, the default
+/// limit over one lane).
+fn controls_of(item: &Item) -> Result<Controls, InfraError> {
+    let count = |name: &str| number(item, name).map_or(0, |n| u64::try_from(n).unwrap_or(0));
+    let limit = number(item, "slot_limit")
+        .and_then(|n| u32::try_from(n).ok())
+        .unwrap_or(DEFAULT_CONCURRENCY_LIMIT);
+    let spread = u16::try_from(count("lanes")).unwrap_or(u16::MAX);
+    Ok(Controls {
+        limit,
+        lanes: spread.max(lanes_for(limit)),
+        legacy: count(&counter(Status::Running)),
+        paused: item.contains_key("paused"),
+        waiting: item.contains_key("last_park"),
+    })
 }
 
 fn drain_of(item: &Item) -> Option<Drain> {
@@ -149,6 +166,7 @@ impl ProjectControls for DynamoStore {
             switch_key(&scope, "SWITCH"),
         ];
         let mut status = ProjectStatus::default();
+        let mut lanes = 1;
         for mut item in batch_get(&self.client, &self.table, keys, true).await? {
             let pk = item.get("pk").and_then(|v| v.as_s().ok()).cloned();
             match pk.as_deref() {
@@ -160,21 +178,55 @@ impl ProjectControls for DynamoStore {
                     let count = |name: &str| {
                         number(&item, name).map_or(0, |n| u64::try_from(n).unwrap_or(0))
                     };
-                    // `n_RUNNING` counts the slots held for admitted tasks too.
+                    status.counts = ProjectStatus::counted(|state| count(&counter(state)));
+                    // The project's own count of slots, held before lanes.
+                    status.legacy = count(&counter(Status::Running));
                     status.reserved = count(RESERVED);
-                    status.counts = ProjectStatus::counted(|state| match state {
-                        Status::Running => count(&counter(state)).saturating_sub(status.reserved),
-                        _ => count(&counter(state)),
-                    });
-                    status.limit = number(&item, "slot_limit")
-                        .and_then(|n| u32::try_from(n).ok())
-                        .unwrap_or(DEFAULT_CONCURRENCY_LIMIT);
+                    let controls = controls_of(&item)?;
+                    (status.limit, lanes) = (controls.limit, controls.lanes);
                     status.drain = drain_of(&item);
                     status.paused = item.remove("paused").map(decoded).transpose()?;
                 }
             }
         }
+        let keys = (0..lanes).map(|lane| lane_key(tenant, project, lane));
+        let mut taken = vec![0; usize::from(lanes)];
+        for item in batch_get(&self.client, &self.table, keys.collect(), true).await? {
+            let lane = item
+                .get("pk")
+                .and_then(|v| v.as_s().ok())
+                .and_then(|pk| pk.rsplit('#').next()?.parse::<usize>().ok());
+            let count =
+                |name: &str| number(&item, name).map_or(0, |n| u64::try_from(n).unwrap_or(0));
+            if let Some(slot) = lane.and_then(|lane| taken.get_mut(lane)) {
+                *slot = count(&counter(Status::Running));
+                status.reserved += count(RESERVED);
+            }
+        }
+        // `n_RUNNING` counts the slots held for admitted tasks too.
+        let running = status.legacy + taken.iter().sum::<u64>();
+        status.lanes = taken;
+        let counts = ProjectStatus::counted(|state| match state {
+            Status::Running => running.saturating_sub(status.reserved),
+            _ => status.count(state),
+        });
+        status.counts = counts;
         Ok(status)
+    }
+
+    async fn controls(&self, tenant: &Tenant, project: &ProjectId) -> Result<Controls, InfraError> {
+        let output = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(project_key(tenant, project)))
+            .projection_expression("slot_limit, lanes, #running, paused, last_park")
+            .expression_attribute_names("#running", counter(Status::Running))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(infra("DynamoDB GetItem"))?;
+        controls_of(&output.item.unwrap_or_default())
     }
 
     async fn set_limit(
@@ -183,15 +235,30 @@ impl ProjectControls for DynamoStore {
         project: &ProjectId,
         limit: u32,
     ) -> Result<(), InfraError> {
-        self.client
+        // The lanes only ever grow: a lane a higher limit used keeps the slots of the tasks it
+        // holds until they give them back, and a status reads every lane there has been.
+        let spread = self
+            .client
             .update_item()
             .table_name(&self.table)
             .set_key(Some(project_key(tenant, project)))
-            .update_expression("SET slot_limit = :limit")
+            .update_expression("SET slot_limit = :limit, lanes = :lanes")
+            .condition_expression("attribute_not_exists(lanes) OR lanes < :lanes")
             .expression_attribute_values(":limit", n(limit))
+            .expression_attribute_values(":lanes", n(lanes_for(limit)))
             .send()
-            .await
-            .map_err(infra("DynamoDB UpdateItem"))?;
+            .await;
+        if !written("DynamoDB UpdateItem", spread)? {
+            self.client
+                .update_item()
+                .table_name(&self.table)
+                .set_key(Some(project_key(tenant, project)))
+                .update_expression("SET slot_limit = :limit")
+                .expression_attribute_values(":limit", n(limit))
+                .send()
+                .await
+                .map_err(infra("DynamoDB UpdateItem"))?;
+        }
         Ok(())
     }
 
@@ -271,7 +338,7 @@ impl ReadySet for DynamoStore {
             .map_err(|e| InfraError::new("build park update", e))?;
         let give_back = Update::builder()
             .table_name(&self.table)
-            .set_key(Some(project_key(&task.tenant, &task.project)))
+            .set_key(Some(slot_key(task)))
             .update_expression("ADD #running :minus, #reserved :minus")
             .expression_attribute_names("#running", counter(Status::Running))
             .expression_attribute_names("#reserved", RESERVED)
@@ -280,7 +347,7 @@ impl ReadySet for DynamoStore {
             .map_err(|e| InfraError::new("build slot release", e))?;
         let writes = vec![
             (Part::Task, Write::Update(park)),
-            (Part::Project, Write::Update(give_back)),
+            (Part::Slot, Write::Update(give_back)),
         ];
         Ok(self.transact(writes).await?.is_ok())
     }
@@ -289,6 +356,8 @@ impl ReadySet for DynamoStore {
         &self,
         project: &ProjectId,
         timer: &Timer,
+        lane: u16,
+        slots: &Controls,
         wake: Wake,
     ) -> Result<Reservation, InfraError> {
         let [(_, wake_key), (_, wake_at)] = wake_attributes(&timer.task_id, wake);
@@ -297,7 +366,7 @@ impl ReadySet for DynamoStore {
             .set_key(Some(key(&timer.tenant, &timer.task_id)))
             .update_expression(
                 "REMOVE ready_key, ready_rank, parked \
-                 SET wake_key = :key, wake_at = :at, reserved = :true",
+                 SET wake_key = :key, wake_at = :at, reserved = :true, lane = :lane",
             )
             .condition_expression(
                 "attribute_exists(ready_key) AND attempt = :attempt \
@@ -307,24 +376,23 @@ impl ReadySet for DynamoStore {
             .expression_attribute_values(":key", wake_key)
             .expression_attribute_values(":at", wake_at)
             .expression_attribute_values(":true", AttributeValue::Bool(true))
+            .expression_attribute_values(":lane", n(lane))
             .build()
             .map_err(|e| InfraError::new("build reservation", e))?;
         let hold = Update::builder()
             .table_name(&self.table)
-            .set_key(Some(project_key(&timer.tenant, project)))
+            .set_key(Some(lane_key(&timer.tenant, project, lane)))
             .update_expression("ADD #running :one, #reserved :one")
-            .condition_expression(
-                "attribute_exists(slot_limit) \
-                 AND (attribute_not_exists(#running) OR #running < slot_limit)",
-            )
+            .condition_expression("attribute_not_exists(#running) OR #running < :share")
             .expression_attribute_names("#running", counter(Status::Running))
             .expression_attribute_names("#reserved", RESERVED)
             .expression_attribute_values(":one", n(1))
+            .expression_attribute_values(":share", n(slots.share(lane)))
             .build()
             .map_err(|e| InfraError::new("build slot hold", e))?;
         let writes = vec![
             (Part::Task, Write::Update(take)),
-            (Part::Project, Write::Update(hold)),
+            (Part::Slot, Write::Update(hold)),
         ];
         Ok(match self.transact(writes).await? {
             Ok(()) => Reservation::Reserved,

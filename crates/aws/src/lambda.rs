@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use aws_lambda_events::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent, SqsMessage};
-use baton_app::{Baton, Handled, InfraError, Outbox, Switches};
+use baton_app::{Baton, Gates, Handled, InfraError, Outbox};
 use baton_domain::{TaskId, Tenant};
 use lambda_runtime::{LambdaEvent, service_fn};
 use tracing::{Instrument, error, info, info_span, warn};
@@ -247,12 +247,7 @@ pub fn log_handled(handled: &Handled) {
 /// [`for_each_command`], with the batch's tasks read together first (one read per tenant,
 /// not one per message) and its dispatches sharing `switches`. If that read fails, each command
 /// reads its own task.
-pub async fn execute_batch<P>(
-    baton: &Baton,
-    switches: &Switches,
-    event: SqsEvent,
-    parse: P,
-) -> Batch
+pub async fn execute_batch<P>(baton: &Baton, switches: &Gates, event: SqsEvent, parse: P) -> Batch
 where
     P: Fn(&SqsMessage) -> Result<Addressed, MessageError>,
 {

@@ -496,6 +496,11 @@ fn next_state(
     let mut next = task.clone();
     next.parked = None;
     next.reserved = false;
+    // A task keeps its lane while it keeps its slot: running on, or starting in the slot held
+    // for it. A dispatch that took no slot yet gets its lane from the batch that starts it.
+    if to != Status::Running || !(task.status == Status::Running || task.reserved) {
+        next.lane = None;
+    }
     change(&mut next);
     next.status = to;
     next.version = task.version + 1;

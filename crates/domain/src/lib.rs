@@ -13,8 +13,8 @@ mod task;
 pub use decide::{Command, Decision, Effects, MAX_NOTES, Rejection, Timer, Transition, decide};
 pub use event::{Event, EventKind};
 pub use flow::{
-    Change, ControlEvent, DEFAULT_CONCURRENCY_LIMIT, Gate, KillSwitch, MAX_CONCURRENCY_LIMIT,
-    Parked, Scope,
+    Change, ControlEvent, Controls, DEFAULT_CONCURRENCY_LIMIT, Gate, KillSwitch, LANE_SLOTS,
+    MAX_CONCURRENCY_LIMIT, Parked, Scope, lanes_for,
 };
 pub use graph::{
     Artifact, Cascade, DependencyError, MAX_ARTIFACTS, MAX_DEPENDENCIES, MAX_DEPENDENTS,

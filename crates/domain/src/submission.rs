@@ -405,6 +405,7 @@ impl Task {
             }],
             parked: None,
             reserved: false,
+            lane: None,
             idempotency_key,
             depends_on: new.depends_on,
             dependents: Vec::new(),

@@ -257,6 +257,11 @@ pub struct Task {
     /// transition gives it back.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub reserved: bool,
+    /// The lane of its project's slots that holds its slot while it runs or one is held for it
+    /// (see [`crate::Controls`]); `None` while it holds none, or while it holds one in the
+    /// project's own count (a task an earlier version started or admitted).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lane: Option<u16>,
     /// The key the submitter gave so that a repeated submission returns this task.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub idempotency_key: Option<String>,

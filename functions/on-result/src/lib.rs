@@ -5,13 +5,13 @@
 //! have all succeeded; a failure sends a cancel to each dependent.
 
 use aws_lambda_events::sqs::SqsEvent;
-use baton_app::{Baton, Switches};
+use baton_app::{Baton, Gates};
 use baton_aws::inbound::{TaskResult, body, envelope};
 use baton_aws::lambda::{Batch, execute_batch};
 
 /// Handles a batch of `TaskResult` events.
 pub async fn handle(baton: &Baton, event: SqsEvent) -> Batch {
-    execute_batch(baton, &Switches::default(), event, |message| {
+    execute_batch(baton, &Gates::default(), event, |message| {
         let result = envelope::<TaskResult>(body(message)?, "TaskResult")?;
         Ok(result.detail.command()?)
     })

@@ -5,13 +5,13 @@
 //! walked one edge per message. Reaching an unfinished dependent, it cancels it.
 
 use aws_lambda_events::sqs::SqsEvent;
-use baton_app::{Baton, Switches};
+use baton_app::{Baton, Gates};
 use baton_aws::inbound::{RollbackRequest, body, envelope};
 use baton_aws::lambda::{Batch, execute_batch};
 
 /// Handles a batch of `RollbackRequested` events.
 pub async fn handle(baton: &Baton, event: SqsEvent) -> Batch {
-    execute_batch(baton, &Switches::default(), event, |message| {
+    execute_batch(baton, &Gates::default(), event, |message| {
         let request = envelope::<RollbackRequest>(body(message)?, "RollbackRequested")?;
         request.speaks_for(request.detail.tenant.as_str())?;
         Ok(request.detail.command(&request.id)?)

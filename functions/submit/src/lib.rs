@@ -9,7 +9,7 @@
 
 use aws_lambda_events::sqs::SqsEvent;
 use baton_app::dead_letters::redriven;
-use baton_app::{Baton, Start, SubmitError, Switches};
+use baton_app::{Baton, Gates, Start, SubmitError};
 use baton_aws::dlq::redrive_of;
 use baton_aws::inbound::{Malformed, SubmitTask, body, envelope};
 use baton_aws::lambda::{Batch, MessageError, for_each_command, log_handled};
@@ -17,9 +17,9 @@ use baton_domain::{Command, TaskId};
 use tracing::info;
 
 /// Handles a batch of `SubmitTask` events. The batch reads each kill switch once, when its first
-/// task due now needs it (see [`Switches`]).
+/// task due now needs it (see [`Gates`]).
 pub async fn handle(baton: &Baton, event: SqsEvent) -> Batch {
-    let switches = &Switches::default();
+    let switches = &Gates::default();
     for_each_command(baton, event, |baton, message| async move {
         let submission = envelope::<SubmitTask>(body(&message)?, "SubmitTask")?;
         // Without a tenant the submission is invalid anyway, and says so below.

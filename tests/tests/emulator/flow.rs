@@ -301,7 +301,7 @@ async fn release_without_admission(sandbox: &Sandbox, holder: &Task) -> Result<(
     else {
         panic!("a result applies to a running task");
     };
-    baton_app::TaskStore::commit(&store, &running, &done.task, None).await?;
+    baton_app::TaskStore::commit(&store, &running, &done.task, None, None).await?;
     Ok(())
 }
 

@@ -243,7 +243,7 @@ async fn a_write_that_read_the_dependents_before_a_new_one_joined_loses_and_keep
     ) else {
         panic!("a scheduled task may be cancelled");
     };
-    match store.commit(&stale, &cancel.task, None).await? {
+    match store.commit(&stale, &cancel.task, None, None).await? {
         Commit::Conflict(Some(stored)) => assert_eq!(stored.dependents, [b.id]),
         other => panic!("expected a conflict, got {other:?}"),
     }
