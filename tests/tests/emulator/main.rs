@@ -12,6 +12,7 @@ mod flow;
 mod graph;
 mod http_executor;
 mod in_process;
+mod lanes;
 mod operations;
 mod payloads;
 mod races;
