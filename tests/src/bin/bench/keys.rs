@@ -192,8 +192,16 @@ impl Keys {
     /// from the deployment's; a task's own item (and its idempotency key) is nobody's hot key.
     pub fn report(&self, lifecycles: usize, project: &str) -> HotKeys {
         let per = |x: f64| x / lifecycles as f64;
-        // Its items end in `#{tenant}#{project}`; its index partitions are `{tenant}#{project}`.
-        let ours = |key: &str| key == project || key.ends_with(&format!("#{project}"));
+        // Its items end in `#{tenant}#{project}`, its lanes are `L#{tenant}#{project}#{lane}`;
+        // its index partitions are `{tenant}#{project}`.
+        let ours = |key: &str| {
+            let lane = key
+                .strip_prefix("L#")
+                .and_then(|rest| rest.rsplit_once('#'));
+            key == project
+                || key.ends_with(&format!("#{project}"))
+                || lane.is_some_and(|(path, _)| path == project)
+        };
         let mut keys: Vec<HotKey> = self
             .items
             .iter()
@@ -360,5 +368,25 @@ mod tests {
         let deployment = report.deployment.unwrap();
         assert_eq!(deployment.write_units, 0.5, "{deployment:?}");
         assert!(report.keys.iter().all(|k| !k.key.contains("T#")));
+    }
+
+    #[test]
+    fn a_project_s_lanes_are_its_keys_and_another_s_are_not() {
+        let mut keys = Keys::default();
+        for pk in ["L#acme#p#0", "L#acme#p#17", "L#acme#p#17", "L#acme#px#0"] {
+            let touched = Touched {
+                items: vec![pk.into()],
+                transactional: true,
+                entries: Vec::new(),
+            };
+            keys.add(&touched, &[]);
+        }
+        let report = keys.report(4, "acme#p");
+        let project = report.project.unwrap();
+        assert_eq!(
+            (project.key.as_str(), project.write_units),
+            ("item L#acme#p#17", 1.0)
+        );
+        assert_eq!(report.deployment.unwrap().key, "item L#acme#px#0");
     }
 }
