@@ -1,5 +1,6 @@
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
@@ -16,7 +17,7 @@ use baton_app::{
 };
 use baton_domain::{
     Change, Controls, DEFAULT_CONCURRENCY_LIMIT, Gate, Idempotency, ProjectId, Scope, Status, Task,
-    TaskId, Tenant,
+    TaskId, Tenant, lanes_for,
 };
 use chrono::{DateTime, SecondsFormat, Utc};
 
@@ -69,13 +70,18 @@ const IDEMPOTENCY_RETENTION: chrono::Duration = chrono::Duration::hours(24);
 pub struct DynamoStore {
     pub(crate) client: Client,
     pub(crate) table: String,
-    /// Projects this process has seen exist: projects are never deleted, so a task of one needs
-    /// no check of it.
-    known: Arc<Mutex<HashSet<String>>>,
+    /// Projects this process has seen exist (projects are never deleted, so a task of one needs
+    /// no check of it), with the `by-project` partitions each spreads its entries over and when
+    /// that was read.
+    known: Arc<Mutex<HashMap<String, (u16, Instant)>>>,
 }
 
 /// How many projects a process remembers before it starts over.
 const KNOWN_PROJECTS: usize = 10_000;
+/// How long a process trusts what it read of a project's `by-project` partitions.
+const KNOWN_FOR: Duration = Duration::from_secs(60);
+/// The most `by-project` partitions one project's entries are spread over.
+pub(crate) const MAX_LISTING_SHARDS: u16 = 16;
 
 impl DynamoStore {
     /// A store over `table`.
@@ -87,42 +93,73 @@ impl DynamoStore {
         }
     }
 
-    /// Whether `task`'s project exists: known to this process, or read.
-    async fn project_exists(&self, task: &Task) -> Result<bool, InfraError> {
-        if self
-            .known
-            .lock()
-            .unwrap()
-            .contains(&project_path(&task.tenant, &task.project))
+    /// The `by-project` partitions new entries of `task`'s project are spread over
+    /// ([`listing_shards`]), `None` while the project does not exist: known to this process
+    /// within [`KNOWN_FOR`], or read. A process that knows fewer than the project has now only
+    /// spreads its entries less; a listing reads every partition the project's lanes give.
+    async fn listing(&self, task: &Task) -> Result<Option<u16>, InfraError> {
+        let path = project_path(&task.tenant, &task.project);
+        if let Some((shards, at)) = self.known.lock().unwrap().get(&path)
+            && at.elapsed() < KNOWN_FOR
         {
-            return Ok(true);
+            return Ok(Some(*shards));
         }
         let read = self
             .client
             .get_item()
             .table_name(&self.table)
             .set_key(Some(project_key(&task.tenant, &task.project)))
-            .projection_expression("created_at")
+            .projection_expression("created_at, slot_limit, lanes")
             .consistent_read(true)
             .send()
             .await
-            .map_err(infra("DynamoDB GetItem"))?;
-        let exists = read
+            .map_err(infra("DynamoDB GetItem"))?
             .item
-            .is_some_and(|item| item.contains_key("created_at"));
-        if exists {
-            self.remember_project(task);
-        }
-        Ok(exists)
+            .filter(|item| item.contains_key("created_at"));
+        let Some(item) = read else {
+            return Ok(None);
+        };
+        let shards = listing_shards(&item);
+        self.remember_project(task, shards);
+        Ok(Some(shards))
     }
 
-    fn remember_project(&self, task: &Task) {
+    fn remember_project(&self, task: &Task, shards: u16) {
         let mut known = self.known.lock().unwrap();
         if known.len() >= KNOWN_PROJECTS {
             known.clear();
         }
-        known.insert(project_path(&task.tenant, &task.project));
+        let path = project_path(&task.tenant, &task.project);
+        known.insert(path, (shards, Instant::now()));
     }
+}
+
+/// How many `by-project` partitions a project's entries are spread over: one per lane of its
+/// slots, at most [`MAX_LISTING_SHARDS`], so a project whose limit allows many starts a second
+/// puts its new entries in as many partitions. One (the project's path alone, where entries
+/// were before partitions) for every project of one lane.
+fn listing_shards(project: &Item) -> u16 {
+    let lanes = number(project, "lanes").and_then(|n| u16::try_from(n).ok());
+    let limit = number(project, "slot_limit").and_then(|n| u32::try_from(n).ok());
+    let lanes = lanes
+        .unwrap_or(1)
+        .max(lanes_for(limit.unwrap_or(DEFAULT_CONCURRENCY_LIMIT)));
+    lanes.min(MAX_LISTING_SHARDS)
+}
+
+/// The `by-project` partition of entry shard `shard` of a project.
+fn listing_key(tenant: &Tenant, project: &ProjectId, shard: u16) -> String {
+    match shard {
+        0 => project_path(tenant, project),
+        shard => format!("{}#{shard}", project_path(tenant, project)),
+    }
+}
+
+/// The shard of `id`'s `by-project` entry among `shards`: from its random bits, so a task
+/// written again by a process that knows as many shards keeps its entry where it was.
+fn listing_shard(id: &TaskId, shards: u16) -> u16 {
+    let bits = id.as_uuid().as_u128() as u64;
+    u16::try_from(bits % u64::from(shards.max(1))).unwrap_or(0)
 }
 
 fn pk(tenant: &Tenant, id: &TaskId) -> String {
@@ -178,14 +215,16 @@ pub(crate) fn sortable(at: DateTime<Utc>) -> String {
     at.to_rfc3339_opts(SecondsFormat::Millis, true)
 }
 
-fn to_item(task: &Task, wake: Option<Wake>) -> Result<Item, InfraError> {
+/// `task`'s item, its `by-project` entry in one of `shards` partitions.
+fn to_item(task: &Task, wake: Option<Wake>, shards: u16) -> Result<Item, InfraError> {
     let mut item: Item =
         serde_dynamo::to_item(task).map_err(|e| InfraError::new("encode task for DynamoDB", e))?;
     item.extend(key(&task.tenant, &task.id));
     item.insert(LAYOUT.to_owned(), n(CURRENT_LAYOUT));
+    let shard = listing_shard(&task.id, shards);
     item.insert(
         "project_key".to_owned(),
-        s(project_path(&task.tenant, &task.project)),
+        s(listing_key(&task.tenant, &task.project, shard)),
     );
     if let Some(wake) = wake {
         item.extend(wake_attributes(&task.id, wake));
@@ -897,11 +936,14 @@ impl TaskStore for DynamoStore {
         dependencies: &[Task],
         slots: Option<&Controls>,
     ) -> Result<Created, InfraError> {
-        let item = to_item(task, wake)?;
+        // Most tasks join a project that exists (its partitions known): the task's write is
+        // all there is.
+        let listing = self.listing(task).await?;
+        let item = to_item(task, wake, listing.unwrap_or(1))?;
         // Most tasks join a project that exists: the task's write is all there is. The
         // project's first task creates it and its kill switch. Which case holds is read once per
         // project and process, and learnt again from the project's condition, never assumed.
-        let mut new_project = !self.project_exists(task).await?;
+        let mut new_project = listing.is_none();
         // A task created Running takes its slot here, as its dispatch would.
         let slot = slot_moves(None, task);
         for _ in 0..TRANSACTION_ATTEMPTS {
@@ -930,7 +972,6 @@ impl TaskStore for DynamoStore {
                 ));
             }
             let Err(mut cancelled) = self.transact(writes).await? else {
-                self.remember_project(task);
                 return Ok(Created::Created);
             };
             if cancelled.failed(Part::Task) {
@@ -967,7 +1008,6 @@ impl TaskStore for DynamoStore {
                 ));
             }
             // Another task created the project meanwhile.
-            self.remember_project(task);
             new_project = false;
         }
         Err(InfraError::new(
@@ -1060,7 +1100,7 @@ impl TaskStore for DynamoStore {
         let mut writes = vec![(
             Part::Task,
             self.put_task(
-                to_item(next, wake)?,
+                to_item(next, wake, self.listing(next).await?.unwrap_or(1))?,
                 &format!(
                     "#status = :status AND #version = :version AND {dependents} AND {reserved}"
                 ),
@@ -1090,21 +1130,24 @@ impl TaskStore for DynamoStore {
     }
 
     async fn list(&self, query: &TaskQuery) -> Result<Page, InfraError> {
-        let project_key = project_path(&query.tenant, &query.project);
-        let start = query.after.map(|after| {
-            let mut start = key(&query.tenant, &after);
-            start.insert(
-                "project_key".to_owned(),
-                AttributeValue::S(project_key.clone()),
-            );
-            start.insert("id".to_owned(), AttributeValue::S(after.to_string()));
-            start
-        });
-        // Ids are UUIDv7s, so a submission time range is a range of the index's sort key.
+        // Every partition the project's entries were ever spread over: its lanes only grow.
+        let project = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(project_key(&query.tenant, &query.project)))
+            .projection_expression("slot_limit, lanes")
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(infra("DynamoDB GetItem"))?;
+        let shards = project.item.as_ref().map_or(1, listing_shards);
+        // Ids are UUIDv7s, so a submission time range is a range of the index's sort key; a
+        // page after a task ends at it (itself left out), in every partition alike.
         let lowest = query
             .submitted_after
             .map_or_else(|| "0".to_owned(), |at| TaskId::bounds_at(at).0.to_string());
-        let highest = query.submitted_before.map_or_else(
+        let before = query.submitted_before.map_or_else(
             || "~".to_owned(),
             |at| {
                 TaskId::bounds_at(at - chrono::Duration::milliseconds(1))
@@ -1112,17 +1155,34 @@ impl TaskStore for DynamoStore {
                     .to_string()
             },
         );
-        let range = IndexRange {
-            index: PROJECT_INDEX,
-            partition: ("project_key", project_key),
-            sort: "id",
-            lowest,
-            highest,
-            first: query.first,
-            key_only: query.filters_by_key_only(),
+        let highest = match query.after {
+            Some(after) => before.min(after.to_string()),
+            None => before,
         };
-        self.newest_first(range, start, |task| query.matches(task), |task| task.id)
-            .await
+        let keep = |task: &Task| query.matches(task) && Some(task.id) != query.after;
+        let mut tasks = Vec::new();
+        let mut more = false;
+        for shard in 0..shards {
+            let range = IndexRange {
+                index: PROJECT_INDEX,
+                partition: (
+                    "project_key",
+                    listing_key(&query.tenant, &query.project, shard),
+                ),
+                sort: "id",
+                lowest: lowest.clone(),
+                highest: highest.clone(),
+                first: query.first,
+                key_only: query.filters_by_key_only() && query.after.is_none(),
+            };
+            let page = self.newest_first(range, None, keep, |task| task.id).await?;
+            more |= page.has_next_page;
+            tasks.extend(page.tasks);
+        }
+        tasks.sort_by_key(|task| std::cmp::Reverse(task.id));
+        let mut page = Page::of_first(tasks, query.first);
+        page.has_next_page |= more;
+        Ok(page)
     }
 
     async fn wakes(
@@ -1170,6 +1230,42 @@ mod tests {
         let id = TaskId::from_uuid(uuid::Uuid::now_v7());
         assert_eq!(parse_pk(&pk(&tenant, &id)), Some((tenant, id)));
         assert_eq!(parse_pk("X#acme#1"), None);
+    }
+
+    #[test]
+    fn listing_entries_spread_over_a_project_s_partitions_and_stay_in_one() {
+        let ids: Vec<TaskId> = (0..1000)
+            .map(|_| TaskId::from_uuid(uuid::Uuid::now_v7()))
+            .collect();
+        let mut per_shard = [0; MAX_LISTING_SHARDS as usize];
+        for id in &ids {
+            assert_eq!(listing_shard(id, 1), 0);
+            assert_eq!(
+                listing_shard(id, MAX_LISTING_SHARDS),
+                listing_shard(id, MAX_LISTING_SHARDS)
+            );
+            per_shard[usize::from(listing_shard(id, MAX_LISTING_SHARDS))] += 1;
+        }
+        assert!(
+            per_shard.iter().all(|&n| (30..100).contains(&n)),
+            "{per_shard:?}"
+        );
+        let (acme, p) = (
+            Tenant::parse("acme").unwrap(),
+            ProjectId::parse("p").unwrap(),
+        );
+        assert_eq!(listing_key(&acme, &p, 0), "acme#p");
+        assert_eq!(listing_key(&acme, &p, 3), "acme#p#3");
+        let project = |limit: u32, lanes: u16| {
+            HashMap::from([
+                ("slot_limit".to_owned(), n(limit)),
+                ("lanes".to_owned(), n(lanes)),
+            ])
+        };
+        assert_eq!(listing_shards(&project(10, 1)), 1);
+        assert_eq!(listing_shards(&project(100, 1)), 3);
+        assert_eq!(listing_shards(&project(10, 5)), 5, "lanes only grow");
+        assert_eq!(listing_shards(&project(10_000, 250)), MAX_LISTING_SHARDS);
     }
 
     #[test]

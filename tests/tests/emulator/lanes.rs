@@ -203,3 +203,34 @@ async fn a_task_started_before_lanes_gives_its_slot_back_to_the_project_s_own_co
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn a_project_of_many_lanes_lists_every_task_newest_first_across_its_partitions() -> Result<()>
+{
+    let sandbox = Sandbox::new().await?;
+    // Listed in one partition before the limit spreads its entries over several.
+    let mut submitted = Vec::new();
+    for _ in 0..3 {
+        submitted.push(submit(&sandbox, 0).await?.id);
+    }
+    sandbox
+        .baton
+        .set_limit(&acme(), &reports(), 1000, &OPS)
+        .await?;
+    for _ in 0..22 {
+        submitted.push(submit(&sandbox, 0).await?.id);
+    }
+    submitted.reverse();
+    let mut listed = Vec::new();
+    let mut query = baton_app::TaskQuery::project(acme(), reports(), 7);
+    loop {
+        let page = sandbox.baton.tasks(&query).await?;
+        listed.extend(page.tasks.iter().map(|task| task.id));
+        query.after = page.tasks.last().map(|task| task.id);
+        if !page.has_next_page {
+            break;
+        }
+    }
+    assert_eq!(listed, submitted, "every task once, newest first");
+    Ok(())
+}

@@ -193,14 +193,16 @@ impl Keys {
     pub fn report(&self, lifecycles: usize, project: &str) -> HotKeys {
         let per = |x: f64| x / lifecycles as f64;
         // Its items end in `#{tenant}#{project}`, its lanes are `L#{tenant}#{project}#{lane}`;
-        // its index partitions are `{tenant}#{project}`.
+        // its index partitions are `{tenant}#{project}`, or `{tenant}#{project}#{shard}`.
         let ours = |key: &str| {
-            let lane = key
-                .strip_prefix("L#")
-                .and_then(|rest| rest.rsplit_once('#'));
+            let numbered = |key: &str| {
+                key.rsplit_once('#')
+                    .is_some_and(|(path, n)| path == project && n.parse::<u16>().is_ok())
+            };
             key == project
                 || key.ends_with(&format!("#{project}"))
-                || lane.is_some_and(|(path, _)| path == project)
+                || key.strip_prefix("L#").is_some_and(numbered)
+                || numbered(key)
         };
         let mut keys: Vec<HotKey> = self
             .items
@@ -373,7 +375,13 @@ mod tests {
     #[test]
     fn a_project_s_lanes_are_its_keys_and_another_s_are_not() {
         let mut keys = Keys::default();
-        for pk in ["L#acme#p#0", "L#acme#p#17", "L#acme#p#17", "L#acme#px#0"] {
+        for pk in [
+            "L#acme#p#0",
+            "L#acme#p#17",
+            "L#acme#p#17",
+            "L#acme#px#0",
+            "acme#p#3",
+        ] {
             let touched = Touched {
                 items: vec![pk.into()],
                 transactional: true,
@@ -387,6 +395,8 @@ mod tests {
             (project.key.as_str(), project.write_units),
             ("item L#acme#p#17", 1.0)
         );
+        let ours = |key: &str| report.keys.iter().any(|k| k.key == key && k.project);
+        assert!(ours("item acme#p#3") && ours("item L#acme#p#0"));
         assert_eq!(report.deployment.unwrap().key, "item L#acme#px#0");
     }
 }
