@@ -12,6 +12,7 @@ use chrono::{DateTime, Duration, Utc};
 use tracing::{Instrument, Span, info, info_span, warn};
 
 use crate::gates::{Gates, next_turn};
+use crate::outbox::Admissions;
 use crate::ports::{
     Clock, Commit, Created, EventBus, Hold, InfraError, Metrics, NoMetrics, Page, ProjectStatus,
     Reservation, Store, TaskQuery, TimerQueue, Wake, WakeKind,
@@ -168,6 +169,15 @@ struct Admission {
     seen: usize,
 }
 
+/// How an admission spreads the timers it arms.
+#[derive(Debug, Clone, Copy)]
+enum Pace {
+    /// At most this many a second, the first at once (a resume, a drain).
+    PerSecond(u32),
+    /// All at once: slots just given back.
+    AtOnce,
+}
+
 /// The application service: every entry point of Baton goes through it.
 #[derive(Clone)]
 pub struct Baton {
@@ -176,6 +186,8 @@ pub struct Baton {
     timers: Arc<dyn TimerQueue>,
     clock: Arc<dyn Clock>,
     metrics: Arc<dyn Metrics>,
+    /// Where admissions after a slot given back go; `None`: at once.
+    admissions: Option<Arc<dyn Admissions>>,
 }
 
 impl Baton {
@@ -193,6 +205,7 @@ impl Baton {
             timers,
             clock,
             metrics: Arc::new(NoMetrics),
+            admissions: None,
         }
     }
 
@@ -206,15 +219,18 @@ impl Baton {
         (Arc::clone(&self.bus), Arc::clone(&self.timers))
     }
 
-    /// The same service, sending through `bus` and `timers`.
+    /// The same service, sending through `bus` and `timers`, its admissions held by
+    /// `admissions`.
     pub(crate) fn sending_through(
         &self,
         bus: Arc<dyn EventBus>,
         timers: Arc<dyn TimerQueue>,
+        admissions: Arc<dyn Admissions>,
     ) -> Self {
         Self {
             bus,
             timers,
+            admissions: Some(admissions),
             ..self.clone()
         }
     }
@@ -824,7 +840,7 @@ impl Baton {
                 continue;
             };
             let admission = self
-                .admit_from(&status, &tenant, &project, ADMIT_RATE)
+                .admit_from(&status, &tenant, &project, Pace::PerSecond(ADMIT_RATE))
                 .await?;
             report.admitted += admission.armed;
             // Free slots and nobody in the ready set: it is empty, unless a task joined it too
@@ -892,8 +908,18 @@ impl Baton {
         project: &ProjectId,
         rate: u32,
     ) -> Result<usize, InfraError> {
+        self.admit_paced(tenant, project, Pace::PerSecond(rate))
+            .await
+    }
+
+    async fn admit_paced(
+        &self,
+        tenant: &Tenant,
+        project: &ProjectId,
+        pace: Pace,
+    ) -> Result<usize, InfraError> {
         let status = self.store.project_status(tenant, project).await?;
-        Ok(self.admit_from(&status, tenant, project, rate).await?.armed)
+        Ok(self.admit_from(&status, tenant, project, pace).await?.armed)
     }
 
     async fn admit_from(
@@ -901,12 +927,17 @@ impl Baton {
         status: &ProjectStatus,
         tenant: &Tenant,
         project: &ProjectId,
-        rate: u32,
+        pace: Pace,
     ) -> Result<Admission, InfraError> {
-        let rate = rate.clamp(1, MAX_ADMIT_RATE);
-        let wanted = status
-            .free_slots()
-            .min(u64::from(rate * ADMIT_WINDOW_SECONDS));
+        let pace = match pace {
+            Pace::PerSecond(rate) => Pace::PerSecond(rate.clamp(1, MAX_ADMIT_RATE)),
+            Pace::AtOnce => Pace::AtOnce,
+        };
+        let window = match pace {
+            Pace::PerSecond(rate) => u64::from(rate * ADMIT_WINDOW_SECONDS),
+            Pace::AtOnce => u64::MAX,
+        };
+        let wanted = status.free_slots().min(window);
         if status.drain.is_none() || wanted == 0 {
             return Ok(Admission::default());
         }
@@ -925,7 +956,12 @@ impl Baton {
             if admitted == wanted {
                 break;
             }
-            let delay = Duration::milliseconds(admitted as i64 * 1000 / i64::from(rate));
+            let delay = match pace {
+                Pace::PerSecond(rate) => {
+                    Duration::milliseconds(admitted as i64 * 1000 / i64::from(rate))
+                }
+                Pace::AtOnce => Duration::zero(),
+            };
             let backstop = Wake {
                 kind: WakeKind::Check,
                 at: now + delay + TIMER_GRACE,
@@ -957,7 +993,7 @@ impl Baton {
             }
         }
         if admitted > 0 {
-            info!(%tenant, %project, admitted, rate, "admitted from the ready set");
+            info!(%tenant, %project, admitted, ?pace, "admitted from the ready set");
         }
         Ok(Admission {
             armed: admitted,
@@ -1127,8 +1163,10 @@ impl Baton {
         {
             self.arm(timer, now).await?;
         }
-        if let Some((tenant, project)) = &effects.admit {
-            self.admit_released(tenant, project).await?;
+        match (&effects.admit, &self.admissions) {
+            (Some((tenant, project)), Some(held)) => held.hold(tenant, project),
+            (Some((tenant, project)), None) => self.admit_released(tenant, project).await?,
+            (None, _) => {}
         }
         if let Some(cascade) = &effects.cascade {
             match cascade.step {
@@ -1164,11 +1202,16 @@ impl Baton {
         Ok(())
     }
 
-    /// After a slot was given back: admits from the ready set if anything waits there. Reads
-    /// only the project's drain when nothing does.
-    async fn admit_released(&self, tenant: &Tenant, project: &ProjectId) -> Result<(), InfraError> {
+    /// After slots were given back (by one command, or by a batch's): admits from the ready
+    /// set if anything waits there, into every free slot at once (a freed slot is not paced
+    /// like a resume). Reads only the project's drain when nothing waits.
+    pub(crate) async fn admit_released(
+        &self,
+        tenant: &Tenant,
+        project: &ProjectId,
+    ) -> Result<(), InfraError> {
         if self.store.drain(tenant, project).await?.is_some() {
-            self.admit(tenant, project, ADMIT_RATE).await?;
+            self.admit_paced(tenant, project, Pace::AtOnce).await?;
         }
         Ok(())
     }

@@ -1,5 +1,6 @@
-//! A batch's commands hold their events and timers in an [`Outbox`] until the batch is done;
-//! the flush names every message whose events or timers did not all go out, and only those.
+//! A batch's commands hold their events, timers and admissions in an [`Outbox`] until the batch
+//! is done; the flush names every message whose events or timers did not all go out, and only
+//! those.
 
 mod common;
 
@@ -82,4 +83,59 @@ async fn events_and_timers_go_out_at_the_flush_and_a_message_whose_events_failed
     assert_eq!(timers.armed().len(), 1, "the later task's timer");
     assert!(outbox.flush().await.is_empty(), "nothing is sent twice");
     assert_eq!(bus.inner.published().len(), 3);
+}
+
+#[tokio::test]
+async fn slots_a_batch_gives_back_admit_once_the_batch_is_done() {
+    let w = common::world();
+    let tenant = baton_domain::Tenant::parse("acme").unwrap();
+    let project = baton_domain::ProjectId::parse("p").unwrap();
+    let ops = baton_app::Operator {
+        by: "ops",
+        reason: "test",
+    };
+    w.baton.set_limit(&tenant, &project, 2, &ops).await.unwrap();
+    let gates = Gates::default();
+    let mut tasks = Vec::new();
+    for _ in 0..4 {
+        let submitted = w
+            .baton
+            .submit_in(&request(json!({})), new_id(), Start::Here(&gates))
+            .await
+            .unwrap();
+        tasks.push(submitted.task);
+    }
+    assert_eq!(w.baton.queued(&tenant, &project).await.unwrap(), 2);
+    let armed = w.timers.armed().len();
+
+    let outbox = Outbox::new(&w.baton);
+    for (message, task) in ["r1", "r2"].iter().zip(&tasks[..2]) {
+        let result = baton_domain::Command::Complete {
+            lease: w.reload(task).await.lease,
+            attempt: 1,
+            outcome: baton_domain::Outcome::Succeeded { output: json!({}) },
+            provenance: None,
+        };
+        let handled = outbox
+            .holding(&w.baton, message)
+            .execute(&tenant, &task.id, &result)
+            .await
+            .unwrap();
+        assert!(
+            matches!(handled, baton_app::Handled::Applied(_)),
+            "{handled:?}"
+        );
+    }
+    assert_eq!(
+        w.baton.queued(&tenant, &project).await.unwrap(),
+        2,
+        "nothing admitted before the batch is done"
+    );
+    assert!(outbox.flush().await.is_empty());
+    assert_eq!(w.baton.queued(&tenant, &project).await.unwrap(), 0);
+    assert_eq!(
+        w.timers.armed().len(),
+        armed + 2,
+        "both admitted tasks' timers"
+    );
 }
