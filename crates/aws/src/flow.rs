@@ -160,13 +160,16 @@ impl ProjectControls for DynamoStore {
             tenant: tenant.clone(),
             project: project.clone(),
         };
+        // Every project has lane 0: it is read with the project, the others after, if any.
         let keys = vec![
             project_key(tenant, project),
             switch_key(&Scope::Global, "SWITCH"),
             switch_key(&scope, "SWITCH"),
+            lane_key(tenant, project, 0),
         ];
         let mut status = ProjectStatus::default();
         let mut lanes = 1;
+        let mut lane_items = Vec::new();
         for mut item in batch_get(&self.client, &self.table, keys, true).await? {
             let pk = item.get("pk").and_then(|v| v.as_s().ok()).cloned();
             match pk.as_deref() {
@@ -174,6 +177,7 @@ impl ProjectControls for DynamoStore {
                 Some(pk) if pk.starts_with("KILL#") => {
                     status.project_switch = Some(switch_of(item)?)
                 }
+                Some(pk) if pk.starts_with("L#") => lane_items.push(item),
                 _ => {
                     let count = |name: &str| {
                         number(&item, name).map_or(0, |n| u64::try_from(n).unwrap_or(0))
@@ -189,9 +193,10 @@ impl ProjectControls for DynamoStore {
                 }
             }
         }
-        let keys = (0..lanes).map(|lane| lane_key(tenant, project, lane));
+        let others = (1..lanes).map(|lane| lane_key(tenant, project, lane));
+        lane_items.extend(batch_get(&self.client, &self.table, others.collect(), true).await?);
         let mut taken = vec![0; usize::from(lanes)];
-        for item in batch_get(&self.client, &self.table, keys.collect(), true).await? {
+        for item in lane_items {
             let lane = item
                 .get("pk")
                 .and_then(|v| v.as_s().ok())
