@@ -105,16 +105,8 @@ impl DynamoStore {
             return Ok(Some(*shards));
         }
         let read = self
-            .client
-            .get_item()
-            .table_name(&self.table)
-            .set_key(Some(project_key(&task.tenant, &task.project)))
-            .projection_expression("created_at, slot_limit, lanes")
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(infra("DynamoDB GetItem"))?
-            .item
+            .project_item(&task.tenant, &task.project, "created_at, slot_limit, lanes")
+            .await?
             .filter(|item| item.contains_key("created_at"));
         let Some(item) = read else {
             return Ok(None);
@@ -122,6 +114,26 @@ impl DynamoStore {
         let shards = listing_shards(&item);
         self.remember_project(task, shards);
         Ok(Some(shards))
+    }
+
+    /// The attributes `projection` names of a project's item, strongly consistent.
+    pub(crate) async fn project_item(
+        &self,
+        tenant: &Tenant,
+        project: &ProjectId,
+        projection: &str,
+    ) -> Result<Option<Item>, InfraError> {
+        Ok(self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(project_key(tenant, project)))
+            .projection_expression(projection)
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(infra("DynamoDB GetItem"))?
+            .item)
     }
 
     fn remember_project(&self, task: &Task, shards: u16) {
@@ -1132,16 +1144,9 @@ impl TaskStore for DynamoStore {
     async fn list(&self, query: &TaskQuery) -> Result<Page, InfraError> {
         // Every partition the project's entries were ever spread over: its lanes only grow.
         let project = self
-            .client
-            .get_item()
-            .table_name(&self.table)
-            .set_key(Some(project_key(&query.tenant, &query.project)))
-            .projection_expression("slot_limit, lanes")
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(infra("DynamoDB GetItem"))?;
-        let shards = project.item.as_ref().map_or(1, listing_shards);
+            .project_item(&query.tenant, &query.project, "slot_limit, lanes")
+            .await?;
+        let shards = project.as_ref().map_or(1, listing_shards);
         // Ids are UUIDv7s, so a submission time range is a range of the index's sort key; a
         // page after a task ends at it (itself left out), in every partition alike.
         let lowest = query

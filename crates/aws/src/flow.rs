@@ -455,17 +455,10 @@ impl ReadySet for DynamoStore {
         tenant: &Tenant,
         project: &ProjectId,
     ) -> Result<Option<Drain>, InfraError> {
-        let output = self
-            .client
-            .get_item()
-            .table_name(&self.table)
-            .set_key(Some(project_key(tenant, project)))
-            .projection_expression("wake_at, last_park")
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(infra("DynamoDB GetItem"))?;
-        Ok(output.item.as_ref().and_then(drain_of))
+        let item = self
+            .project_item(tenant, project, "wake_at, last_park")
+            .await?;
+        Ok(item.as_ref().and_then(drain_of))
     }
 
     async fn drains(
